@@ -1,0 +1,48 @@
+# The two commands of the README:
+#   make run   set up (virtual environment, packages, sample data) and start the app
+#   make test  set up (packages, test tools, chromium) and run the whole test suite
+# Nothing but Python 3.11+ is needed beforehand.
+
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+PORT   ?= 8501
+ADDRESS ?= localhost
+
+.PHONY: run test setup setup-dev sample browser clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(VENV)/.installed: requirements.txt | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: requirements-dev.txt $(VENV)/.installed
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+setup: $(VENV)/.installed
+setup-dev: $(VENV)/.installed-dev
+
+# The offline sample dataset, generated once (deterministic).
+data/sample/dataset.json: | $(VENV)/.installed
+	$(BIN)/python -m unet sample-data data/sample --count 48 --seed 0
+
+sample: data/sample/dataset.json
+
+# Debian's chromium for the browser test (Playwright drives it; no browser download).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+run: setup sample
+	$(BIN)/python -m streamlit run streamlit_app.py --server.address $(ADDRESS) --server.port $(PORT)
+
+test: setup-dev browser
+	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

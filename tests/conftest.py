@@ -1,0 +1,55 @@
+"""Shared fixtures: generated data and tiny real models (no mocks, no shared/ needed)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def sample_dir(tmp_path_factory) -> Path:
+    """A small synthetic dataset in the per-sample layout (train/val/test)."""
+    from unet.synthetic import write_sample_dataset
+
+    root = tmp_path_factory.mktemp("sample")
+    write_sample_dataset(root, count=12, seed=3, size=(96, 128))
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from unet.model import build_unet
+
+    return build_unet("tiny", None)
+
+
+@pytest.fixture(scope="session")
+def trained_tiny(tmp_path_factory, sample_dir):
+    """A finished tiny training run (real process, real files)."""
+    from unet.runs import TrainConfig, create_run
+    from unet.train import execute
+
+    runs = tmp_path_factory.mktemp("runs")
+    run = create_run(TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=2, batch=4), runs)
+    assert execute(run) == "completed", run.log_tail()
+    return run
+
+
+def run_cli(*args: str, timeout: float = 240, cwd: Path | None = None, env: dict | None = None):
+    """``python -m unet ARGS`` as a subprocess; returns the CompletedProcess."""
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **(env or {})}
+    return subprocess.run([sys.executable, "-m", "unet", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd or ROOT, env=full_env)
+
+
+def rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)

@@ -1,0 +1,82 @@
+import numpy as np
+import pytest
+
+from unet.losses import BceDiceLoss, DiceLoss, get_loss
+from unet.metrics import PixelMetric, confusion, pixel_scores, scores
+
+
+def _masks():
+    truth = np.zeros((8, 8), bool)
+    truth[2:6, 2:6] = True  # 16 damaged pixels
+    pred = np.zeros((8, 8), bool)
+    pred[4:8, 4:8] = True  # 16 predicted, 4 of them right
+    return pred, truth
+
+
+def test_numpy_scores_on_hand_made_masks():
+    pred, truth = _masks()
+    c = confusion(pred, truth)
+    assert (c.tp, c.fp, c.fn, c.tn) == (4, 12, 12, 36)
+    s = pixel_scores(pred, truth)
+    assert s["iou"] == pytest.approx(4 / 28)
+    assert s["dice"] == pytest.approx(8 / 32)
+    assert s["precision"] == pytest.approx(4 / 16)
+    assert s["recall"] == pytest.approx(4 / 16)
+
+
+def test_probabilities_are_thresholded_inclusively():
+    prob = np.array([[0.2, 0.7], [0.69, 0.9]], np.float32)
+    truth = np.array([[0, 1], [1, 1]], bool)
+    c = confusion(prob, truth, threshold=0.7)
+    assert (c.tp, c.fp, c.fn) == (2, 0, 1)
+
+
+def test_empty_cases_are_defined():
+    empty = np.zeros((4, 4), bool)
+    full = np.ones((4, 4), bool)
+    assert pixel_scores(empty, empty) == {"iou": 1.0, "dice": 1.0, "precision": 1.0, "recall": 1.0}
+    missed = pixel_scores(empty, full)
+    assert missed["iou"] == 0 and missed["dice"] == 0 and missed["recall"] == 0 and missed["precision"] == 1.0
+    false_alarm = pixel_scores(full, empty)
+    assert false_alarm["iou"] == 0 and false_alarm["precision"] == 0 and false_alarm["recall"] == 1.0
+    assert scores(0, 0, 0)["dice"] == 1.0
+
+
+@pytest.mark.parametrize("kind", ["iou", "dice", "precision", "recall"])
+def test_keras_metric_matches_numpy_over_several_batches(kind):
+    rng = np.random.default_rng(0)
+    truth = rng.random((3, 2, 16, 16, 1)) > 0.8
+    prob = np.clip(truth * 0.6 + rng.random(truth.shape) * 0.5, 0, 1).astype("float32")
+    m = PixelMetric(kind, threshold=0.5)
+    for t, p in zip(truth, prob):
+        m.update_state(t.astype("float32"), p)
+    expected = pixel_scores(prob, truth, 0.5)[kind]
+    assert float(m.result()) == pytest.approx(expected, rel=1e-5)
+    m.reset_state()
+    assert float(m.result()) == 1.0  # nothing seen: the empty case
+
+
+def test_dice_loss_values():
+    y = np.zeros((1, 4, 4, 1), "float32")
+    y[0, :2] = 1
+    assert float(np.mean(DiceLoss(smooth=0)(y, y))) == pytest.approx(0.0, abs=1e-6)
+    assert float(np.mean(DiceLoss(smooth=0)(y, 1 - y))) == pytest.approx(1.0, abs=1e-6)
+    half = np.full_like(y, 0.5)
+    # dice = 2*4 / (8 + 8) = 0.5
+    assert float(np.mean(DiceLoss(smooth=0)(y, half))) == pytest.approx(0.5, abs=1e-6)
+
+
+def test_bce_dice_is_the_sum_of_its_parts():
+    import keras
+
+    rng = np.random.default_rng(0)
+    y = (rng.random((2, 8, 8, 1)) > 0.7).astype("float32")
+    p = rng.uniform(0.05, 0.95, y.shape).astype("float32")
+    bce = float(keras.losses.BinaryCrossentropy()(y, p))
+    dice = float(np.mean(DiceLoss()(y, p)))
+    assert float(BceDiceLoss()(y, p)) == pytest.approx(bce + dice, rel=1e-4)
+
+
+def test_unknown_loss_is_named():
+    with pytest.raises(ValueError, match="focal"):
+        get_loss("focal")

@@ -1,0 +1,87 @@
+import numpy as np
+import pytest
+
+from unet.model import PRESETS, ModelError, build_unet, load_model, model_info, save_model
+
+
+def test_seed_preset_reproduces_the_original_architecture():
+    model = build_unet("seed", 256)
+    assert model.count_params() == 7_251_057
+    convs = [l for l in model.layers if type(l).__name__ == "Conv2D"]
+    assert [c.filters for c in convs[:8:2]] == [16, 32, 64, 128]
+    assert [c.filters for c in convs[8:14:2]] == [256, 512, 256]
+    assert all(c.kernel_size == (3, 3) for c in convs[:-1])
+    assert all(c.kernel_initializer.__class__.__name__ == "HeNormal" for c in convs[:-1])
+    drops = [l.rate for l in model.layers if type(l).__name__ == "Dropout"]
+    assert drops == [0.1, 0.1, 0.2, 0.2, 0.3, 0.3, 0.3, 0.2, 0.2, 0.1, 0.1]
+    ups = [l for l in model.layers if type(l).__name__ == "Conv2DTranspose"]
+    assert [(u.filters, u.strides) for u in ups] == [(128, (2, 2)), (64, (2, 2)), (32, (2, 2)), (16, (2, 2))]
+    assert model.layers[-1].activation.__name__ == "sigmoid"
+    assert not any(type(l).__name__ == "Lambda" for l in model.layers)
+
+
+@pytest.mark.parametrize("preset", sorted(PRESETS))
+def test_every_preset_maps_uint8_rgb_to_probabilities(preset):
+    model = build_unet(preset, 64)
+    x = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3)).astype("uint8")
+    y = np.asarray(model.predict_on_batch(x))
+    assert y.shape == (2, 64, 64, 1)
+    assert y.dtype == np.float32 and 0.0 <= y.min() and y.max() <= 1.0
+
+
+def test_fully_convolutional_on_any_multiple_of_16(tiny_model):
+    y = np.asarray(tiny_model.predict_on_batch(np.zeros((1, 96, 160, 3), "uint8")))
+    assert y.shape == (1, 96, 160, 1)
+
+
+def test_input_size_must_be_a_multiple_of_16():
+    with pytest.raises(ValueError, match="multiple of 16"):
+        build_unet("tiny", 100)
+
+
+def test_one_training_step_changes_weights_and_gives_finite_loss():
+    from unet.losses import get_loss
+
+    model = build_unet("tiny", 64)
+    model.compile(optimizer="adam", loss=get_loss("bce_dice"))
+    x = np.random.default_rng(1).integers(0, 256, (4, 64, 64, 3)).astype("uint8")
+    y = (np.random.default_rng(2).random((4, 64, 64, 1)) > 0.9).astype("float32")
+    before = [w.copy() for w in model.get_weights()]
+    loss = model.train_on_batch(x, y)
+    assert np.isfinite(loss)
+    assert any(not np.allclose(a, b) for a, b in zip(before, model.get_weights()))
+
+
+def test_save_load_round_trip_under_safe_mode(tmp_path):
+    model = build_unet("tiny", 64)
+    path = save_model(model, tmp_path / "m.keras", threshold=0.6, preset="tiny")
+    loaded = load_model(path)
+    x = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3)).astype("uint8")
+    np.testing.assert_allclose(model.predict_on_batch(x), loaded.predict_on_batch(x), atol=1e-6)
+    info = model_info(loaded)
+    assert (info.threshold, info.preset, info.input_size) == (0.6, "tiny", 64)
+    # saved for any size: a 96x128 photo runs through the 64-trained model
+    assert loaded.predict_on_batch(np.zeros((1, 96, 128, 3), "uint8")).shape == (1, 96, 128, 1)
+
+
+def test_model_with_lambda_layer_is_refused(tmp_path):
+    import keras
+
+    inp = keras.Input((16, 16, 3))
+    out = keras.layers.Lambda(lambda t: t * 2)(inp)
+    keras.Model(inp, out).save(tmp_path / "evil.keras")
+    with pytest.raises(ModelError, match="evil.keras"):
+        load_model(tmp_path / "evil.keras")
+
+
+@pytest.mark.parametrize("content", [b"", b"not a zip", b"PK\x03\x04garbage"])
+def test_non_model_files_are_refused_with_the_file_name(tmp_path, content):
+    bad = tmp_path / "weights.keras"
+    bad.write_bytes(content)
+    with pytest.raises(ModelError, match="weights.keras"):
+        load_model(bad)
+
+
+def test_missing_model_file_names_the_path(tmp_path):
+    with pytest.raises(ModelError, match="does not exist"):
+        load_model(tmp_path / "nope.keras")

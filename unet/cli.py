@@ -1,0 +1,323 @@
+"""``python -m unet``: every dashboard action as a command for batch work.
+
+Bad input ends with exit code 2 and one line saying what is wrong (no traceback);
+a training run that fails exits with 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .runs import TrainConfig
+
+
+class CliError(Exception):
+    """A one-line reason for exit code 2."""
+
+
+def _progress(desc: str):
+    from tqdm import tqdm
+
+    return lambda items: tqdm(items, desc=desc, unit="img", file=sys.stderr, disable=None)
+
+
+def _threshold(text: str) -> float:
+    t = float(text)
+    if not 0.0 < t < 1.0:
+        raise argparse.ArgumentTypeError("threshold must be between 0 and 1")
+    return t
+
+
+def _runs_dir_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs-dir", default=None, help="folder of training runs (default: runs/, or $UNET_RUNS_DIR)")
+
+
+# ---------------------------------------------------------------------------------
+# Commands
+# ---------------------------------------------------------------------------------
+
+
+def cmd_sample_data(a) -> int:
+    from .synthetic import write_sample_dataset
+
+    h, w = a.size
+    summary = write_sample_dataset(a.dir, count=a.count, seed=a.seed, size=(h, w), progress=_progress("generating"))
+    print(f"wrote {summary['count']} synthetic photos to {a.dir} "
+          f"(train {summary['splits']['train']}, val {summary['splits']['val']}, test {summary['splits']['test']}; "
+          f"{summary['mean_damaged_pct']}% damaged pixels)")
+    return 0
+
+
+def _train_config(a) -> TrainConfig:
+    base = {}
+    if a.config:
+        try:
+            base = json.loads(Path(a.config).read_text())
+        except OSError as exc:
+            raise CliError(f"{a.config}: cannot read config ({exc.strerror})")
+        except ValueError as exc:
+            raise CliError(f"{a.config}: not valid JSON ({exc})")
+    overrides = {
+        "data": a.data, "preset": a.preset, "size": a.size, "epochs": a.epochs, "batch": a.batch,
+        "loss": a.loss, "learning_rate": a.lr, "steps_per_epoch": a.steps_per_epoch, "seed": a.seed,
+        "device": a.device, "name": a.name, "optimizer": a.optimizer, "schedule": a.schedule,
+    }
+    base.update({k: v for k, v in overrides.items() if v is not None})
+    if a.no_augment:
+        base["augment"] = False
+    if a.mixed_precision:
+        base["mixed_precision"] = True
+    if "data" not in base:
+        raise CliError("--data is required (a dataset folder), or a --config that names one")
+    try:
+        cfg = TrainConfig.from_dict(base).validate()
+    except (TypeError, ValueError) as exc:
+        raise CliError(f"invalid training config: {exc}")
+    if not Path(cfg.data).expanduser().is_dir():
+        raise CliError(f"{cfg.data}: dataset folder does not exist")
+    return cfg
+
+
+def cmd_train(a) -> int:
+    from .runs import create_run, launch
+
+    cfg = _train_config(a)
+    run = create_run(cfg, a.runs_dir)
+    print(f"run {run.id}\nfolder {run.dir}", flush=True)
+    if a.detach:
+        pid = launch(run)
+        print(f"training in the background (pid {pid}); follow it with: python -m unet runs list", flush=True)
+        return 0
+    from .train import execute
+
+    return _final(run, execute(run))
+
+
+def _final(run, state: str) -> int:
+    st = run.status()
+    if state == "failed":
+        print(f"error: run {run.id} failed: {st.get('error')}", file=sys.stderr)
+        return 1
+    print(f"run {run.id} {state}; model: {run.model_path if run.model_path.exists() else 'none yet'}")
+    return 0
+
+
+def _load(model_path):
+    from .model import load_model
+
+    return load_model(model_path)
+
+
+def cmd_predict(a) -> int:
+    from .predict import collect_images, predict_files
+
+    missing = [p for p in a.inputs if not Path(p).exists()]
+    if missing:
+        raise CliError(f"{missing[0]}: no such file or folder")
+    if not collect_images(a.inputs):
+        raise CliError("no image files found in the given folders")
+    model = _load(a.model)
+    rows = predict_files(model, a.inputs, a.out, threshold=a.threshold, progress=_progress("segmenting"))
+    bad = [r for r in rows if r["error"]]
+    for r in rows:
+        print(f"{r['file']}: " + (f"error: {r['error']}" if r["error"] else f"{r['damaged_pct']:.2f}% damaged"))
+    print(f"{len(rows) - len(bad)} segmented, {len(bad)} failed; results in {Path(a.out) / 'results.csv'}")
+    return 0
+
+
+def cmd_evaluate(a) -> int:
+    from .evaluate import eval_key, eval_samples, evaluate
+
+    model_path, out = a.model, a.out
+    if a.run:
+        from .runs import get_run
+
+        try:
+            run = get_run(a.run, a.runs_dir)
+        except (ValueError, FileNotFoundError) as exc:
+            raise CliError(str(exc))
+        model_path = run.best_model_path()
+        if model_path is None:
+            raise CliError(f"run {run.id} has no saved model yet")
+        out = out or run.eval_dir / eval_key(a.data)
+    samples, problems = eval_samples(a.data)
+    if not samples:
+        raise CliError(f"{a.data}: no usable image/mask pairs to evaluate ({len(problems)} problems)")
+    model = _load(model_path)
+    result = evaluate(model, samples, threshold=a.threshold, out_dir=out, problems=problems,
+                      progress=_progress("evaluating"), meta={"data": str(Path(a.data).resolve()),
+                                                             "model": str(model_path or "default")})
+    if a.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['n_images']} images at threshold {result['threshold']:.2f}: "
+              f"IoU {result['iou']:.4f}  Dice/F1 {result['dice']:.4f}  precision {result['precision']:.4f}  "
+              f"recall {result['recall']:.4f}  (best F1 {result['best_f1']:.4f} at {result['best_threshold']:.3f})")
+        if out:
+            print(f"results written to {out}")
+    return 0
+
+
+def cmd_runs(a) -> int:
+    from .runs import get_run, launch, list_runs, request_stop
+
+    if a.action == "list":
+        rows = []
+        for r in list_runs(a.runs_dir):
+            st, cfg, hist = r.status(), r.config(), r.history()
+            last = hist[-1] if hist else {}
+            rows.append({"id": r.id, "state": st.get("state"), "preset": cfg.get("preset"),
+                         "epochs": f"{r.epochs_done()}/{cfg.get('epochs')}",
+                         "val_dice": last.get("val_dice"), "error": st.get("error") or ""})
+        if a.json:
+            print(json.dumps(rows))
+        elif not rows:
+            print("no runs yet")
+        else:
+            for row in rows:
+                vd = f"{row['val_dice']:.4f}" if isinstance(row["val_dice"], (int, float)) else "-"
+                print(f"{row['id']:<44} {row['state']:<10} {row['preset'] or '-':<9} epochs {row['epochs']:<7} "
+                      f"val_dice {vd}" + (f"  ({row['error']})" if row["error"] else ""))
+        return 0
+    if not a.id:
+        raise CliError(f"runs {a.action} needs a run id (see: python -m unet runs list)")
+    try:
+        run = get_run(a.id, a.runs_dir)
+    except (ValueError, FileNotFoundError) as exc:
+        raise CliError(str(exc))
+    if a.action == "stop":
+        if request_stop(run):
+            print(f"asked run {run.id} to stop after its current batch")
+            return 0
+        raise CliError(f"run {run.id} is not running (it is {run.state})")
+    resume = a.action == "resume"
+    if resume and not run.last_checkpoint.exists():
+        raise CliError(f"run {run.id} has no checkpoint to resume from")
+    if run.state in ("queued", "running") and run.raw_status().get("pid") not in (None, _own_pid()):
+        from .runs import process_alive
+
+        st = run.raw_status()
+        if process_alive(st.get("pid"), st.get("pid_start")):
+            raise CliError(f"run {run.id} is already {st['state']}")
+    if a.detach:
+        pid = launch(run, resume=resume)
+        print(f"run {run.id} {'resumed' if resume else 'started'} in the background (pid {pid})")
+        return 0
+    from .train import execute
+
+    return _final(run, execute(run, resume=resume))
+
+
+def _own_pid() -> int:
+    import os
+
+    return os.getpid()
+
+
+def cmd_devices(a) -> int:
+    from .devices import backend, list_devices, prepare
+
+    prepare()
+    print(f"Keras backend: {backend()}")
+    for d in list_devices():
+        print(f"{d['kind']}: {d['name']}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------
+# Parser
+# ---------------------------------------------------------------------------------
+
+
+def _size(text: str) -> tuple[int, int]:
+    parts = text.lower().split("x")
+    try:
+        h, w = (int(parts[0]), int(parts[-1]))
+    except ValueError:
+        raise argparse.ArgumentTypeError("size is HEIGHTxWIDTH, e.g. 256x320")
+    if min(h, w) < 32 or max(h, w) > 4096:
+        raise argparse.ArgumentTypeError("each side must be between 32 and 4096")
+    return h, w
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m unet", description="Damage segmentation: data, training, "
+                                     "prediction and evaluation.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("sample-data", help="generate a synthetic damaged-wall dataset")
+    p.add_argument("dir", help="target folder")
+    p.add_argument("--count", type=int, default=48, help="number of photos (default 48)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--size", type=_size, default=(256, 320), help="HEIGHTxWIDTH (default 256x320)")
+    p.set_defaults(func=cmd_sample_data)
+
+    p = sub.add_parser("train", help="train a U-Net (a run folder under --runs-dir)")
+    p.add_argument("--data", help="dataset folder (train/ and val/ inside, or one pool to split)")
+    p.add_argument("--config", help="JSON training config; flags override its values")
+    p.add_argument("--preset", help="seed, standard, lite or tiny")
+    p.add_argument("--size", type=int, help="training input side, a multiple of 16")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch", type=int)
+    p.add_argument("--loss", choices=["bce", "dice", "bce_dice"])
+    p.add_argument("--lr", type=float, help="learning rate")
+    p.add_argument("--optimizer", choices=["adam", "adamw"])
+    p.add_argument("--schedule", choices=["constant", "cosine"])
+    p.add_argument("--steps-per-epoch", type=int)
+    p.add_argument("--seed", type=int)
+    p.add_argument("--device", choices=["auto", "cpu", "gpu"])
+    p.add_argument("--mixed-precision", action="store_true", help="bfloat16 on CPU, float16 on GPU")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--name", help="a label for the run id")
+    p.add_argument("--detach", action="store_true", help="train in a background process and return")
+    _runs_dir_arg(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("predict", help="segment photos; write masks, overlays and results.csv")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--model", help=".keras file (default: the bundled model)")
+    p.add_argument("--threshold", type=_threshold, help="damage probability threshold (default: the model's)")
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("evaluate", help="IoU, Dice, precision and recall of a model on a split")
+    p.add_argument("--data", required=True, help="a split folder (or a dataset: its test/ or val/ split)")
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--model", help=".keras file (default: the bundled model)")
+    g.add_argument("--run", help="a run id: evaluates its model and stores results in the run folder")
+    p.add_argument("--threshold", type=_threshold)
+    p.add_argument("--out", help="folder for metrics.json, per_image.csv, pr_curve.csv")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    _runs_dir_arg(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("runs", help="list, stop, resume or start training runs")
+    p.add_argument("action", choices=["list", "stop", "resume", "start"])
+    p.add_argument("id", nargs="?", help="run id")
+    p.add_argument("--detach", action="store_true", help="resume/start in a background process")
+    p.add_argument("--json", action="store_true", help="list as JSON")
+    _runs_dir_arg(p)
+    p.set_defaults(func=cmd_runs)
+
+    p = sub.add_parser("devices", help="the Keras backend and the CPU/GPUs it sees")
+    p.set_defaults(func=cmd_devices)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .data import DatasetError
+    from .imaging import ImageError
+    from .model import ModelError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (CliError, DatasetError, ImageError, ModelError, FileNotFoundError, ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,457 @@
+"""Datasets on disk: finding samples, reporting bad files, loading and augmenting pairs.
+
+Two layouts are accepted (see README):
+
+1. per-sample folders ``<root>/<id>/images/<one image>`` + ``<root>/<id>/masks/*``,
+   all masks of a sample unioned;
+2. paired folders ``<root>/images/<stem>.<ext>`` + ``<root>/masks/<stem>.png``
+   (``foo_img.jpg`` / ``foo_lab.png`` and ``foo.jpg`` / ``foo_mask.png`` pair up too).
+
+Splits are ``train/``, ``val/`` and ``test/`` subfolders when present; otherwise
+:func:`split_samples` makes a deterministic seeded split. A scan never raises for a bad
+file: it skips the sample and records a :class:`Problem` naming the file.
+
+This module is numpy + Pillow only, so the dashboard can browse data without Keras.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+from PIL import Image
+
+from .imaging import IMAGE_EXTENSIONS, ImageError, image_size, read_image, read_mask
+
+SPLITS = ("train", "val", "test")
+# Suffixes that mark a file as an image or as a mask of the same stem.
+_IMAGE_TAGS = ("_img", "_image", "_rgb")
+_MASK_TAGS = ("_lab", "_label", "_mask", "_gt", "_seg")
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One photo and the mask files that together mark its damaged pixels."""
+
+    id: str
+    image: Path
+    masks: tuple[Path, ...]
+    split: str = "all"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A file (or folder) that was skipped, and why."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message}"
+
+
+@dataclass
+class Scan:
+    """What a dataset scan found: usable samples per split and the problems."""
+
+    root: Path
+    layout: str
+    splits: dict[str, list[Sample]] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def samples(self) -> list[Sample]:
+        return [s for split in self.splits.values() for s in split]
+
+    def split(self, name: str) -> list[Sample]:
+        return self.splits.get(name, [])
+
+
+class DatasetError(ValueError):
+    """The dataset as a whole cannot be used (missing folder, no samples at all)."""
+
+
+def _is_image(p: Path) -> bool:
+    return p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS and not p.name.startswith(".")
+
+
+def _files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if _is_image(p)) if folder.is_dir() else []
+
+
+def _strip_tag(stem: str, tags: Sequence[str]) -> tuple[str, bool]:
+    low = stem.lower()
+    for tag in tags:
+        if low.endswith(tag):
+            return stem[: -len(tag)], True
+    return stem, False
+
+
+def _rel(path: Path, root: Path) -> str:
+    try:
+        return str(path.relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _check_sizes(image: Path, masks: Sequence[Path], root: Path, problems: list[Problem]) -> bool:
+    """Header-only check that the image and every mask can be opened and agree in size."""
+    try:
+        size = image_size(image)
+    except ImageError as exc:
+        problems.append(Problem(_rel(image, root), exc.problem))
+        return False
+    for m in masks:
+        try:
+            msize = image_size(m)
+        except ImageError as exc:
+            problems.append(Problem(_rel(m, root), exc.problem))
+            return False
+        if msize != size:
+            problems.append(
+                Problem(
+                    _rel(m, root),
+                    f"mask is {msize[0]}x{msize[1]} but its image {image.name} is {size[0]}x{size[1]}",
+                )
+            )
+            return False
+    return True
+
+
+def _scan_per_sample(folder: Path, root: Path, split: str, problems: list[Problem]) -> list[Sample]:
+    samples = []
+    for d in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        images = _files(d / "images")
+        masks = _files(d / "masks")
+        if not images:
+            problems.append(Problem(_rel(d, root), "sample folder has no image in images/"))
+            continue
+        if len(images) > 1:
+            problems.append(
+                Problem(_rel(d / "images", root), f"{len(images)} images in one sample; using {images[0].name}")
+            )
+        if not masks:
+            problems.append(Problem(_rel(images[0], root), "image without mask (masks/ is missing or empty)"))
+            continue
+        if _check_sizes(images[0], masks, root, problems):
+            samples.append(Sample(d.name, images[0], tuple(masks), split))
+    return samples
+
+
+def _pair_by_stem(
+    image_files: Iterable[Path], mask_files: Iterable[Path], root: Path, split: str, problems: list[Problem]
+) -> list[Sample]:
+    masks: dict[str, Path] = {}
+    for m in mask_files:
+        masks.setdefault(_strip_tag(m.stem, _MASK_TAGS)[0], m)
+    samples = []
+    for img in image_files:
+        stem = _strip_tag(img.stem, _IMAGE_TAGS)[0]
+        mask = masks.get(stem)
+        if mask is None:
+            problems.append(Problem(_rel(img, root), "image without mask (no mask file with the same name)"))
+            continue
+        if _check_sizes(img, [mask], root, problems):
+            samples.append(Sample(stem, img, (mask,), split))
+    return samples
+
+
+def _scan_flat(folder: Path, root: Path, split: str, problems: list[Problem]) -> list[Sample]:
+    """Images and masks side by side in one folder, told apart by their name tags."""
+    images, masks = [], []
+    for f in _files(folder):
+        (masks if _strip_tag(f.stem, _MASK_TAGS)[1] else images).append(f)
+    return _pair_by_stem(images, masks, root, split, problems)
+
+
+def detect_layout(folder: Path) -> str:
+    """'paired', 'per-sample', 'flat' or 'empty' for one split folder."""
+    if (folder / "images").is_dir() and (folder / "masks").is_dir():
+        return "paired"
+    subdirs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    if any((d / "images").is_dir() for d in subdirs):
+        return "per-sample"
+    if _files(folder):
+        return "flat"
+    return "empty"
+
+
+def scan_folder(folder: Path, root: Path | None = None, split: str = "all") -> tuple[list[Sample], list[Problem], str]:
+    """Scan one split folder of either layout."""
+    root = root or folder
+    problems: list[Problem] = []
+    layout = detect_layout(folder)
+    if layout == "paired":
+        samples = _pair_by_stem(_files(folder / "images"), _files(folder / "masks"), root, split, problems)
+    elif layout == "per-sample":
+        samples = _scan_per_sample(folder, root, split, problems)
+    elif layout == "flat":
+        samples = _scan_flat(folder, root, split, problems)
+    else:
+        samples = []
+        problems.append(Problem(_rel(folder, root) if folder != root else folder.name, "folder holds no images"))
+    return samples, problems, layout
+
+
+def scan_dataset(root: str | Path) -> Scan:
+    """Index a dataset folder: samples per split and every problem found.
+
+    Args:
+        root: the dataset folder. With ``train/``, ``val/`` or ``test/`` subfolders
+            each is a split; otherwise the folder itself is one split named ``all``.
+
+    Returns:
+        A :class:`Scan`; bad samples are left out and listed in ``problems``.
+
+    Raises:
+        DatasetError: the folder does not exist or is not a folder.
+    """
+    root = Path(root).expanduser()
+    if not root.exists():
+        raise DatasetError(f"{root}: dataset folder does not exist")
+    if not root.is_dir():
+        raise DatasetError(f"{root}: is a file, not a dataset folder")
+    split_dirs = {s: root / s for s in SPLITS if (root / s).is_dir()}
+    scan = Scan(root=root, layout="empty")
+    if not split_dirs:
+        split_dirs = {"all": root}
+    layouts = set()
+    for name, folder in split_dirs.items():
+        samples, problems, layout = scan_folder(folder, root, name)
+        scan.splits[name] = samples
+        scan.problems.extend(problems)
+        if layout != "empty":
+            layouts.add(layout)
+    scan.layout = "+".join(sorted(layouts)) or "empty"
+    return scan
+
+
+def split_samples(
+    samples: Sequence[Sample], val_fraction: float = 0.15, test_fraction: float = 0.0, seed: int = 0
+) -> dict[str, list[Sample]]:
+    """Deterministic split of one pool of samples (same seed, same ids: same split)."""
+    ordered = sorted(samples, key=lambda s: s.id)
+    order = np.random.default_rng(seed).permutation(len(ordered))
+    n_val = int(round(len(ordered) * val_fraction))
+    n_test = int(round(len(ordered) * test_fraction))
+    if len(ordered) >= 2 and val_fraction > 0:
+        n_val = max(n_val, 1)
+    picked = [ordered[i] for i in order]
+    return {
+        "val": picked[:n_val],
+        "test": picked[n_val : n_val + n_test],
+        "train": picked[n_val + n_test :],
+    }
+
+
+def training_splits(root: str | Path, seed: int = 0, val_fraction: float = 0.15) -> tuple[list[Sample], list[Sample], Scan]:
+    """(train, val) samples of a dataset: its own split folders or a seeded split."""
+    scan = scan_dataset(root)
+    train = scan.split("train")
+    val = scan.split("val")
+    if not train and "all" in scan.splits:
+        parts = split_samples(scan.split("all"), val_fraction=val_fraction, seed=seed)
+        train, val = parts["train"], parts["val"]
+    if not train:
+        raise DatasetError(f"{scan.root}: no usable training samples found ({len(scan.problems)} problems)")
+    return train, val, scan
+
+
+# ---------------------------------------------------------------------------------
+# Loading pairs
+# ---------------------------------------------------------------------------------
+
+
+def load_pair(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
+    """Decode a sample: RGB uint8 image and the union of its masks as bool.
+
+    Raises:
+        ImageError: naming the file that could not be used.
+    """
+    image = read_image(sample.image)
+    mask = np.zeros(image.shape[:2], dtype=bool)
+    for m in sample.masks:
+        part = read_mask(m)
+        if part.shape != mask.shape:
+            raise ImageError(
+                m.name,
+                f"mask is {part.shape[1]}x{part.shape[0]} but its image {sample.image.name} "
+                f"is {mask.shape[1]}x{mask.shape[0]}",
+            )
+        mask |= part
+    return image, mask
+
+
+def load_pairs(samples: Sequence[Sample]) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[Sample], list[Problem]]:
+    """Decode many samples; the ones that fail are reported, not raised."""
+    pairs, kept, problems = [], [], []
+    for s in samples:
+        try:
+            pairs.append(load_pair(s))
+            kept.append(s)
+        except ImageError as exc:
+            problems.append(Problem(str(exc.name), exc.problem))
+    return pairs, kept, problems
+
+
+@dataclass(frozen=True)
+class SampleStats:
+    id: str
+    split: str
+    width: int
+    height: int
+    damaged_pct: float
+
+
+def sample_stats(samples: Sequence[Sample]) -> tuple[list[SampleStats], list[Problem]]:
+    """Size and damaged-pixel percentage of each sample (masks decoded, images by header)."""
+    stats, problems = [], []
+    for s in samples:
+        try:
+            w, h = image_size(s.image)
+            mask = np.zeros((h, w), dtype=bool)
+            for m in s.masks:
+                part = read_mask(m)
+                if part.shape != mask.shape:
+                    raise ImageError(m.name, "mask size differs from its image")
+                mask |= part
+            stats.append(SampleStats(s.id, s.split, w, h, 100.0 * float(mask.mean())))
+        except ImageError as exc:
+            problems.append(Problem(exc.name, exc.problem))
+    return stats, problems
+
+
+# ---------------------------------------------------------------------------------
+# Augmentation and batching (numpy only: works under every Keras backend)
+# ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random changes applied identically to a photo and its mask.
+
+    ``scale`` bounds the side of the random crop relative to the model input
+    (a crop of ``size * s`` pixels is resized to ``size``); brightness and contrast
+    change the photo only.
+    """
+
+    flip: bool = True
+    rotate90: bool = True
+    scale: tuple[float, float] = (0.75, 1.33)
+    brightness: float = 0.15
+    contrast: float = 0.15
+
+    @classmethod
+    def none(cls) -> "Augment":
+        return cls(flip=False, rotate90=False, scale=(1.0, 1.0), brightness=0.0, contrast=0.0)
+
+
+def mirror_pad(arr: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Pad bottom/right with mirrored content up to (height, width)."""
+    ph, pw = max(0, height - arr.shape[0]), max(0, width - arr.shape[1])
+    if ph == 0 and pw == 0:
+        return arr
+    pad = [(0, ph), (0, pw)] + [(0, 0)] * (arr.ndim - 2)
+    return np.pad(arr, pad, mode="symmetric")
+
+
+def _resize(arr: np.ndarray, size: int, nearest: bool) -> np.ndarray:
+    if arr.shape[0] == size and arr.shape[1] == size:
+        return arr
+    if arr.dtype == bool:
+        img = Image.fromarray(arr.astype(np.uint8) * 255)
+        return np.asarray(img.resize((size, size), Image.NEAREST)) > 127
+    resample = Image.NEAREST if nearest else Image.BILINEAR
+    return np.asarray(Image.fromarray(arr).resize((size, size), resample))
+
+
+def random_pair(
+    image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator, aug: Augment
+) -> tuple[np.ndarray, np.ndarray]:
+    """A random size x size training crop of one pair, augmented identically."""
+    lo, hi = aug.scale
+    s = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if hi > lo else lo
+    crop = max(8, int(round(size * s)))
+    image = mirror_pad(image, crop, crop)
+    mask = mirror_pad(mask, crop, crop)
+    y = int(rng.integers(0, image.shape[0] - crop + 1))
+    x = int(rng.integers(0, image.shape[1] - crop + 1))
+    img = _resize(image[y : y + crop, x : x + crop], size, nearest=False)
+    msk = _resize(mask[y : y + crop, x : x + crop], size, nearest=True)
+    if aug.flip and rng.random() < 0.5:
+        img, msk = img[:, ::-1], msk[:, ::-1]
+    if aug.flip and rng.random() < 0.5:
+        img, msk = img[::-1], msk[::-1]
+    if aug.rotate90:
+        k = int(rng.integers(0, 4))
+        img, msk = np.rot90(img, k), np.rot90(msk, k)
+    if aug.brightness or aug.contrast:
+        b = rng.uniform(-aug.brightness, aug.brightness) * 255
+        c = 1.0 + rng.uniform(-aug.contrast, aug.contrast)
+        mean = img.mean()
+        img = np.clip((img.astype(np.float32) - mean) * c + mean + b, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(img), np.ascontiguousarray(msk)
+
+
+def tiles(image: np.ndarray, mask: np.ndarray, size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Deterministic size x size tiles covering a pair (mirror-padded at the edges)."""
+    h = -(-image.shape[0] // size) * size
+    w = -(-image.shape[1] // size) * size
+    image, mask = mirror_pad(image, h, w), mirror_pad(mask, h, w)
+    return [
+        (image[y : y + size, x : x + size], mask[y : y + size, x : x + size])
+        for y in range(0, h, size)
+        for x in range(0, w, size)
+    ]
+
+
+class PairBatcher:
+    """Numpy batches of (uint8 image, float32 mask) from decoded pairs.
+
+    Args:
+        pairs: decoded (image, mask) pairs, kept in memory.
+        size: the model input side.
+        batch_size: samples per batch.
+        augment: random crops and changes (training) or None for fixed tiles (validation).
+        steps: batches per epoch (training); defaults to one pass over the pairs.
+        seed: base seed; batch ``i`` of epoch ``e`` is the same on every run.
+    """
+
+    def __init__(
+        self,
+        pairs: Sequence[tuple[np.ndarray, np.ndarray]],
+        size: int,
+        batch_size: int,
+        augment: Augment | None = None,
+        steps: int | None = None,
+        seed: int = 0,
+    ):
+        if not pairs:
+            raise DatasetError("no samples to batch")
+        self.size, self.batch_size, self.augment, self.seed = size, batch_size, augment, seed
+        self.epoch = 0
+        if augment is None:
+            self.items = [t for img, msk in pairs for t in tiles(img, msk, size)]
+            self.pairs = []
+            self.steps = -(-len(self.items) // batch_size)
+        else:
+            self.pairs = list(pairs)
+            self.items = []
+            self.steps = steps or max(1, -(-len(self.pairs) // batch_size))
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def batch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        if self.augment is None:
+            chunk = self.items[index * self.batch_size : (index + 1) * self.batch_size]
+        else:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            picks = rng.integers(0, len(self.pairs), self.batch_size)
+            chunk = [random_pair(*self.pairs[i], self.size, rng, self.augment) for i in picks]
+        x = np.stack([c[0] for c in chunk])
+        y = np.stack([c[1] for c in chunk]).astype(np.float32)[..., None]
+        return x, y

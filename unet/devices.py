@@ -1,0 +1,77 @@
+"""Which compute devices this machine has, and preparing them for training.
+
+``prepare`` must run before Keras is first imported in a process: hiding the GPUs
+(device="cpu") only works then.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+
+
+def prepare(device: str = "auto") -> None:
+    """Hide GPUs for device='cpu'; quieten TensorFlow's start-up logging."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if device == "cpu":
+        os.environ["CUDA_VISIBLE_DEVICES"] = ""
+        os.environ["JAX_PLATFORMS"] = "cpu"
+
+
+def backend() -> str:
+    import keras
+
+    return keras.backend.backend()
+
+
+def list_devices() -> list[dict]:
+    """[{'kind': 'CPU'|'GPU', 'name': ...}] for the active Keras backend."""
+    name = backend()
+    cpu = {"kind": "CPU", "name": f"{platform.processor() or platform.machine()} ({os.cpu_count()} cores)"}
+    gpus: list[dict] = []
+    try:
+        if name == "tensorflow":
+            import tensorflow as tf
+
+            for i, d in enumerate(tf.config.list_physical_devices("GPU")):
+                details = tf.config.experimental.get_device_details(d)
+                gpus.append({"kind": "GPU", "name": details.get("device_name", f"GPU {i}")})
+        elif name == "jax":
+            import jax
+
+            gpus = [{"kind": "GPU", "name": d.device_kind} for d in jax.devices() if d.platform == "gpu"]
+        elif name == "torch":
+            import torch
+
+            gpus = [{"kind": "GPU", "name": torch.cuda.get_device_name(i)} for i in range(torch.cuda.device_count())]
+    except Exception:  # a broken driver must not break the dashboard
+        gpus = []
+    return [cpu] + gpus
+
+
+def setup_training(mixed_precision: bool) -> tuple[object | None, list[dict]]:
+    """Memory growth on GPUs, the mixed-precision policy, and a multi-GPU strategy.
+
+    Returns:
+        (a ``tf.distribute.MirroredStrategy`` when TensorFlow sees several GPUs, else
+        None; the devices in use).
+    """
+    import keras
+
+    strategy = None
+    devices = list_devices()
+    gpus = [d for d in devices if d["kind"] == "GPU"]
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        for g in tf.config.list_physical_devices("GPU"):
+            try:
+                tf.config.experimental.set_memory_growth(g, True)
+            except RuntimeError:
+                pass  # already initialised
+        if len(gpus) > 1:
+            strategy = tf.distribute.MirroredStrategy()
+    if mixed_precision:
+        # bfloat16 on CPUs (no loss scaling needed), float16 on GPUs.
+        keras.mixed_precision.set_global_policy("mixed_float16" if gpus else "mixed_bfloat16")
+    return strategy, devices

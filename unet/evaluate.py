@@ -1,0 +1,162 @@
+"""Evaluating a model on a split: totals, a threshold sweep and per-image metrics.
+
+Each photo is segmented at its own resolution (tiled, as in production). Pixel counts
+are summed over the split for the aggregate numbers; per-image numbers follow the
+empty-mask rules in :mod:`unet.metrics`. The sweep comes from histograms of the
+predicted probability of damaged and intact pixels, so any threshold is evaluated
+without running the model again.
+
+Files written to ``out_dir``: ``metrics.json``, ``per_image.csv``, ``pr_curve.csv`` and
+``pred/<id>.png`` (predicted masks at the chosen threshold, for side-by-side views).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from .data import Problem, Sample, load_pair, scan_dataset
+from .imaging import ImageError, save_png
+from .metrics import Counts, confusion, scores
+
+BINS = 1000
+
+
+def eval_key(data_dir: str | Path) -> str:
+    """A folder name for results on one split: readable, unique per absolute path."""
+    p = Path(data_dir).expanduser().resolve()
+    digest = hashlib.sha1(str(p).encode()).hexdigest()[:8]
+    tail = "-".join(p.parts[-2:]) if len(p.parts) >= 2 else p.name
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in tail)[:60]
+    return f"{safe}-{digest}"
+
+
+def eval_samples(data_dir: str | Path) -> tuple[list[Sample], list[Problem]]:
+    """The samples to evaluate: a split folder itself, or the test (else val) split of a dataset."""
+    scan = scan_dataset(data_dir)
+    for name in ("all", "test", "val"):
+        if scan.split(name):
+            return scan.split(name), scan.problems
+    return [], scan.problems
+
+
+def sweep(pos_hist: np.ndarray, neg_hist: np.ndarray) -> dict:
+    """Precision/recall/F1 at every histogram threshold and the F1-best one."""
+    tp = np.cumsum(pos_hist[::-1])[::-1].astype(np.float64)  # pixels with prob >= bin start
+    fp = np.cumsum(neg_hist[::-1])[::-1].astype(np.float64)
+    positives = float(pos_hist.sum())
+    fn = positives - tp
+    precision = np.where(tp + fp > 0, tp / np.maximum(tp + fp, 1), 1.0)
+    recall = np.where(positives > 0, tp / max(positives, 1), 1.0)
+    f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 1.0)
+    thresholds = np.arange(len(pos_hist)) / len(pos_hist)
+    best = int(np.argmax(f1[1:]) + 1)  # threshold 0 marks everything; never "best"
+    return {
+        "thresholds": thresholds, "precision": precision, "recall": recall, "f1": f1,
+        "best_threshold": float(thresholds[best]), "best_f1": float(f1[best]),
+    }
+
+
+def evaluate(
+    model,
+    samples: Sequence[Sample],
+    threshold: float | None = None,
+    out_dir: str | Path | None = None,
+    progress: Callable[[Iterable], Iterable] | None = None,
+    problems: Sequence[Problem] = (),
+    save_masks: bool = True,
+    meta: dict | None = None,
+) -> dict:
+    """Evaluate ``model`` on ``samples``; write the results to ``out_dir`` when given.
+
+    Returns:
+        The aggregate dict: ``iou, dice, precision, recall, threshold, n_images``,
+        the sweep's ``best_threshold`` and ``best_f1``, and ``problems``.
+    """
+    from .predict import predictor
+
+    pred = predictor(model)
+    t = pred.default_threshold if threshold is None else float(threshold)
+    total = Counts()
+    pos_hist = np.zeros(BINS, np.int64)
+    neg_hist = np.zeros(BINS, np.int64)
+    rows, skipped = [], list(problems)
+    out = Path(out_dir) if out_dir else None
+    if out and save_masks:
+        (out / "pred").mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    for s in progress(samples) if progress else samples:
+        try:
+            image, truth = load_pair(s)
+        except ImageError as exc:
+            skipped.append(Problem(exc.name, exc.problem))
+            continue
+        prob = pred.probability(image)
+        mask = prob >= t
+        counts = confusion(mask, truth)
+        total = total + counts
+        idx = np.minimum((prob * BINS).astype(np.int64), BINS - 1)
+        pos_hist += np.bincount(idx[truth], minlength=BINS)
+        neg_hist += np.bincount(idx[~truth], minlength=BINS)
+        rows.append({"id": s.id, "image": str(s.image), "width": image.shape[1], "height": image.shape[0],
+                     "true_pct": round(100 * float(truth.mean()), 4), "pred_pct": round(100 * float(mask.mean()), 4),
+                     **{k: round(v, 6) for k, v in counts.scores().items()}})
+        if out and save_masks:
+            save_png(mask, out / "pred" / f"{s.id}.png")
+    sw = sweep(pos_hist, neg_hist)
+    result = {
+        **scores(total.tp, total.fp, total.fn),
+        "threshold": t,
+        "n_images": len(rows),
+        "best_threshold": sw["best_threshold"],
+        "best_f1": sw["best_f1"],
+        "pixels": {"tp": total.tp, "fp": total.fp, "fn": total.fn, "tn": total.tn},
+        "seconds": round(time.monotonic() - started, 2),
+        "problems": [str(p) for p in skipped],
+        **(meta or {}),
+    }
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        _write_csv(out / "per_image.csv", rows)
+        step = max(1, BINS // 200)
+        _write_csv(out / "pr_curve.csv", [
+            {"threshold": round(float(sw["thresholds"][i]), 4), "precision": round(float(sw["precision"][i]), 6),
+             "recall": round(float(sw["recall"][i]), 6), "f1": round(float(sw["f1"][i]), 6)}
+            for i in range(0, BINS, step)
+        ])
+        tmp = out / ".metrics.json.tmp"
+        tmp.write_text(json.dumps(result, indent=2))
+        tmp.replace(out / "metrics.json")  # written last: its presence means "complete"
+    return result
+
+
+def _write_csv(path: Path, rows: list[dict]) -> None:
+    buf = io.StringIO()
+    if rows:
+        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    path.write_text(buf.getvalue())
+
+
+def read_results(out_dir: str | Path) -> dict | None:
+    """A stored evaluation: metrics dict plus ``per_image`` and ``pr_curve`` row lists."""
+    out = Path(out_dir)
+    try:
+        result = json.loads((out / "metrics.json").read_text())
+    except (OSError, ValueError):
+        return None
+    for name in ("per_image", "pr_curve"):
+        try:
+            with open(out / f"{name}.csv", newline="") as f:
+                result[name] = list(csv.DictReader(f))
+        except OSError:
+            result[name] = []
+    return result

@@ -1,0 +1,211 @@
+"""Reading photos and masks the way people actually store them.
+
+Every reader here returns plain numpy arrays (RGB ``uint8`` photos, ``bool`` masks)
+and turns every way a file can be bad into an :class:`ImageError` whose message
+names the file and the problem in plain words. Nothing here imports Keras.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Photos larger than this are refused from their header, before any pixel is decoded,
+# so a file that claims 30000x30000 pixels cannot exhaust memory. 100 MP covers every
+# phone and most DSLR photos (a 12 MP phone photo is 4000x3000).
+MAX_PIXELS = 100_000_000
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+
+Source = Union[str, os.PathLike, bytes, BinaryIO]
+
+
+class ImageError(ValueError):
+    """A file that cannot be used as a photo or a mask; the message names the file."""
+
+    def __init__(self, name: str, problem: str):
+        self.name = name
+        self.problem = problem
+        super().__init__(f"{name}: {problem}")
+
+
+def display_name(source: Source, name: str | None = None) -> str:
+    """The base name used in messages; never a path a caller could be led to."""
+    if name:
+        return Path(str(name).replace("\\", "/")).name or "upload"
+    if isinstance(source, (str, os.PathLike)):
+        return Path(source).name
+    return getattr(source, "name", None) and Path(source.name).name or "upload"
+
+
+def _open(source: Source, name: str, max_pixels: int) -> Image.Image:
+    """Open ``source`` lazily and check its size from the header alone."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageError(name, "the file is empty (0 bytes)")
+        fp: BinaryIO = io.BytesIO(bytes(source))
+    elif isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.exists():
+            raise ImageError(name, "the file does not exist")
+        if path.is_dir():
+            raise ImageError(name, "is a folder, not an image file")
+        if path.stat().st_size == 0:
+            raise ImageError(name, "the file is empty (0 bytes)")
+        fp = open(path, "rb")
+    else:
+        fp = source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            img = Image.open(fp)
+    except Image.DecompressionBombError:
+        raise ImageError(name, "the image has too many pixels to process safely") from None
+    except UnidentifiedImageError:
+        raise ImageError(
+            name,
+            "not a photo this tool can read (supported: PNG, JPEG, TIFF, BMP, GIF, WebP)",
+        ) from None
+    except OSError as exc:
+        raise ImageError(name, f"cannot be read ({exc})") from None
+    w, h = img.size
+    if w < 1 or h < 1:
+        raise ImageError(name, f"has no pixels ({w}x{h})")
+    if w * h > max_pixels:
+        raise ImageError(
+            name,
+            f"is {w}x{h} pixels ({w * h / 1e6:.0f} MP); the limit is "
+            f"{max_pixels / 1e6:.0f} MP. Downscale or crop the photo first",
+        )
+    return img
+
+
+def _load(img: Image.Image, name: str) -> Image.Image:
+    """Decode the pixels (first frame of an animation), applying EXIF orientation."""
+    try:
+        if getattr(img, "n_frames", 1) > 1:
+            img.seek(0)
+        img.load()
+        return ImageOps.exif_transpose(img)
+    except OSError as exc:
+        text = str(exc)
+        if "truncated" in text or "broken" in text or "incomplete" in text:
+            raise ImageError(name, "the file is truncated or damaged (it ends too early)") from None
+        raise ImageError(name, f"the pixels cannot be decoded ({text})") from None
+    except (ValueError, SyntaxError, EOFError) as exc:
+        raise ImageError(name, f"the pixels cannot be decoded ({exc})") from None
+
+
+def _to_uint8(arr: np.ndarray) -> np.ndarray:
+    """Scale 16-bit or float samples to 0..255."""
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype.kind == "f":
+        lo, hi = float(np.nanmin(arr)), float(np.nanmax(arr))
+        if 0.0 <= lo and hi <= 1.0:
+            return np.round(np.nan_to_num(arr) * 255).astype(np.uint8)
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        return np.round((np.nan_to_num(arr) - lo) * scale).astype(np.uint8)
+    # Integer images wider than 8 bits (16-bit PNG/TIFF): full range is 0..65535.
+    return (np.clip(arr.astype(np.int64), 0, 65535) // 257).astype(np.uint8)
+
+
+def _rgb_array(img: Image.Image) -> np.ndarray:
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        return np.repeat(_to_uint8(np.asarray(img))[..., None], 3, axis=2)
+    if mode == "RGB":
+        return np.asarray(img, dtype=np.uint8)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        # Transparent areas become white, as image viewers show them.
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def read_image(source: Source, name: str | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read a photo as an RGB ``uint8`` array of shape (H, W, 3).
+
+    Grayscale, palette, RGBA, CMYK and 16-bit images become 8-bit RGB; the EXIF
+    orientation is applied so the array looks as the photo is displayed; for an
+    animation the first frame is used.
+
+    Args:
+        source: a path, the file's bytes, or an open binary file.
+        name: the name used in messages (defaults to the file's base name).
+        max_pixels: photos with more pixels are refused before decoding.
+
+    Returns:
+        The photo as a contiguous (H, W, 3) ``uint8`` array.
+
+    Raises:
+        ImageError: the message names the file and what is wrong with it.
+    """
+    label = display_name(source, name)
+    img = _open(source, label, max_pixels)
+    try:
+        img = _load(img, label)
+        return np.ascontiguousarray(_rgb_array(img))
+    finally:
+        img.close()
+
+
+def read_mask(source: Source, name: str | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Read a damage mask as a ``bool`` array (H, W): True where a pixel is non-zero.
+
+    Masks stored as 0/1, 0/255, palette indices, RGB or RGBA are all accepted; a
+    pixel is damaged when any colour channel is non-zero (and, with an alpha
+    channel, it is not fully transparent).
+    """
+    label = display_name(source, name)
+    img = _open(source, label, max_pixels)
+    try:
+        img = _load(img, label)
+        arr = np.asarray(img)
+        if img.mode in ("RGBA", "LA", "PA"):
+            colour, alpha = arr[..., :-1], arr[..., -1]
+            return np.ascontiguousarray(np.any(colour > 0, axis=-1) & (alpha > 0))
+        if arr.ndim == 3:
+            return np.ascontiguousarray(np.any(arr > 0, axis=-1))
+        return np.ascontiguousarray(arr > 0)
+    finally:
+        img.close()
+
+
+def image_size(path: Source, name: str | None = None, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) as displayed (EXIF orientation applied), read from the header."""
+    label = display_name(path, name)
+    img = _open(path, label, max_pixels)
+    try:
+        w, h = img.size
+        try:
+            orientation = img.getexif().get(0x0112, 1)
+        except Exception:  # a broken EXIF block does not make the photo unusable
+            orientation = 1
+        return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
+    finally:
+        img.close()
+
+
+def encode_png(arr: np.ndarray) -> bytes:
+    """PNG bytes of a uint8 image or a bool mask (saved as 0/255)."""
+    if arr.dtype == bool:
+        arr = arr.astype(np.uint8) * 255
+    buf = io.BytesIO()
+    Image.fromarray(arr).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def save_png(arr: np.ndarray, path: str | os.PathLike) -> None:
+    """Write a uint8 image or a bool mask (0/255) as PNG, atomically."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(encode_png(arr))
+    os.replace(tmp, path)

@@ -1,0 +1,125 @@
+"""Pixel metrics for binary damage masks: IoU, Dice (= F1), precision, recall.
+
+The same definitions are available as numpy functions (evaluation: pixel totals over a
+split, or per image) and as Keras metrics (validation during training, accumulated over
+the whole epoch rather than averaged per batch).
+
+Empty cases, so that every number is defined:
+
+* precision = 1 when nothing is predicted damaged (no false alarm was raised);
+* recall = 1 when the truth has no damage (nothing could be missed);
+* IoU = Dice = 1 when both truth and prediction are empty (an intact wall correctly
+  left unmarked), and 0 when exactly one of them is empty.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+METRIC_NAMES = ("iou", "dice", "precision", "recall")
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Pixel confusion counts."""
+
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    tn: int = 0
+
+    def __add__(self, other: "Counts") -> "Counts":
+        return Counts(self.tp + other.tp, self.fp + other.fp, self.fn + other.fn, self.tn + other.tn)
+
+    def scores(self) -> dict[str, float]:
+        return scores(self.tp, self.fp, self.fn)
+
+
+def _ratio(num: float, den: float) -> float:
+    return 1.0 if den == 0 else float(num) / float(den)
+
+
+def scores(tp: float, fp: float, fn: float) -> dict[str, float]:
+    """IoU, Dice, precision and recall from pixel counts (empty cases as documented above)."""
+    return {
+        "iou": _ratio(tp, tp + fp + fn),
+        "dice": _ratio(2 * tp, 2 * tp + fp + fn),
+        "precision": _ratio(tp, tp + fp),
+        "recall": _ratio(tp, tp + fn),
+    }
+
+
+def confusion(pred: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> Counts:
+    """Counts for a prediction (bool mask, or probabilities compared with ``>= threshold``)."""
+    p = pred if pred.dtype == bool else pred >= threshold
+    t = truth.astype(bool)
+    if p.shape != t.shape:
+        raise ValueError(f"prediction {p.shape} and truth {t.shape} differ in shape")
+    tp = int(np.count_nonzero(p & t))
+    fp = int(np.count_nonzero(p)) - tp
+    fn = int(np.count_nonzero(t)) - tp
+    return Counts(tp, fp, fn, int(p.size) - tp - fp - fn)
+
+
+def pixel_scores(pred: np.ndarray, truth: np.ndarray, threshold: float = 0.5) -> dict[str, float]:
+    """Metrics of one image (or of one stacked array of images)."""
+    return confusion(pred, truth, threshold).scores()
+
+
+# ---------------------------------------------------------------------------------
+# Keras metrics
+# ---------------------------------------------------------------------------------
+
+import keras  # noqa: E402  (kept below the numpy API, which does not need it)
+from keras import ops  # noqa: E402
+
+
+@keras.saving.register_keras_serializable(package="unet")
+class PixelMetric(keras.metrics.Metric):
+    """IoU, Dice, precision or recall at a threshold, from pixel totals over an epoch.
+
+    Args:
+        kind: one of ``iou``, ``dice``, ``precision``, ``recall``.
+        threshold: probability at or above which a pixel counts as damaged.
+    """
+
+    def __init__(self, kind: str = "iou", threshold: float = 0.5, name: str | None = None, **kwargs):
+        if kind not in METRIC_NAMES:
+            raise ValueError(f"unknown metric {kind!r}; choose one of {', '.join(METRIC_NAMES)}")
+        super().__init__(name=name or kind, **kwargs)
+        self.kind, self.threshold = kind, threshold
+        self.tp = self.add_variable((), initializer="zeros", name="tp", dtype="float32")
+        self.fp = self.add_variable((), initializer="zeros", name="fp", dtype="float32")
+        self.fn = self.add_variable((), initializer="zeros", name="fn", dtype="float32")
+
+    def update_state(self, y_true, y_pred, sample_weight=None):
+        t = ops.cast(ops.greater(ops.cast(y_true, "float32"), 0.5), "float32")
+        p = ops.cast(ops.greater_equal(ops.cast(y_pred, "float32"), self.threshold), "float32")
+        tp = ops.sum(t * p)
+        self.tp.assign_add(tp)
+        self.fp.assign_add(ops.sum(p) - tp)
+        self.fn.assign_add(ops.sum(t) - tp)
+
+    def result(self):
+        tp, fp, fn = self.tp, self.fp, self.fn
+        num, den = {
+            "iou": (tp, tp + fp + fn),
+            "dice": (2 * tp, 2 * tp + fp + fn),
+            "precision": (tp, tp + fp),
+            "recall": (tp, tp + fn),
+        }[self.kind]
+        return ops.where(ops.equal(den, 0.0), 1.0, num / ops.maximum(den, 1.0))
+
+    def reset_state(self):
+        for v in (self.tp, self.fp, self.fn):
+            v.assign(0.0)
+
+    def get_config(self):
+        return {**super().get_config(), "kind": self.kind, "threshold": self.threshold}
+
+
+def keras_metrics(threshold: float = 0.5) -> list[PixelMetric]:
+    """One :class:`PixelMetric` per name in :data:`METRIC_NAMES`."""
+    return [PixelMetric(k, threshold) for k in METRIC_NAMES]
