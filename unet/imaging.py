@@ -21,6 +21,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 # phone and most DSLR photos (a 12 MP phone photo is 4000x3000).
 MAX_PIXELS = 100_000_000
 
+# Our own header check (below) refuses oversized photos with a message that gives the
+# size; Pillow's guard would refuse them first with a vaguer one.
+Image.MAX_IMAGE_PIXELS = None
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
 
 Source = Union[str, os.PathLike, bytes, BinaryIO]

@@ -1,0 +1,158 @@
+"""Both dataset layouts, the multi-mask union, splits, bad samples and augmentation."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from unet.data import (
+    Augment, DatasetError, PairBatcher, load_pair, load_pairs, random_pair, sample_stats, scan_dataset,
+    split_samples, tiles, training_splits,
+)
+
+
+def _img(path, h=16, w=16, value=100):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.full((h, w, 3), value, np.uint8)).save(path)
+    return path
+
+
+def _mask(path, box, h=16, w=16):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    m = np.zeros((h, w), np.uint8)
+    y0, y1, x0, x1 = box
+    m[y0:y1, x0:x1] = 255
+    Image.fromarray(m).save(path)
+    return path
+
+
+def test_per_sample_layout_unions_all_masks(tmp_path):
+    s = tmp_path / "a1"
+    _img(s / "images" / "a1.jpg")
+    _mask(s / "masks" / "m1.png", (0, 4, 0, 4))
+    _mask(s / "masks" / "m2.png", (10, 12, 10, 16))
+    scan = scan_dataset(tmp_path)
+    assert scan.layout == "per-sample" and scan.problems == []
+    (sample,) = scan.split("all")
+    image, mask = load_pair(sample)
+    assert image.shape == (16, 16, 3) and mask.sum() == 16 + 12
+
+
+def test_paired_layout_and_img_lab_names(tmp_path):
+    _img(tmp_path / "images" / "w1.png")
+    _mask(tmp_path / "masks" / "w1.png", (0, 2, 0, 2))
+    _img(tmp_path / "images" / "w2_img.jpg")
+    _mask(tmp_path / "masks" / "w2_lab.png", (0, 3, 0, 3))
+    scan = scan_dataset(tmp_path)
+    assert scan.layout == "paired"
+    assert sorted(s.id for s in scan.split("all")) == ["w1", "w2"]
+
+
+def test_flat_folder_with_mask_suffixes(tmp_path):
+    _img(tmp_path / "c1.jpg")
+    _mask(tmp_path / "c1_mask.png", (0, 2, 0, 2))
+    scan = scan_dataset(tmp_path)
+    assert [s.id for s in scan.split("all")] == ["c1"]
+
+
+def test_split_folders(tmp_path):
+    for split in ("train", "val", "test"):
+        _img(tmp_path / split / f"{split}1" / "images" / "x.png")
+        _mask(tmp_path / split / f"{split}1" / "masks" / "x.png", (0, 1, 0, 1))
+    scan = scan_dataset(tmp_path)
+    assert {k: len(v) for k, v in scan.splits.items()} == {"train": 1, "val": 1, "test": 1}
+
+
+def test_bad_samples_are_skipped_and_named(tmp_path):
+    ok = tmp_path / "ok"
+    _img(ok / "images" / "ok.png")
+    _mask(ok / "masks" / "ok.png", (0, 2, 0, 2))
+    _img(tmp_path / "nomask" / "images" / "lonely.png")
+    (tmp_path / "empty" / "images").mkdir(parents=True)
+    corrupt = tmp_path / "corrupt"
+    (corrupt / "images").mkdir(parents=True)
+    (corrupt / "images" / "broken.png").write_bytes(b"\x89PNG not really")
+    _mask(corrupt / "masks" / "broken.png", (0, 2, 0, 2))
+    size = tmp_path / "size"
+    _img(size / "images" / "s.png", 16, 16)
+    _mask(size / "masks" / "s.png", (0, 2, 0, 2), 8, 8)
+    scan = scan_dataset(tmp_path)
+    assert [s.id for s in scan.split("all")] == ["ok"]
+    text = "\n".join(map(str, scan.problems))
+    assert "lonely.png: image without mask" in text
+    assert "empty: sample folder has no image" in text
+    assert "broken.png: not a photo" in text
+    assert "mask is 8x8 but its image s.png is 16x16" in text
+
+
+def test_truncated_image_found_at_load_is_reported_not_raised(tmp_path):
+    good = tmp_path / "g"
+    _img(good / "images" / "g.png")
+    _mask(good / "masks" / "g.png", (0, 2, 0, 2))
+    bad = tmp_path / "b"
+    data = (_img(bad / "images" / "b.png", 64, 64)).read_bytes()
+    rng_img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    rng_img.save(bad / "images" / "b.png")
+    data = (bad / "images" / "b.png").read_bytes()
+    (bad / "images" / "b.png").write_bytes(data[: len(data) // 2])
+    _mask(bad / "masks" / "b.png", (0, 2, 0, 2), 64, 64)
+    samples = scan_dataset(tmp_path).split("all")
+    pairs, kept, problems = load_pairs(samples)
+    assert [s.id for s in kept] == ["g"] and len(pairs) == 1
+    assert "b.png" in problems[0].path and "truncated" in problems[0].message
+
+
+def test_missing_and_empty_dataset_folders(tmp_path):
+    with pytest.raises(DatasetError, match="does not exist"):
+        scan_dataset(tmp_path / "nope")
+    scan = scan_dataset(tmp_path)
+    assert scan.samples == [] and "holds no images" in str(scan.problems[0])
+    with pytest.raises(DatasetError, match="no usable training samples"):
+        training_splits(tmp_path)
+
+
+def test_seeded_split_is_deterministic_and_disjoint(sample_dir):
+    samples = scan_dataset(sample_dir).samples
+    a = split_samples(samples, 0.25, 0.25, seed=7)
+    b = split_samples(list(reversed(samples)), 0.25, 0.25, seed=7)
+    assert {k: [s.id for s in v] for k, v in a.items()} == {k: [s.id for s in v] for k, v in b.items()}
+    ids = [s.id for v in a.values() for s in v]
+    assert len(ids) == len(set(ids)) == len(samples)
+
+
+def test_stats(sample_dir):
+    scan = scan_dataset(sample_dir)
+    stats, problems = sample_stats(scan.samples)
+    assert problems == [] and len(stats) == 12
+    assert all(s.width == 128 and s.height == 96 for s in stats)
+    assert all(0 < s.damaged_pct < 50 for s in stats)
+
+
+def test_augmentation_keeps_image_and_mask_aligned():
+    rng = np.random.default_rng(0)
+    mask = np.zeros((80, 100), bool)
+    for _ in range(6):
+        y, x = rng.integers(0, 70), rng.integers(0, 90)
+        mask[y : y + 10, x : x + 4] = True
+    image = np.repeat((mask * 255).astype(np.uint8)[..., None], 3, axis=2)
+    exact = Augment(scale=(1.0, 1.0), brightness=0, contrast=0)
+    scaled = Augment(scale=(0.6, 1.5), brightness=0, contrast=0)
+    for i in range(20):
+        img, msk = random_pair(image, mask, 64, np.random.default_rng(i), exact)
+        np.testing.assert_array_equal(img[..., 0] > 127, msk)
+        img, msk = random_pair(image, mask, 64, np.random.default_rng(i), scaled)
+        assert img.shape == (64, 64, 3) and msk.shape == (64, 64)
+        assert np.mean((img[..., 0] > 127) == msk) > 0.97  # resampling differs only at edges
+
+
+def test_batches_and_tiles(sample_dir):
+    train, val, _ = training_splits(sample_dir)
+    pairs, _, _ = load_pairs(train)
+    b = PairBatcher(pairs, 64, 4, Augment(), steps=3, seed=1)
+    x, y = b.batch(0)
+    assert x.shape == (4, 64, 64, 3) and x.dtype == np.uint8
+    assert y.shape == (4, 64, 64, 1) and set(np.unique(y)) <= {0.0, 1.0}
+    np.testing.assert_array_equal(b.batch(2)[0], b.batch(2)[0])  # deterministic per (epoch, index)
+    image, mask = pairs[0]
+    t = tiles(image, mask, 64)
+    assert len(t) == 2 * 2 and all(a.shape == (64, 64, 3) for a, _ in t)
+    np.testing.assert_array_equal(t[0][0], image[:64, :64])

@@ -1,0 +1,65 @@
+"""Evaluation numbers on a known case, with a real (hand-weighted) Keras model."""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from unet.data import scan_dataset
+from unet.evaluate import evaluate, read_results, sweep
+
+
+def _red_detector():
+    """A real 1x1-conv Keras model: probability = sigmoid(20 * (red/255 - 0.5))."""
+    import keras
+
+    inp = keras.Input((None, None, 3))
+    x = keras.layers.Rescaling(1 / 255)(inp)
+    out = keras.layers.Conv2D(1, 1, activation="sigmoid")(x)
+    model = keras.Model(inp, out)
+    model.layers[-1].set_weights([np.array([20.0, 0, 0], "float32").reshape(1, 1, 3, 1), np.array([-10.0], "float32")])
+    return model
+
+
+def _write(root, name, pred, truth):
+    d = root / name
+    (d / "images").mkdir(parents=True)
+    (d / "masks").mkdir()
+    img = np.zeros(pred.shape + (3,), np.uint8)
+    img[..., 0] = pred * 255
+    Image.fromarray(img).save(d / "images" / f"{name}.png")
+    Image.fromarray(truth.astype(np.uint8) * 255).save(d / "masks" / f"{name}.png")
+
+
+def test_known_case(tmp_path):
+    a_pred = np.zeros((20, 20), bool); a_pred[:10] = True   # 200 predicted
+    a_true = np.zeros((20, 20), bool); a_true[5:15] = True  # 200 true, 100 overlap
+    b_pred = np.zeros((20, 20), bool)                        # intact wall, left unmarked
+    b_true = np.zeros((20, 20), bool)
+    _write(tmp_path / "split", "a", a_pred, a_true)
+    _write(tmp_path / "split", "b", b_pred, b_true)
+    samples = scan_dataset(tmp_path / "split").split("all")
+    out = tmp_path / "eval"
+    result = evaluate(_red_detector(), samples, threshold=0.5, out_dir=out)
+    assert result["n_images"] == 2
+    assert result["iou"] == pytest.approx(100 / 300)
+    assert result["dice"] == pytest.approx(200 / 400)
+    assert result["precision"] == pytest.approx(0.5) and result["recall"] == pytest.approx(0.5)
+    stored = read_results(out)
+    assert json.loads((out / "metrics.json").read_text())["iou"] == pytest.approx(result["iou"])
+    per = {r["id"]: r for r in stored["per_image"]}
+    assert float(per["b"]["iou"]) == 1.0  # empty truth, empty prediction
+    assert float(per["a"]["dice"]) == pytest.approx(0.5)
+    assert len(stored["pr_curve"]) > 10
+    assert np.asarray(Image.open(out / "pred" / "a.png")).astype(bool).sum() == 200
+
+
+def test_sweep_finds_the_f1_best_threshold():
+    bins = 10
+    pos = np.zeros(bins, int); neg = np.zeros(bins, int)
+    pos[7] = 90; pos[2] = 10   # most damage scores 0.7
+    neg[1] = 1000; neg[5] = 50  # intact mostly 0.1, 50 false alarms at 0.5
+    s = sweep(pos, neg)
+    assert s["best_threshold"] == pytest.approx(0.6)  # above the 0.5 false alarms, below 0.7
+    assert s["best_f1"] == pytest.approx(2 * 90 / (2 * 90 + 0 + 10))

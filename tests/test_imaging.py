@@ -1,0 +1,125 @@
+"""Photos and masks in the forms people store them; every bad file named in the error."""
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from unet.imaging import ImageError, image_size, read_image, read_mask
+
+
+def _save(img: Image.Image, path, **kw):
+    img.save(path, **kw)
+    return path
+
+
+def _png_header_only(w: int, h: int) -> bytes:
+    """A PNG whose header claims w x h pixels (no real pixel data)."""
+    def chunk(tag, data):
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data) & 0xFFFFFFFF)
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + chunk(b"IEND", b"")
+
+
+def test_rgba_grayscale_palette_cmyk_and_16bit_become_rgb(tmp_path):
+    base = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    rgb = Image.fromarray(base)
+    cases = {
+        "rgba.png": rgb.convert("RGBA"),
+        "gray.png": rgb.convert("L"),
+        "palette.gif": rgb.convert("P"),
+        "cmyk.jpg": rgb.convert("CMYK"),
+        "photo.bmp": rgb,
+        "photo.tiff": rgb,
+    }
+    for name, img in cases.items():
+        out = read_image(_save(img, tmp_path / name))
+        assert out.shape == (20, 30, 3) and out.dtype == np.uint8, name
+    # 16-bit grayscale: full range maps to 0..255
+    arr16 = np.linspace(0, 65535, 20 * 30).reshape(20, 30).astype(np.uint16)
+    out = read_image(_save(Image.fromarray(arr16), tmp_path / "deep.tiff"))
+    assert out.shape == (20, 30, 3) and out[0, 0, 0] == 0 and out[-1, -1, 0] == 255
+    # RGBA transparency is shown as white, not black
+    clear = Image.new("RGBA", (4, 4), (0, 0, 0, 0))
+    assert read_image(_save(clear, tmp_path / "clear.png")).min() == 255
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (40, 20), (0, 0, 0))
+    img.paste((255, 0, 0), (0, 0, 10, 20))  # red strip on the left edge
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    path = tmp_path / "rotated.jpg"
+    img.save(path, exif=exif, quality=95)
+    out = read_image(path)
+    assert out.shape == (40, 20, 3)  # displayed portrait
+    assert out[:10, :, 0].mean() > 200  # the left strip is now at the top
+    assert image_size(path) == (20, 40)
+
+
+def test_animated_gif_uses_first_frame(tmp_path):
+    frames = [Image.new("RGB", (8, 8), c) for c in [(255, 0, 0), (0, 0, 255)]]
+    path = tmp_path / "anim.gif"
+    frames[0].save(path, save_all=True, append_images=frames[1:])
+    out = read_image(path)
+    assert out[..., 0].mean() > 200 and out[..., 2].mean() < 50
+
+
+@pytest.mark.parametrize(
+    "name,content,message",
+    [
+        ("empty.png", b"", "empty"),
+        ("page.png", b"<html><body>not an image</body></html>", "not a photo"),
+        ("drawing.svg", b'<svg xmlns="http://www.w3.org/2000/svg"/>', "not a photo"),
+    ],
+)
+def test_unreadable_files_are_named(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(ImageError, match=message) as err:
+        read_image(path)
+    assert name in str(err.value)
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_truncated_files_are_reported(tmp_path, fmt):
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, fmt)
+    path = tmp_path / f"cut.{fmt.lower()}"
+    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(ImageError, match="truncated") as err:
+        read_image(path)
+    assert "cut." in str(err.value)
+
+
+def test_huge_header_is_refused_before_decoding():
+    with pytest.raises(ImageError, match="30000x30000") as err:
+        read_image(_png_header_only(30000, 30000), name="bomb.png")
+    assert "bomb.png" in str(err.value)
+
+
+def test_one_pixel_image(tmp_path):
+    out = read_image(_save(Image.new("RGB", (1, 1), (1, 2, 3)), tmp_path / "dot.png"))
+    assert out.shape == (1, 1, 3) and tuple(out[0, 0]) == (1, 2, 3)
+
+
+def test_masks_in_every_encoding(tmp_path):
+    truth = np.zeros((6, 6), bool)
+    truth[1:3, 2:5] = True
+    as01 = Image.fromarray(truth.astype(np.uint8))
+    as255 = Image.fromarray(truth.astype(np.uint8) * 255)
+    rgb = Image.fromarray(np.stack([truth * 200, truth * 0, truth * 10], -1).astype(np.uint8))
+    pal = as01.convert("P")
+    pal.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    rgba = rgb.convert("RGBA")
+    for name, img in {"m01.png": as01, "m255.png": as255, "mrgb.png": rgb, "mpal.png": pal, "mrgba.png": rgba}.items():
+        np.testing.assert_array_equal(read_mask(_save(img, tmp_path / name)), truth, err_msg=name)
+
+
+def test_upload_names_never_become_paths():
+    with pytest.raises(ImageError) as err:
+        read_image(b"junk", name="../../etc/<img src=x>.png")
+    assert str(err.value).startswith("<img src=x>.png:")  # base name only; escaping is the page's job

@@ -1,0 +1,82 @@
+"""Overlap-tile prediction: exact where one tile suffices, seamless where it does not."""
+
+import numpy as np
+import pytest
+
+from conftest import rgb
+from unet.predict import Predictor, heatmap, overlay, predict_files, segment
+
+
+def _smooth_photo(h, w, seed=0):
+    """A photo with structure at all scales (not white noise), so seams would show."""
+    from PIL import Image
+
+    small = np.random.default_rng(seed).integers(0, 256, (h // 16 + 1, w // 16 + 1, 3), dtype=np.uint8)
+    base = np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC)).astype(np.int16)
+    return np.clip(base + np.random.default_rng(seed + 1).integers(-20, 21, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def test_one_tile_equals_whole_image_prediction(tiny_model):
+    image = rgb(256, 256)
+    whole = np.asarray(tiny_model.predict_on_batch(image[None]))[0, ..., 0]
+    seg = segment(tiny_model, image, threshold=0.5)
+    np.testing.assert_allclose(seg.probability, whole, atol=1e-5)
+    assert seg.mask.dtype == bool and seg.mask.shape == (256, 256)
+    assert seg.damaged_pct == pytest.approx(100 * (whole >= 0.5).mean())
+
+
+def test_small_and_odd_sizes_come_back_at_their_own_resolution(tiny_model):
+    for h, w in [(1, 1), (37, 53), (300, 17)]:
+        seg = segment(tiny_model, rgb(h, w))
+        assert seg.probability.shape == seg.mask.shape == (h, w)
+
+
+def test_large_photo_has_no_seams(tiny_model):
+    h, w = 704, 928  # several tiles each way, sides not multiples of the stride
+    image = _smooth_photo(h, w)
+    pred = Predictor(tiny_model, tile=256)
+    tiled = pred.probability(image)
+    whole = np.asarray(tiny_model.predict_on_batch(np.pad(image, ((0, 0), (0, 0), (0, 0)))[None]))[0, ..., 0]
+    assert tiled.shape == (h, w)
+    # Close to the whole-photo prediction of this fully convolutional model...
+    assert np.mean(np.abs(tiled - whole)) < 0.02
+    # ...and no jump where tiles meet: the step across every tile border is no larger
+    # than the steps elsewhere in the photo.
+    steps_x = np.abs(np.diff(tiled, axis=1))
+    stride = pred.tile - 2 * pred.margin
+    borders = [x for x in range(stride, w, stride)]
+    border_steps = steps_x[:, [b - 1 for b in borders if b - 1 < steps_x.shape[1]]]
+    assert border_steps.mean() <= 1.5 * steps_x.mean() + 1e-6
+    assert border_steps.max() <= steps_x.max() + 1e-6
+
+
+def test_threshold_changes_mask_without_recomputing(tiny_model):
+    seg = segment(tiny_model, rgb(64, 64, 1), threshold=0.5)
+    low, high = seg.at(0.01), seg.at(0.99)
+    assert low.damaged_pct >= seg.damaged_pct >= high.damaged_pct
+    assert low.probability is seg.probability
+
+
+def test_overlay_and_heatmap():
+    image = np.full((4, 4, 3), 100, np.uint8)
+    mask = np.zeros((4, 4), bool)
+    mask[0, 0] = True
+    out = overlay(image, mask)
+    assert out[0, 0, 0] > 150 and (out[1:, 1:] == 100).all()
+    heat = heatmap(np.array([[0.0, 1.0]], np.float32))
+    assert heat.shape == (1, 2, 3) and heat[0, 1].sum() > heat[0, 0].sum()
+
+
+def test_predict_files_writes_outputs_and_keeps_going_after_a_bad_file(tiny_model, tmp_path):
+    from PIL import Image
+
+    Image.fromarray(rgb(40, 60)).save(tmp_path / "a.png")
+    Image.fromarray(rgb(30, 20)).save(tmp_path / "b.jpg")
+    (tmp_path / "c.png").write_text("<html>")
+    out = tmp_path / "out"
+    rows = predict_files(tiny_model, [tmp_path], out)
+    by = {r["file"].rsplit("/", 1)[1]: r for r in rows}
+    assert by["c.png"]["error"] and not by["a.png"]["error"]
+    mask = np.asarray(Image.open(out / "a_mask.png"))
+    assert mask.shape == (40, 60) and set(np.unique(mask)) <= {0, 255}
+    assert (out / "b_overlay.png").exists() and (out / "results.csv").read_text().startswith("file,damaged_pct,error")

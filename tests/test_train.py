@@ -1,0 +1,94 @@
+"""Training runs as real processes: files, stop, resume, and a killed run."""
+
+import os
+import signal
+import time
+
+import pytest
+
+from unet.runs import TrainConfig, create_run, get_run, launch, list_runs, request_stop, wait
+
+
+def _epochs(run):
+    return [int(r["epoch"]) for r in run.history()]
+
+
+def _wait_for(cond, timeout=120, poll=0.2):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(poll)
+    return False
+
+
+def test_tiny_run_leaves_a_complete_run_folder(trained_tiny):
+    run = trained_tiny
+    st = run.status()
+    assert st["state"] == "completed" and st["error"] is None and st["ended_at"]
+    assert _epochs(run) == [1, 2]
+    row = run.history()[-1]
+    assert {"loss", "val_loss", "val_iou", "val_dice", "val_precision", "val_recall"} <= set(row)
+    assert run.last_checkpoint.is_file() and run.best_checkpoint.is_file() and run.model_path.is_file()
+    cfg = run.config()
+    for key in ("data", "preset", "size", "loss", "optimizer", "learning_rate", "epochs", "batch", "augment",
+                "seed", "backend", "devices"):
+        assert key in cfg, key
+    assert cfg["backend"] == "tensorflow"
+    assert run.progress()["epoch"] == 2 and run.progress()["batch_losses"]
+    assert any((run.dir / "tensorboard").rglob("events.out.tfevents*"))
+    assert [r.id for r in list_runs(run.dir.parent)] == [run.id]
+
+
+def test_stop_then_resume_gives_an_unbroken_history(tmp_path, sample_dir):
+    cfg = TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=25, batch=4, steps_per_epoch=3)
+    run = create_run(cfg, tmp_path)
+    launch(run)
+    assert _wait_for(lambda: len(_epochs(run)) >= 2), run.log_tail()
+    assert request_stop(run)
+    st = wait(run, timeout=60)
+    assert st["state"] == "stopped", run.log_tail()
+    done = run.epochs_done()
+    assert 2 <= done < 25 and _epochs(run) == list(range(1, done + 1))
+    assert run.last_checkpoint.is_file()
+    assert "stopped on request" in run.log_tail()
+    launch(run, resume=True)
+    st = wait(run, timeout=180)
+    assert st["state"] == "completed", run.log_tail()
+    assert _epochs(run) == list(range(1, 26))
+    assert len(st["resumed_at"]) == 1
+
+
+def test_killed_run_is_reported_failed_and_resumes(tmp_path, sample_dir):
+    cfg = TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=25, batch=4, steps_per_epoch=3)
+    run = create_run(cfg, tmp_path)
+    launch(run)
+    assert _wait_for(lambda: len(_epochs(run)) >= 2 and run.status()["state"] == "running"), run.log_tail()
+    os.kill(run.raw_status()["pid"], signal.SIGKILL)
+    assert _wait_for(lambda: run.status()["state"] == "failed", timeout=10)
+    assert "ended unexpectedly" in run.status()["error"]
+    done = run.epochs_done()
+    assert _epochs(run)[:done] == list(range(1, done + 1))
+    launch(run, resume=True)
+    st = wait(run, timeout=180)
+    assert st["state"] == "completed", run.log_tail()
+    assert _epochs(run) == list(range(1, 26))  # no gap, no duplicate
+
+
+def test_two_runs_started_at_once_get_their_own_folders(tmp_path, sample_dir):
+    cfg = TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=1, batch=4)
+    a, b = create_run(cfg, tmp_path), create_run(cfg, tmp_path)
+    assert a.dir != b.dir and a.dir.is_dir() and b.dir.is_dir()
+
+
+def test_run_ids_cannot_escape_the_runs_folder(tmp_path):
+    for bad in ["../x", "/etc", "a/b", "..", ""]:
+        with pytest.raises((ValueError, FileNotFoundError)):
+            get_run(bad, tmp_path)
+
+
+def test_invalid_config_is_refused():
+    with pytest.raises(ValueError, match="multiple of 16"):
+        TrainConfig(size=100).validate()
+    with pytest.raises(ValueError, match="preset"):
+        TrainConfig(preset="huge").validate()
