@@ -61,7 +61,7 @@ def _train_config(a) -> TrainConfig:
         except ValueError as exc:
             raise CliError(f"{a.config}: not valid JSON ({exc})")
     overrides = {
-        "data": a.data, "preset": a.preset, "size": a.size, "epochs": a.epochs, "batch": a.batch,
+        "data": (a.data[0] if len(a.data) == 1 else a.data) if a.data else None, "preset": a.preset, "size": a.size, "epochs": a.epochs, "batch": a.batch,
         "loss": a.loss, "learning_rate": a.lr, "steps_per_epoch": a.steps_per_epoch, "seed": a.seed,
         "device": a.device, "name": a.name, "optimizer": a.optimizer, "schedule": a.schedule,
     }
@@ -76,8 +76,11 @@ def _train_config(a) -> TrainConfig:
         cfg = TrainConfig.from_dict(base).validate()
     except (TypeError, ValueError) as exc:
         raise CliError(f"invalid training config: {exc}")
-    if not Path(cfg.data).expanduser().is_dir():
-        raise CliError(f"{cfg.data}: dataset folder does not exist")
+    from .runs import data_roots
+
+    for root in data_roots(cfg.data):
+        if not Path(root).expanduser().is_dir():
+            raise CliError(f"{root}: dataset folder does not exist")
     return cfg
 
 
@@ -256,7 +259,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sample_data)
 
     p = sub.add_parser("train", help="train a U-Net (a run folder under --runs-dir)")
-    p.add_argument("--data", help="dataset folder (train/ and val/ inside, or one pool to split)")
+    p.add_argument("--data", nargs="+", help="dataset folder(s) (train/ and val/ inside, or one pool to split); "
+                   "several are pooled")
     p.add_argument("--config", help="JSON training config; flags override its values")
     p.add_argument("--preset", help="seed, standard, lite or tiny")
     p.add_argument("--size", type=int, help="training input side, a multiple of 16")

@@ -247,17 +247,34 @@ def split_samples(
     }
 
 
-def training_splits(root: str | Path, seed: int = 0, val_fraction: float = 0.15) -> tuple[list[Sample], list[Sample], Scan]:
-    """(train, val) samples of a dataset: its own split folders or a seeded split."""
-    scan = scan_dataset(root)
-    train = scan.split("train")
-    val = scan.split("val")
-    if not train and "all" in scan.splits:
-        parts = split_samples(scan.split("all"), val_fraction=val_fraction, seed=seed)
-        train, val = parts["train"], parts["val"]
+def training_splits(
+    root: str | Path | Sequence[str | Path], seed: int = 0, val_fraction: float = 0.15
+) -> tuple[list[Sample], list[Sample], Scan]:
+    """(train, val) samples of one dataset or several pooled: their own split folders or a seeded split.
+
+    Returns:
+        train, val and the scan (of the first root; problems of every root are merged into it).
+    """
+    roots = [root] if isinstance(root, (str, Path)) else list(root)
+    if not roots:
+        raise DatasetError("no dataset folder given")
+    train, val, merged = [], [], None
+    for r in roots:
+        scan = scan_dataset(r)
+        t, v = scan.split("train"), scan.split("val")
+        if not t and "all" in scan.splits:
+            parts = split_samples(scan.split("all"), val_fraction=val_fraction, seed=seed)
+            t, v = parts["train"], parts["val"]
+        train += t
+        val += v
+        if merged is None:
+            merged = scan
+        else:
+            merged.problems.extend(scan.problems)
     if not train:
-        raise DatasetError(f"{scan.root}: no usable training samples found ({len(scan.problems)} problems)")
-    return train, val, scan
+        raise DatasetError(f"{', '.join(map(str, roots))}: no usable training samples found "
+                           f"({len(merged.problems)} problems)")
+    return train, val, merged
 
 
 # ---------------------------------------------------------------------------------

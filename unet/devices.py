@@ -75,3 +75,33 @@ def setup_training(mixed_precision: bool) -> tuple[object | None, list[dict]]:
         # bfloat16 on CPUs (no loss scaling needed), float16 on GPUs.
         keras.mixed_precision.set_global_policy("mixed_float16" if gpus else "mixed_bfloat16")
     return strategy, devices
+
+
+def detect_hardware() -> list[dict]:
+    """CPU and NVIDIA GPUs from the operating system, without importing a framework.
+
+    Fast enough for a page's first paint; :func:`list_devices` says what Keras itself sees.
+    """
+    import shutil
+    import subprocess
+
+    cpu_name = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu_name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    found = [{"kind": "CPU", "name": f"{cpu_name} ({os.cpu_count()} cores)"}]
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "--query-gpu=name,memory.total", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=5).stdout
+            for line in out.strip().splitlines():
+                name, _, mem = line.partition(",")
+                found.append({"kind": "GPU", "name": f"{name.strip()} ({mem.strip()})"})
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return found

@@ -160,3 +160,36 @@ def read_results(out_dir: str | Path) -> dict | None:
         except OSError:
             result[name] = []
     return result
+
+
+def results_dir(model_path: str | Path, data_dir: str | Path, runs_dir: str | Path) -> Path:
+    """Where the evaluation of a model on a split is stored.
+
+    A run's model keeps its results in its run folder (``<run>/eval/<split key>``);
+    any other model file (the bundled default) under ``<runs_dir>/_models/``.
+    """
+    model_path = Path(model_path).resolve()
+    if (model_path.parent / "config.json").is_file() and (model_path.parent / "status.json").is_file():
+        return model_path.parent / "eval" / eval_key(data_dir)
+    digest = hashlib.sha1(str(model_path).encode()).hexdigest()[:8]
+    return Path(runs_dir) / "_models" / f"{model_path.stem}-{digest}" / "eval" / eval_key(data_dir)
+
+
+def stored_results(model_path: str | Path, data_dir: str | Path, runs_dir: str | Path) -> dict | None:
+    """Stored results for this model file and split, if they are still current (model unchanged)."""
+    result = read_results(results_dir(model_path, data_dir, runs_dir))
+    if result is None:
+        return None
+    if result.get("model_mtime") != Path(model_path).stat().st_mtime:
+        return None  # the model file changed since: evaluate again
+    return result
+
+
+def evaluate_and_store(model, model_path: str | Path, data_dir: str | Path, runs_dir: str | Path,
+                       threshold: float | None = None, progress=None) -> dict:
+    """Evaluate on a split folder and store the results where :func:`stored_results` finds them."""
+    samples, problems = eval_samples(data_dir)
+    out = results_dir(model_path, data_dir, runs_dir)
+    return evaluate(model, samples, threshold=threshold, out_dir=out, problems=problems, progress=progress,
+                    meta={"data": str(Path(data_dir).resolve()), "model": str(model_path),
+                          "model_mtime": Path(model_path).stat().st_mtime})

@@ -80,7 +80,7 @@ class TrainConfig:
     Defaults finish in a few minutes on a 2-core CPU with the generated sample data.
     """
 
-    data: str = "data/sample"
+    data: str | list[str] = "data/sample"  # one dataset folder, or several pooled
     preset: str = "lite"
     size: int = 128
     loss: str = "bce_dice"
@@ -97,6 +97,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"  # auto, cpu or gpu
     mixed_precision: bool = False
+    time_budget_min: float | None = None  # end training (as completed) after this many minutes
     name: str = ""
 
     def validate(self) -> "TrainConfig":
@@ -117,6 +118,8 @@ class TrainConfig:
             problems.append("device must be auto, cpu or gpu")
         if self.optimizer not in ("adam", "adamw"):
             problems.append("optimizer must be adam or adamw")
+        if self.time_budget_min is not None and self.time_budget_min <= 0:
+            problems.append("time budget must be positive")
         if self.schedule not in ("constant", "cosine"):
             problems.append("schedule must be constant or cosine")
         if problems:
@@ -275,6 +278,11 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
+def data_roots(data: str | list[str]) -> list[str]:
+    """The dataset folders of a config's ``data`` (a path or a list of paths)."""
+    return [data] if isinstance(data, str) else list(data)
+
+
 def check_run_id(run_id: str) -> str:
     if not isinstance(run_id, str) or not _ID_RE.match(run_id) or ".." in run_id:
         raise ValueError(f"{run_id!r} is not a valid run id")
@@ -318,7 +326,8 @@ def create_run(config: TrainConfig, runs_dir: str | Path | None = None) -> Run:
             continue
     (path / "checkpoints").mkdir()
     cfg = config.to_dict()
-    cfg.update(run_id=run_id, created_at=_now(), data=str(Path(config.data).expanduser().resolve()))
+    data = [str(Path(d).expanduser().resolve()) for d in data_roots(config.data)]
+    cfg.update(run_id=run_id, created_at=_now(), data=data[0] if isinstance(config.data, str) else data)
     write_json_atomic(path / "config.json", cfg)
     write_json_atomic(path / "status.json", {"state": "queued", "created_at": cfg["created_at"]})
     return Run(path)

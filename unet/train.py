@@ -86,6 +86,9 @@ def _callbacks(run: Run, cfg: TrainConfig, steps: int, val_steps: int, initial_e
             if run.stop_path.exists():
                 self._progress(batch + 1, loss, force=True, note="stopping")
                 raise StopRequested()
+            if cfg.time_budget_min and now - self.t0 > 60 * cfg.time_budget_min and not self.model.stop_training:
+                print(f"time budget of {cfg.time_budget_min} min reached: this epoch is the last", flush=True)
+                self.model.stop_training = True  # ends the epoch here, validates, records it
             self._progress(batch + 1, loss)
 
         def _progress(self, batch, loss, force=False, note=""):

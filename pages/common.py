@@ -1,0 +1,114 @@
+"""What every page shares: folders, the sidebar model picker, cached models and scans.
+
+Not a page itself (streamlit_app.py lists the pages). Keras is imported only inside
+:func:`get_model`, so pages that show no model paint without waiting for TensorFlow.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+
+import streamlit as st
+
+ROOT = Path(__file__).resolve().parent.parent
+RUNS_DIR = Path(os.environ.get("UNET_RUNS_DIR", ROOT / "runs"))
+DATA_DIR = Path(os.environ.get("UNET_DATA_DIR", ROOT / "data"))
+SAMPLE_DIR = DATA_DIR / "sample"
+MODEL_KEY = "model_choice"
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
+
+
+def md_escape(text: object) -> str:
+    """Text from file names shown literally in markdown (no formatting, no HTML)."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text))
+
+
+def ensure_sample_data() -> Path:
+    """The generated sample dataset, made on first use (deterministic, a few seconds)."""
+    if not (SAMPLE_DIR / "dataset.json").is_file():
+        from unet.synthetic import write_sample_dataset
+
+        with st.spinner("Generating the offline sample dataset..."):
+            write_sample_dataset(SAMPLE_DIR, count=48, seed=0)
+    return SAMPLE_DIR
+
+
+def known_datasets() -> dict[str, Path]:
+    """Dataset folders under data/ (the generated sample first)."""
+    found: dict[str, Path] = {}
+    if SAMPLE_DIR.is_dir():
+        found["sample (generated)"] = SAMPLE_DIR
+    if DATA_DIR.is_dir():
+        for p in sorted(DATA_DIR.iterdir()):
+            if p.is_dir() and p != SAMPLE_DIR and not p.name.startswith("."):
+                found[p.name] = p
+    return found
+
+
+def split_folders(root: Path) -> dict[str, Path]:
+    """The split folders of a dataset (or the folder itself when it has none)."""
+    splits = {s: root / s for s in ("train", "val", "test") if (root / s).is_dir()}
+    return splits or {"all": root}
+
+
+def model_choices() -> dict[str, str]:
+    """Label -> model file: the bundled default model, then each run's saved model."""
+    from unet.model import DEFAULT_MODEL
+    from unet.runs import list_runs
+
+    choices: dict[str, str] = {}
+    if DEFAULT_MODEL.is_file():
+        choices["Bundled default model"] = str(DEFAULT_MODEL)
+    for run in list_runs(RUNS_DIR):
+        if run.model_path.is_file():
+            cfg = run.config()
+            choices[f"Run {run.id} ({cfg.get('preset', '?')}, {run.status().get('state', '?')})"] = str(run.model_path)
+    return choices
+
+
+def sidebar_model_picker() -> str | None:
+    """The shared model picker; returns the chosen model file (None when there is none)."""
+    choices = model_choices()
+    with st.sidebar:
+        st.caption("Model used by Detect")
+        if not choices:
+            st.info("No trained model yet. Start one on the Train page.")
+            return None
+        labels = list(choices)
+        if st.session_state.get(MODEL_KEY) not in labels:
+            st.session_state[MODEL_KEY] = labels[0]
+        label = st.selectbox("Model", labels, key=MODEL_KEY, label_visibility="collapsed")
+    return choices[label]
+
+
+def active_model_path() -> str | None:
+    choices = model_choices()
+    label = st.session_state.get(MODEL_KEY)
+    if label in choices:
+        return choices[label]
+    return next(iter(choices.values()), None)
+
+
+@st.cache_resource(max_entries=4, show_spinner="Loading the model...")
+def _load_model(path: str, mtime: float):
+    from unet.model import load_model
+
+    return load_model(path)
+
+
+def get_model(path: str):
+    """A model loaded once per file (and again only if the file changes)."""
+    return _load_model(path, Path(path).stat().st_mtime)
+
+
+@st.cache_data(ttl=30, show_spinner="Scanning the dataset...")
+def scan(path: str):
+    """Dataset scan plus per-sample statistics, cached for 30 s."""
+    from unet.data import sample_stats, scan_dataset
+
+    result = scan_dataset(path)
+    stats, problems = sample_stats(result.samples)
+    return result, stats, problems

@@ -1,0 +1,114 @@
+"""Detect: drop photos, see original | mask | overlay | heat map with the damaged-pixel share.
+
+Photos are segmented once per (photo, model) at their own resolution (large ones in
+overlapping tiles); moving the threshold only re-thresholds the stored probabilities.
+Uploaded names are only shown (escaped), never used as paths.
+"""
+
+import hashlib
+import io
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+from PIL import Image
+
+from pages.common import SAMPLE_DIR, active_model_path, ensure_sample_data, get_model, md_escape
+from unet.imaging import ImageError, encode_png, read_image
+from unet.model import ModelError, model_info
+from unet.predict import heatmap, overlay
+
+TYPES = ["jpg", "jpeg", "png", "tif", "tiff", "bmp"]
+PREVIEW = 768  # longest side shown on the page; downloads keep full resolution
+CACHE_KEY = "detect_results"
+MAX_CACHED = 24
+
+st.title("Detect damage")
+st.write("Drop one or more photos. Each is segmented at its own resolution; large photos are processed in "
+         "overlapping tiles, never squashed.")
+
+model_path = active_model_path()
+if model_path is None:
+    st.info("No trained model yet. Start a run on the **Train** page; its model appears in the sidebar picker.")
+    st.stop()
+try:
+    model = get_model(model_path)
+except ModelError as exc:
+    st.error(f"The chosen model cannot be used: {md_escape(exc)}")
+    st.stop()
+
+info = model_info(model)
+threshold = st.slider("Damage threshold (probability at which a pixel counts as damaged)", 0.05, 0.95,
+                      float(round(info.threshold, 2)), 0.01, key="detect_threshold")
+uploads = st.file_uploader("Photos", type=TYPES, accept_multiple_files=True, key="detect_upload")
+files: list[tuple[str, bytes]] = [(u.name, u.getvalue()) for u in uploads or []]
+if st.button("Try a sample photo", key="detect_sample"):
+    st.session_state["detect_sample_on"] = True
+if st.session_state.get("detect_sample_on"):
+    ensure_sample_data()
+    sample = sorted((SAMPLE_DIR / "test").glob("*/images/*.png"))[:1]
+    files += [(p.name, p.read_bytes()) for p in sample]
+if not files:
+    st.stop()
+
+cache: dict = st.session_state.setdefault(CACHE_KEY, {})
+
+
+def probabilities(name: str, data: bytes):
+    """(image, probability) for this photo and model, computed once."""
+    key = (hashlib.sha1(data).hexdigest(), model_path)
+    if key not in cache:
+        image = read_image(data, name=name)
+        from unet.predict import predictor
+
+        with st.spinner(f"Segmenting {name}..."):
+            prob = predictor(model).probability(image)
+        if len(cache) >= MAX_CACHED:
+            cache.pop(next(iter(cache)))
+        cache[key] = (image, prob)
+    return cache[key]
+
+
+def preview(arr: np.ndarray) -> np.ndarray:
+    img = Image.fromarray(arr)
+    if max(img.size) > PREVIEW:
+        img.thumbnail((PREVIEW, PREVIEW), Image.BOX)  # BOX keeps thin cracks visible as grey
+    return np.asarray(img)
+
+
+rows = []
+for i, (name, data) in enumerate(files):
+    safe = md_escape(name)
+    box = st.container(border=True)
+    try:
+        image, prob = probabilities(name, data)
+    except ImageError as exc:
+        box.error(f"**{safe}**: {md_escape(exc.problem)}")
+        rows.append({"file": name, "damaged_pct": None, "width": None, "height": None, "error": exc.problem})
+        continue
+    mask = prob >= threshold
+    pct = 100.0 * float(mask.mean())
+    h, w = mask.shape
+    rows.append({"file": name, "damaged_pct": round(pct, 4), "width": w, "height": h, "error": ""})
+    box.markdown(f"**{safe}** · {w}×{h} px · **{pct:.2f}% damaged** at threshold {threshold:.2f}")
+    c1, c2, c3, c4 = box.columns(4)
+    c1.image(preview(image), caption="original")
+    c2.image(preview(mask.astype(np.uint8) * 255), caption="damage mask")
+    c3.image(preview(overlay(image, mask)), caption=f"overlay · {pct:.2f}% damaged")
+    c4.image(preview(heatmap(prob)), caption="probability (dark = intact, yellow = damaged)")
+    stem = Path(name).stem or "photo"
+    d1, d2, _ = box.columns([1, 1, 2])
+    d1.download_button("Mask PNG", encode_png(mask), file_name=f"{stem}_mask.png", mime="image/png",
+                       key=f"dl_mask_{i}")
+    d2.download_button("Overlay PNG", encode_png(overlay(image, mask)), file_name=f"{stem}_overlay.png",
+                       mime="image/png", key=f"dl_overlay_{i}")
+
+table = pd.DataFrame(rows)
+table.insert(2, "threshold", threshold)
+table["model"] = Path(model_path).parent.name + "/" + Path(model_path).name
+st.subheader("All results")
+st.dataframe(table, hide_index=True, width="stretch")
+buf = io.StringIO()
+table.to_csv(buf, index=False)
+st.download_button("Results CSV", buf.getvalue(), file_name="damage_results.csv", mime="text/csv", key="dl_csv")

@@ -1,0 +1,57 @@
+"""Home: what the studio does, the active model, devices, datasets and latest runs."""
+
+import json
+
+import pandas as pd
+import streamlit as st
+
+from pages.common import RUNS_DIR, active_model_path, ensure_sample_data, known_datasets, md_escape
+from unet.devices import detect_hardware
+from unet.runs import list_runs
+
+st.title("Damage segmentation studio")
+st.write(
+    "Finds damaged pixels (cracks, spalling) in photos of walls, columns and façades with a U-Net. "
+    "Browse a dataset, train a model on it, drop in new photos to see the damage, and compare models on a test set."
+)
+
+ensure_sample_data()
+left, mid, right = st.columns(3)
+
+with left:
+    st.subheader("Active model")
+    path = active_model_path()
+    if path is None:
+        st.info("No trained model yet: start a run on the **Train** page.")
+    else:
+        from pathlib import Path
+
+        side = Path(path).with_suffix(".json")
+        info = json.loads(side.read_text()) if side.is_file() else {}
+        st.markdown(f"`{md_escape(Path(path).parent.name + '/' + Path(path).name)}`")
+        st.caption(f"preset {info.get('preset', '?')} · threshold {info.get('threshold', 0.5)} · "
+                   f"trained at {info.get('input_size', '?')} px")
+
+with mid:
+    st.subheader("Compute devices")
+    for d in detect_hardware():
+        st.markdown(f"**{d['kind']}** · {md_escape(d['name'])}")
+
+with right:
+    st.subheader("Datasets")
+    for name, root in known_datasets().items():
+        st.markdown(f"**{md_escape(name)}** · `{md_escape(root)}`")
+
+st.subheader("Latest runs")
+runs = list_runs(RUNS_DIR)[:10]
+if not runs:
+    st.caption("No training runs yet.")
+else:
+    rows = []
+    for r in runs:
+        st_, cfg, hist = r.status(), r.config(), r.history()
+        last = hist[-1] if hist else {}
+        rows.append({"run": r.id, "state": st_.get("state"), "preset": cfg.get("preset"),
+                     "epochs": f"{r.epochs_done()}/{cfg.get('epochs')}", "val Dice": last.get("val_dice"),
+                     "error": st_.get("error") or ""})
+    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")

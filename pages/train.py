@@ -1,0 +1,144 @@
+"""Train: start a background run, watch it live, stop or resume it; all runs with their state.
+
+Training is its own OS process (python -m unet runs start ...); this page only writes
+the config and reads the run folder, so closing the tab or restarting the app never
+stops a run, and the page re-attaches to it.
+"""
+
+from pathlib import Path
+
+import pandas as pd
+import plotly.graph_objects as go
+import streamlit as st
+from plotly.subplots import make_subplots
+
+from pages.common import RUNS_DIR, ensure_sample_data, known_datasets, md_escape
+from unet.model import PRESETS
+from unet.runs import ACTIVE, TrainConfig, create_run, launch, list_runs, request_stop
+
+RUN_KEY = "train_run"
+
+st.title("Train")
+ensure_sample_data()
+defaults = TrainConfig()
+datasets = known_datasets()
+
+with st.form("new_run"):
+    st.subheader("New run")
+    c1, c2, c3 = st.columns(3)
+    data_label = c1.selectbox("Dataset", list(datasets) + ["A folder path..."], key="train_data")
+    data_path = c1.text_input("Folder (when 'A folder path...')", key="train_data_path")
+    preset = c2.selectbox("Preset", list(PRESETS), index=list(PRESETS).index(defaults.preset), key="train_preset",
+                          help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()))
+    size = c3.select_slider("Input size (px)", [64, 96, 128, 192, 256, 320, 384, 512], value=defaults.size,
+                            key="train_size")
+    loss = c1.selectbox("Loss", ["bce_dice", "dice", "bce"], key="train_loss",
+                        help="BCE + Dice suits thin, rare damage; BCE alone is the original recipe's loss")
+    epochs = c2.number_input("Epochs", 1, 1000, defaults.epochs, key="train_epochs")
+    batch = c3.number_input("Batch size", 1, 256, defaults.batch, key="train_batch")
+    lr = c1.number_input("Learning rate", 1e-5, 0.1, defaults.learning_rate, format="%.5f", key="train_lr")
+    device = c2.selectbox("Device", ["auto", "cpu", "gpu"], key="train_device")
+    augment = c3.checkbox("Augmentation (flips, rotations, crops, brightness)", True, key="train_augment")
+    mixed = c3.checkbox("Mixed precision (bfloat16 on CPU, float16 on GPU)", False, key="train_mixed")
+    name = c2.text_input("Run label (optional)", key="train_name", max_chars=40)
+    submitted = st.form_submit_button("Start training", type="primary")
+
+if submitted:
+    root = Path(data_path).expanduser() if data_label == "A folder path..." else datasets.get(data_label)
+    if root is None or not root.is_dir():
+        st.error(f"Dataset folder not found: {md_escape(root or data_path or '(empty)')}")
+    else:
+        try:
+            cfg = TrainConfig(data=str(root), preset=preset, size=int(size), loss=loss, epochs=int(epochs),
+                              batch=int(batch), learning_rate=float(lr), device=device, augment=augment,
+                              mixed_precision=mixed, name=name).validate()
+            run = create_run(cfg, RUNS_DIR)
+            launch(run)
+            st.session_state[RUN_KEY] = run.id
+            st.success(f"Started run {run.id}.")
+        except (ValueError, RuntimeError, OSError) as exc:
+            st.error(f"Could not start the run: {md_escape(exc)}")
+
+runs = list_runs(RUNS_DIR)
+if not runs:
+    st.info("No runs yet. Start one with the form above.")
+    st.stop()
+
+ids = [r.id for r in runs]
+if st.session_state.get(RUN_KEY) not in ids:
+    active = [r.id for r in runs if r.status().get("state") in ACTIVE]
+    st.session_state[RUN_KEY] = (active or ids)[0]
+st.subheader("Run")
+run_id = st.selectbox("Watching", ids, key=RUN_KEY)
+run = next(r for r in runs if r.id == run_id)
+
+
+def curves(run) -> go.Figure:
+    hist = run.history()
+    prog = run.progress()
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("Loss", "Validation metrics"))
+    batch = prog.get("batch_losses") or []
+    if batch:
+        fig.add_trace(go.Scatter(x=[b[0] for b in batch], y=[b[1] for b in batch], mode="lines",
+                                 name="training loss (per batch)", line={"width": 1}), 1, 1)
+    if hist:
+        ep = [h["epoch"] for h in hist]
+        fig.add_trace(go.Scatter(x=ep, y=[h.get("loss") for h in hist], mode="lines+markers", name="training loss"), 1, 1)
+        if "val_loss" in hist[0]:
+            fig.add_trace(go.Scatter(x=ep, y=[h.get("val_loss") for h in hist], mode="lines+markers",
+                                     name="validation loss"), 1, 1)
+        for key in ("val_dice", "val_iou", "val_precision", "val_recall"):
+            if key in hist[0]:
+                fig.add_trace(go.Scatter(x=ep, y=[h.get(key) for h in hist], mode="lines+markers",
+                                         name=key.replace("val_", "")), 1, 2)
+    fig.update_xaxes(title_text="epoch")
+    fig.update_layout(height=380, margin={"t": 40, "b": 10}, legend={"orientation": "h", "y": -0.25})
+    return fig
+
+
+@st.fragment(run_every=2)
+def live_panel():
+    status = run.status()
+    state = status.get("state", "unknown")
+    prog = run.progress()
+    cfg = run.config()
+    icon = {"running": "🟢", "queued": "🟡", "completed": "✅", "stopped": "⏸️", "failed": "❌"}.get(state, "❔")
+    st.markdown(f"{icon} **{state}** · preset {cfg.get('preset')} · {cfg.get('size')} px · "
+                f"loss {cfg.get('loss')} · backend {cfg.get('backend', '…')}")
+    if status.get("error"):
+        st.error(md_escape(status["error"]))
+    epochs = int(cfg.get("epochs", 1))
+    if prog:
+        done = (prog.get("epoch", 1) - 1 + prog.get("batch", 0) / max(1, prog.get("steps", 1))) / epochs
+        eta = prog.get("eta_s")
+        eta_text = f" · about {int(eta // 60)} min {int(eta % 60)} s left" if eta and state in ACTIVE else ""
+        st.progress(min(1.0, max(0.0, done)),
+                    text=f"epoch {prog.get('epoch')}/{epochs} · batch {prog.get('batch')}/{prog.get('steps')} · "
+                         f"loss {prog.get('loss', float('nan')):.4f}{eta_text}")
+    st.plotly_chart(curves(run), width="stretch", key=f"curves_{run.id}")
+    b1, b2, _ = st.columns([1, 1, 4])
+    if b1.button("Stop", disabled=state not in ACTIVE, key=f"stop_{run.id}"):
+        request_stop(run)
+        st.toast("Stop requested: the run ends after its current batch and saves a checkpoint.")
+    can_resume = state in ("stopped", "failed") and run.last_checkpoint.exists()
+    if b2.button("Resume", disabled=not can_resume, key=f"resume_{run.id}"):
+        try:
+            launch(run, resume=True)
+            st.toast("Resumed from the last checkpoint.")
+        except RuntimeError as exc:
+            st.error(md_escape(exc))
+    with st.expander("Log (last lines)"):
+        st.code(run.log_tail(25) or "(empty)", language=None)
+
+
+live_panel()
+
+st.subheader("All runs")
+rows = []
+for r in runs:
+    s, c, h = r.status(), r.config(), r.history()
+    rows.append({"run": r.id, "state": s.get("state"), "preset": c.get("preset"), "size": c.get("size"),
+                 "epochs": f"{r.epochs_done()}/{c.get('epochs')}",
+                 "best val Dice": max((x.get("val_dice", 0) for x in h), default=None),
+                 "started": s.get("started_at", ""), "error": s.get("error") or ""})
+st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")

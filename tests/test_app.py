@@ -1,0 +1,122 @@
+"""Every page through Streamlit's AppTest, with generated data and real tiny models."""
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+APP = str(ROOT / "streamlit_app.py")
+
+
+@pytest.fixture()
+def app_env(tmp_path, monkeypatch, sample_dir):
+    data = tmp_path / "data"
+    shutil.copytree(sample_dir, data / "sample")
+    runs = tmp_path / "runs"
+    runs.mkdir()
+    monkeypatch.setenv("UNET_DATA_DIR", str(data))
+    monkeypatch.setenv("UNET_RUNS_DIR", str(runs))
+    # pages.common reads the folders at import: make every test see its own.
+    import sys
+
+    for name in [m for m in sys.modules if m == "pages" or m.startswith("pages.")]:
+        del sys.modules[name]
+    return data, runs
+
+
+def _app(page: str | None = None, timeout: float = 120):
+    from streamlit.testing.v1 import AppTest
+
+    at = AppTest.from_file(APP, default_timeout=timeout)
+    at.run()
+    if page:
+        at.switch_page(f"pages/{page}.py")
+        at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def _copy_run(trained, runs: Path, name: str | None = None) -> Path:
+    dest = runs / (name or trained.id)
+    shutil.copytree(trained.dir, dest)
+    return dest
+
+
+def test_home_renders(app_env):
+    at = _app()
+    text = " ".join(m.value for m in at.markdown)
+    assert "CPU" in text and "sample" in text
+    assert at.title[0].value == "Damage segmentation studio"
+
+
+def test_dataset_page_summary_follows_the_choice(app_env, tmp_path):
+    data, _ = app_env
+    other = data / "walls2"
+    from unet.synthetic import write_sample_dataset
+
+    write_sample_dataset(other, count=5, seed=9, size=(64, 64))
+    (other / "train" / "broken").mkdir()
+    at = _app("dataset")
+    first = at.dataframe[0].value
+    assert int(first["photos"].sum()) == 12
+    at.selectbox(key="dataset_choice").set_value("walls2").run()
+    assert not at.exception
+    assert int(at.dataframe[0].value["photos"].sum()) == 5
+    problems = at.dataframe[1].value
+    assert problems["file"].str.contains("broken").any()
+
+
+def test_train_page_starts_a_run(app_env):
+    _, runs = app_env
+    at = _app("train")
+    at.selectbox(key="train_preset").set_value("tiny")
+    at.select_slider(key="train_size").set_value(64)
+    at.number_input(key="train_epochs").set_value(1)
+    at.button[0].click().run()  # the form's submit button
+    assert not at.exception, [e.value for e in at.exception]
+    from unet.runs import list_runs, wait
+
+    created = list_runs(runs)
+    assert len(created) == 1 and created[0].config()["preset"] == "tiny"
+    assert wait(created[0], timeout=120)["state"] == "completed", created[0].log_tail()
+
+
+def test_detect_threshold_changes_the_percentage(app_env, trained_tiny):
+    _, runs = app_env
+    _copy_run(trained_tiny, runs)
+    at = _app("detect")
+    from unet.synthetic import damaged_wall
+
+    image, _, _ = damaged_wall(5, 96, 128)
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "PNG")
+    at.file_uploader(key="detect_upload").set_value([("wall.png", buf.getvalue(), "image/png"),
+                                                     ("notes.png", b"<html>", "image/png")]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("notes\\.png" in e.value and "not a photo" in e.value for e in at.error)  # in its own place
+    def pct():
+        line = next(m.value for m in at.markdown if "% damaged" in m.value)
+        return float(line.split("**")[3].split("%")[0])
+    at.slider(key="detect_threshold").set_value(0.05).run()
+    low = pct()
+    at.slider(key="detect_threshold").set_value(0.95).run()
+    high = pct()
+    assert low > high
+    assert len(at.get("image")) >= 4  # original, mask, overlay, heat map
+
+
+def test_compare_two_runs(app_env, trained_tiny):
+    _, runs = app_env
+    _copy_run(trained_tiny, runs, "run-a")
+    _copy_run(trained_tiny, runs, "run-b")
+    at = _app("compare")
+    at.button(key="compare_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = at.dataframe[0].value
+    assert len(table) == 2 and set(table.columns) >= {"iou", "dice", "precision", "recall"}
+    assert list((runs / "run-a" / "eval").glob("*/metrics.json"))
