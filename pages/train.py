@@ -102,7 +102,9 @@ def live_panel():
     state = status.get("state", "unknown")
     prog = run.progress()
     cfg = run.config()
-    icon = {"running": "🟢", "queued": "🟡", "completed": "✅", "stopped": "⏸️", "failed": "❌"}.get(state, "❔")
+    icon = {"running": ":green[:material/play_circle:]", "queued": ":orange[:material/schedule:]",
+            "completed": ":green[:material/check_circle:]", "stopped": ":gray[:material/pause_circle:]",
+            "failed": ":red[:material/error:]"}.get(state, ":material/help:")
     st.markdown(f"{icon} **{state}** · preset {cfg.get('preset')} · {cfg.get('size')} px · "
                 f"loss {cfg.get('loss')} · backend {cfg.get('backend', '…')}")
     if status.get("error"):

@@ -43,6 +43,10 @@ class UNetConfig:
     encoder_dropout: tuple[float, ...] = (0.1, 0.1, 0.2, 0.2)
     bottleneck_dropout: float = 0.3
     batch_norm: bool = False
+    # 0.9, not Keras' 0.99: with a few hundred steps per run the moving statistics must
+    # track the weights quickly, or inference-mode predictions drift far from training
+    # ones (measured: val Dice 0.10 at 0.99 vs 0.84 with batch statistics, same weights).
+    bn_momentum: float = 0.9
     description: str = field(default="", compare=False)
 
     @property
@@ -107,7 +111,7 @@ def get_preset(name: str) -> UNetConfig:
 # =================================================================================
 
 
-def _conv_block(x, filters: int, dropout: float, batch_norm: bool, name: str):
+def _conv_block(x, filters: int, dropout: float, batch_norm: bool, name: str, bn_momentum: float = 0.9):
     """Two 3x3 ReLU convolutions (he_normal), dropout between them as in the seed."""
     from keras import layers
 
@@ -118,7 +122,7 @@ def _conv_block(x, filters: int, dropout: float, batch_norm: bool, name: str):
             activation=None if batch_norm else "relu",
         )(x)
         if batch_norm:
-            x = layers.BatchNormalization(name=f"{name}_bn{i}")(x)
+            x = layers.BatchNormalization(momentum=bn_momentum, name=f"{name}_bn{i}")(x)
             x = layers.Activation("relu", name=f"{name}_relu{i}")(x)
         if i == 1 and dropout > 0:
             x = layers.Dropout(dropout, name=f"{name}_drop")(x)
@@ -169,16 +173,16 @@ def build_unet(
     x = layers.Rescaling(1.0 / 255.0, name="scale")(inputs)
     skips = []
     for level, (filters, drop) in enumerate(zip(cfg.encoder, cfg.encoder_dropout), start=1):
-        x = _conv_block(x, filters, drop, cfg.batch_norm, f"enc{level}")
+        x = _conv_block(x, filters, drop, cfg.batch_norm, f"enc{level}", cfg.bn_momentum)
         skips.append(x)
         x = layers.MaxPooling2D(2, name=f"pool{level}")(x)
     for i, filters in enumerate(cfg.bottleneck, start=1):
-        x = _conv_block(x, filters, cfg.bottleneck_dropout, cfg.batch_norm, f"mid{i}")
+        x = _conv_block(x, filters, cfg.bottleneck_dropout, cfg.batch_norm, f"mid{i}", cfg.bn_momentum)
     for level in range(cfg.depth, 0, -1):
         filters, drop = cfg.encoder[level - 1], cfg.encoder_dropout[level - 1]
         x = layers.Conv2DTranspose(filters, 2, strides=2, padding="same", name=f"up{level}")(x)
         x = layers.Concatenate(name=f"skip{level}")([x, skips[level - 1]])
-        x = _conv_block(x, filters, drop, cfg.batch_norm, f"dec{level}")
+        x = _conv_block(x, filters, drop, cfg.batch_norm, f"dec{level}", cfg.bn_momentum)
     # float32 output keeps probabilities exact under mixed precision.
     outputs = layers.Conv2D(1, 1, activation="sigmoid", dtype="float32", name="damage")(x)
     return keras.Model(inputs, outputs, name=f"unet_{name}")

@@ -1,0 +1,160 @@
+"""End to end in a real browser: Debian's chromium driven by Playwright against `streamlit run`.
+
+Saves a screenshot of each page to docs/screenshots/ (the README shows them).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+SHOTS = Path(os.environ.get("SCREENSHOT_DIR", ROOT / "docs" / "screenshots"))
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROME_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               "--disable-dev-shm-usage"]
+
+if CHROMIUM is None:
+    if os.environ.get("CI"):
+        raise RuntimeError("chromium is missing: `make test` installs it (apt-get install chromium)")
+    pytest.skip("chromium is not installed (make test installs it)", allow_module_level=True)
+playwright = pytest.importorskip("playwright.sync_api")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, sample_dir, trained_tiny):
+    base = tmp_path_factory.mktemp("browser")
+    data, runs = base / "data", base / "runs"
+    shutil.copytree(sample_dir, data / "sample")
+    for name in ("run-a", "run-b"):
+        shutil.copytree(trained_tiny.dir, runs / name)
+    port = _free_port()
+    env = {**os.environ, "UNET_DATA_DIR": str(data), "UNET_RUNS_DIR": str(runs), "PYTHONPATH": str(ROOT)}
+    log = open(base / "server.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
+                             "--server.port", str(port), "--server.headless", "true",
+                             "--server.address", "127.0.0.1"],
+                            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            if urllib.request.urlopen(f"{url}/_stcore/health", timeout=2).status == 200:
+                break
+        except OSError:
+            time.sleep(0.3)
+    else:
+        proc.kill()
+        raise RuntimeError((base / "server.log").read_text())
+    yield {"url": url, "runs": runs, "data": data}
+    proc.terminate()
+    proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def browser():
+    with playwright.sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROME_ARGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture()
+def page(browser):
+    ctx = browser.new_context(viewport={"width": 1400, "height": 1900})
+    pg = ctx.new_page()
+    pg.set_default_timeout(90_000)
+    yield pg
+    ctx.close()
+
+
+def _shot(page, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.wait_for_timeout(500)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def _wait_idle(page) -> None:
+    """Until Streamlit has finished the current script run."""
+    page.wait_for_selector("[data-testid='stStatusWidget']", state="detached", timeout=120_000)
+
+
+def test_home_and_dataset(server, page):
+    page.goto(server["url"])
+    page.get_by_text("Damage segmentation studio").first.wait_for()
+    page.get_by_text("Compute devices").wait_for()
+    _wait_idle(page)
+    _shot(page, "home")
+    page.goto(f"{server['url']}/dataset")
+    page.get_by_text("Gallery").wait_for()
+    page.locator("[data-testid='stImage'] img").nth(3).wait_for()
+    _wait_idle(page)
+    _shot(page, "dataset")
+
+
+def test_detect_upload_shows_three_images_and_percentage(server, page, tmp_path):
+    from PIL import Image
+
+    from unet.synthetic import damaged_wall
+
+    image, _, _ = damaged_wall(11, 600, 900)  # larger than one tile: the tiled path
+    photo = tmp_path / "wall photo.jpg"
+    Image.fromarray(image).save(photo, quality=92)
+    page.goto(f"{server['url']}/detect")
+    page.locator("input[type='file']").set_input_files(str(photo))
+    page.get_by_text("% damaged at threshold").wait_for()
+    imgs = page.locator("[data-testid='stImage'] img")
+    imgs.nth(3).wait_for()
+    assert imgs.count() >= 4  # original, mask, overlay, heat map
+    page.get_by_role("button", name="Mask PNG").first.wait_for()
+    page.get_by_role("button", name="Results CSV").wait_for()
+    _wait_idle(page)
+    _shot(page, "detect")
+
+
+def test_train_curve_gains_points(server, page):
+    page.goto(f"{server['url']}/train")
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_text("Started run").wait_for()
+
+    def points() -> int:
+        return page.evaluate(
+            "() => { const p = document.querySelector('.js-plotly-plot');"
+            " return p && p.data ? p.data.reduce((n, t) => n + (t.x ? t.x.length : 0), 0) : 0 }")
+
+    deadline = time.monotonic() + 180
+    first = 0
+    while time.monotonic() < deadline and first == 0:
+        first = points()
+        page.wait_for_timeout(1000)
+    assert first > 0, "no curve appeared"
+    while time.monotonic() < deadline and points() <= first:
+        page.wait_for_timeout(1000)
+    assert points() > first, "the curve did not gain points"
+    page.get_by_text("epoch").first.wait_for()
+    _shot(page, "train")
+    page.get_by_role("button", name="Stop").click()
+
+
+def test_compare_two_runs(server, page):
+    page.goto(f"{server['url']}/compare")
+    page.get_by_role("button", name="Evaluate 2 model(s)").click()
+    page.get_by_text("Pixel metrics on").wait_for(timeout=180_000)
+    page.get_by_text("Precision-recall").first.wait_for()
+    _wait_idle(page)
+    _shot(page, "compare")
