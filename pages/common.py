@@ -36,6 +36,35 @@ def ensure_sample_data() -> Path:
     return SAMPLE_DIR
 
 
+def data_roots() -> list[Path]:
+    """Folders a typed dataset path may point into: data/ plus UNET_DATA_ROOTS (os.pathsep-separated)."""
+    extra = [Path(p) for p in os.environ.get("UNET_DATA_ROOTS", "").split(os.pathsep) if p]
+    return [p.expanduser().resolve() for p in [DATA_DIR, *extra]]
+
+
+def resolve_dataset_path(typed: str) -> Path:
+    """A typed dataset folder, confined to :func:`data_roots` (``..`` and symlinks resolved first).
+
+    Raises:
+        ValueError: the path leads outside every allowed folder, or is not a folder.
+    """
+    raw = Path(typed.strip()).expanduser()
+    roots = data_roots()
+    path = (raw if raw.is_absolute() else DATA_DIR / raw).resolve()
+    if not any(path == r or path.is_relative_to(r) for r in roots):
+        allowed = ", ".join(str(r) for r in roots)
+        raise ValueError(f"{typed}: datasets must be inside {allowed} (set UNET_DATA_ROOTS to allow more folders)")
+    if not path.is_dir():
+        raise ValueError(f"{typed}: no such dataset folder")
+    return path
+
+
+def safe_file_name(name: str, default: str = "photo") -> str:
+    """A download name made only of letters, digits, '.', '_' and '-' (no path, no markup)."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", Path(str(name).replace("\\", "/")).name).strip("._")
+    return stem[:80] or default
+
+
 def known_datasets() -> dict[str, Path]:
     """Dataset folders under data/ (the generated sample first)."""
     found: dict[str, Path] = {}

@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from pages.common import ensure_sample_data, known_datasets, md_escape, scan
+from pages.common import ensure_sample_data, known_datasets, md_escape, resolve_dataset_path, scan
 from unet.data import load_pair
 from unet.imaging import ImageError
 from unet.predict import overlay
@@ -20,8 +20,14 @@ datasets = known_datasets()
 options = list(datasets) + ["A folder path..."]
 choice = st.selectbox("Dataset", options, key="dataset_choice")
 if choice == "A folder path...":
-    typed = st.text_input("Folder", key="dataset_path", placeholder="/path/to/dataset")
-    root = Path(typed).expanduser() if typed else None
+    typed = st.text_input("Folder (inside data/, or a folder allowed by UNET_DATA_ROOTS)", key="dataset_path",
+                          placeholder="walls/2026-site-visit")
+    root = None
+    if typed:
+        try:
+            root = resolve_dataset_path(typed)
+        except ValueError as exc:
+            st.error(md_escape(exc))
 else:
     root = datasets[choice]
 if root is None:

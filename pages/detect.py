@@ -14,8 +14,8 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from pages.common import SAMPLE_DIR, active_model_path, ensure_sample_data, get_model, md_escape
-from unet.imaging import ImageError, encode_png, read_image
+from pages.common import SAMPLE_DIR, active_model_path, ensure_sample_data, get_model, md_escape, safe_file_name
+from unet.imaging import ImageError, display_name, encode_png, read_image
 from unet.model import ModelError, model_info
 from unet.predict import heatmap, overlay
 
@@ -42,7 +42,8 @@ info = model_info(model)
 threshold = st.slider("Damage threshold (probability at which a pixel counts as damaged)", 0.05, 0.95,
                       float(round(info.threshold, 2)), 0.01, key="detect_threshold")
 uploads = st.file_uploader("Photos", type=TYPES, accept_multiple_files=True, key="detect_upload")
-files: list[tuple[str, bytes]] = [(u.name, u.getvalue()) for u in uploads or []]
+# Upload names are only ever shown (base name, escaped); they never become paths.
+files: list[tuple[str, bytes]] = [(display_name(b"", u.name), u.getvalue()) for u in uploads or []]
 if st.button("Try a sample photo", key="detect_sample"):
     st.session_state["detect_sample_on"] = True
 if st.session_state.get("detect_sample_on"):
@@ -97,7 +98,7 @@ for i, (name, data) in enumerate(files):
     c2.image(preview(mask.astype(np.uint8) * 255), caption="damage mask")
     c3.image(preview(overlay(image, mask)), caption=f"overlay · {pct:.2f}% damaged")
     c4.image(preview(heatmap(prob)), caption="probability (dark = intact, yellow = damaged)")
-    stem = Path(name).stem or "photo"
+    stem = safe_file_name(Path(name).stem)
     d1, d2, _ = box.columns([1, 1, 2])
     d1.download_button("Mask PNG", encode_png(mask), file_name=f"{stem}_mask.png", mime="image/png",
                        key=f"dl_mask_{i}")

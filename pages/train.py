@@ -5,14 +5,12 @@ the config and reads the run folder, so closing the tab or restarting the app ne
 stops a run, and the page re-attaches to it.
 """
 
-from pathlib import Path
-
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from pages.common import RUNS_DIR, ensure_sample_data, known_datasets, md_escape
+from pages.common import RUNS_DIR, ensure_sample_data, known_datasets, md_escape, resolve_dataset_path
 from unet.model import PRESETS
 from unet.runs import ACTIVE, TrainConfig, create_run, launch, list_runs, request_stop
 
@@ -44,9 +42,14 @@ with st.form("new_run"):
     submitted = st.form_submit_button("Start training", type="primary")
 
 if submitted:
-    root = Path(data_path).expanduser() if data_label == "A folder path..." else datasets.get(data_label)
+    root, problem = datasets.get(data_label), None
+    if data_label == "A folder path...":
+        try:
+            root = resolve_dataset_path(data_path or "")
+        except ValueError as exc:
+            root, problem = None, str(exc)
     if root is None or not root.is_dir():
-        st.error(f"Dataset folder not found: {md_escape(root or data_path or '(empty)')}")
+        st.error(md_escape(problem or f"Dataset folder not found: {data_label}"))
     else:
         try:
             cfg = TrainConfig(data=str(root), preset=preset, size=int(size), loss=loss, epochs=int(epochs),

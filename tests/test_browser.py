@@ -158,3 +158,38 @@ def test_compare_two_runs(server, page):
     page.get_by_text("Precision-recall").first.wait_for()
     _wait_idle(page)
     _shot(page, "compare")
+
+
+def test_eight_sessions_uploading_at_once_each_get_their_own_result(server, browser, tmp_path):
+    from PIL import Image
+
+    from unet.synthetic import damaged_wall
+
+    photos = []
+    for i in range(8):
+        h = 96 + 16 * i  # a different size per session identifies whose result is shown
+        image, _, _ = damaged_wall(100 + i, h, 128)
+        path = tmp_path / f"wall_{i}.png"
+        Image.fromarray(image).save(path)
+        photos.append((path, h))
+    contexts = [browser.new_context(viewport={"width": 1200, "height": 900}) for _ in photos]
+    try:
+        pages = [c.new_page() for c in contexts]
+        for pg in pages:
+            pg.set_default_timeout(180_000)
+            pg.goto(f"{server['url']}/detect")
+        for pg in pages:
+            pg.locator("input[type='file']").wait_for(state="attached")
+        for pg, (path, _) in zip(pages, photos):  # all uploads in flight together
+            pg.locator("input[type='file']").set_input_files(str(path))
+        for i, (pg, (path, h)) in enumerate(zip(pages, photos)):
+            line = pg.get_by_text("% damaged at threshold")
+            line.wait_for()
+            text = line.inner_text()
+            assert path.name in text and f"128×{h} px" in text, (i, text)
+            others = [p.name for p, _ in photos if p != path]
+            body = pg.locator("body").inner_text()
+            assert not any(o in body for o in others), (i, "another session's photo is shown")
+    finally:
+        for c in contexts:
+            c.close()

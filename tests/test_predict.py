@@ -80,3 +80,21 @@ def test_predict_files_writes_outputs_and_keeps_going_after_a_bad_file(tiny_mode
     mask = np.asarray(Image.open(out / "a_mask.png"))
     assert mask.shape == (40, 60) and set(np.unique(mask)) <= {0, 255}
     assert (out / "b_overlay.png").exists() and (out / "results.csv").read_text().startswith("file,damaged_pct,error")
+
+
+def test_batch_path_equals_one_by_one(tiny_model):
+    pred = Predictor(tiny_model, tile=256, batch_size=4)
+    images = [rgb(256, 256, i) for i in range(5)] + [rgb(100, 60, 9), rgb(300, 280, 10)]
+    many = pred.segment_many(images, threshold=0.5)
+    for image, seg in zip(images, many):
+        one = pred.segment(image, threshold=0.5)
+        np.testing.assert_allclose(seg.probability, one.probability, atol=1e-5)
+        assert seg.mask.shape == image.shape[:2]
+
+
+def test_bfloat16_copy_agrees_with_float32(tiny_model):
+    image = rgb(128, 128, 3)
+    full = Predictor(tiny_model, tile=128).probability(image)
+    half = Predictor(tiny_model, tile=128, precision="bfloat16").probability(image)
+    assert half.dtype == np.float32
+    assert np.mean(np.abs(full - half)) < 0.01

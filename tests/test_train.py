@@ -75,10 +75,18 @@ def test_killed_run_is_reported_failed_and_resumes(tmp_path, sample_dir):
     assert _epochs(run) == list(range(1, 26))  # no gap, no duplicate
 
 
-def test_two_runs_started_at_once_get_their_own_folders(tmp_path, sample_dir):
-    cfg = TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=1, batch=4)
-    a, b = create_run(cfg, tmp_path), create_run(cfg, tmp_path)
-    assert a.dir != b.dir and a.dir.is_dir() and b.dir.is_dir()
+def test_two_runs_started_at_once_keep_to_their_own_files(tmp_path, sample_dir):
+    a = create_run(TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=2, batch=4, seed=1), tmp_path)
+    b = create_run(TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=3, batch=4, seed=2), tmp_path)
+    assert a.dir != b.dir
+    launch(a)
+    launch(b)
+    assert wait(a, timeout=180)["state"] == "completed", a.log_tail()
+    assert wait(b, timeout=180)["state"] == "completed", b.log_tail()
+    assert _epochs(a) == [1, 2] and _epochs(b) == [1, 2, 3]
+    assert a.config()["seed"] == 1 and b.config()["seed"] == 2
+    assert a.raw_status()["pid"] != b.raw_status()["pid"]
+    assert f"run {a.id}" in a.log_tail(200) and f"run {b.id}" not in a.log_tail(200)
 
 
 def test_run_ids_cannot_escape_the_runs_folder(tmp_path):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import threading
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -73,13 +75,19 @@ class Predictor:
             model's training size and 256.
         margin: overlap margin; defaults to tile // 8.
         batch_size: tiles per forward pass.
+        precision: ``float32``, or ``bfloat16`` for about twice the speed on CPUs with
+            native bfloat16 (see docs/benchmarks.md for the accuracy cost).
     """
 
-    def __init__(self, model, tile: int | None = None, margin: int | None = None, batch_size: int = 4):
-        from .model import model_info
+    def __init__(self, model, tile: int | None = None, margin: int | None = None, batch_size: int = 4,
+                 precision: str = "float32"):
+        from .model import model_info, with_precision
 
-        self.model = model
         info = model_info(model)
+        if precision not in ("float32", "bfloat16"):
+            raise ValueError("precision must be float32 or bfloat16")
+        self.precision = precision
+        self.model = with_precision(model, "mixed_bfloat16") if precision == "bfloat16" else model
         self.default_threshold = float(info.threshold)
         self.tile = int(tile or max(256, info.input_size))
         if self.tile % 16:
@@ -87,6 +95,9 @@ class Predictor:
         self.margin = int(self.tile // 8 if margin is None else margin)
         self.batch_size = batch_size
         self.window = _window(self.tile, self.margin)
+        # One model object serves every browser session of the app; Keras builds its
+        # predict function lazily and is not guaranteed thread-safe, so calls take turns.
+        self._lock = threading.Lock()
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities (N, H, W) for a uint8 batch (N, H, W, 3), in fixed-size chunks."""
@@ -97,34 +108,42 @@ class Predictor:
             k = len(chunk)
             if k < self.batch_size:  # pad the last chunk so the graph is never retraced
                 chunk = np.concatenate([chunk, np.zeros((self.batch_size - k,) + chunk.shape[1:], chunk.dtype)])
-            probs = np.asarray(self.model.predict_on_batch(chunk), dtype=np.float32)[..., 0]
+            with self._lock:
+                probs = np.asarray(self.model.predict_on_batch(chunk), dtype=np.float32)[..., 0]
             out.append(probs[:k])
         return np.concatenate(out)
 
     def probability(self, image: np.ndarray) -> np.ndarray:
-        """Damage probability (H, W) for an RGB uint8 photo of any size."""
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
+        """Damage probability (H, W) for an RGB uint8 photo of any size.
+
+        Tiles are cut straight from the photo with mirrored indices (no padded copy) and
+        blended in a band one tile high that moves down the photo, so memory beyond the
+        photo itself is the output map plus a band, whatever the photo's size.
+        """
+        _check_rgb(image)
         h, w = image.shape[:2]
         t, m = self.tile, self.margin
         if h <= t and w <= t:
-            padded = np.pad(image, ((0, t - h), (0, t - w), (0, 0)), mode="symmetric")
-            return self.forward(padded[None])[0, :h, :w]
+            return self.forward(_mirror_tile(image, 0, 0, t)[None])[0, :h, :w]
         stride = t - 2 * m
-        # Mirror a margin on every side (context for the photo's own border pixels),
-        # then enough at the bottom/right to complete the last row and column of tiles.
+        # Coordinates in a virtual photo mirrored by m on every side (context for the border
+        # pixels) and extended at the bottom/right so the last row and column of tiles fit.
         ph, pw = max(h + 2 * m, t), max(w + 2 * m, t)
-        padded = np.pad(image, ((m, ph - h - m), (m, pw - w - m), (0, 0)), mode="symmetric")
-        acc = np.zeros((ph, pw), np.float32)
-        weight = np.zeros((ph, pw), np.float32)
-        coords = [(y, x) for y in _starts(ph, t, stride) for x in _starts(pw, t, stride)]
-        for i in range(0, len(coords), self.batch_size):
-            group = coords[i : i + self.batch_size]
-            probs = self.forward(np.stack([padded[y : y + t, x : x + t] for y, x in group]))
-            for (y, x), p in zip(group, probs):
-                acc[y : y + t, x : x + t] += p * self.window
-                weight[y : y + t, x : x + t] += self.window
-        return (acc[m : m + h, m : m + w] / np.maximum(weight[m : m + h, m : m + w], 1e-6)).astype(np.float32)
+        ys, xs = _starts(ph, t, stride), _starts(pw, t, stride)
+        out = np.empty((h, w), np.float32)
+        acc = np.zeros((t, pw), np.float32)  # the band of rows [y0, y0 + t)
+        weight = np.zeros((t, pw), np.float32)
+        for row, y0 in enumerate(ys):
+            tiles = np.stack([_mirror_tile(image, y0 - m, x - m, t) for x in xs])
+            probs = self.forward(tiles)
+            for x, p in zip(xs, probs):
+                acc[:, x : x + t] += p * self.window
+                weight[:, x : x + t] += self.window
+            done = (ys[row + 1] - y0) if row + 1 < len(ys) else t  # rows no later tile touches
+            _emit(out, acc[:done], weight[:done], y0, m, h, w)
+            acc = np.concatenate([acc[done:], np.zeros((done, pw), np.float32)])
+            weight = np.concatenate([weight[done:], np.zeros((done, pw), np.float32)])
+        return out
 
     def segment(self, image: np.ndarray, threshold: float | None = None) -> Segmentation:
         t = self.default_threshold if threshold is None else float(threshold)
@@ -132,17 +151,73 @@ class Predictor:
         mask = prob >= t
         return Segmentation(prob, mask, 100.0 * float(mask.mean()), t)
 
+    def segment_many(self, images: Sequence[np.ndarray], threshold: float | None = None) -> list[Segmentation]:
+        """Segment many photos; those that fit one tile share full batches (the batch path)."""
+        t = self.default_threshold if threshold is None else float(threshold)
+        results: list[Segmentation | None] = [None] * len(images)
+        small = [i for i, im in enumerate(images) if _check_rgb(im) and im.shape[0] <= self.tile
+                 and im.shape[1] <= self.tile]
+        for start in range(0, len(small), self.batch_size):
+            idx = small[start : start + self.batch_size]
+            probs = self.forward(np.stack([_mirror_tile(images[i], 0, 0, self.tile) for i in idx]))
+            for i, p in zip(idx, probs):
+                h, w = images[i].shape[:2]
+                prob = p[:h, :w]
+                mask = prob >= t
+                results[i] = Segmentation(prob, mask, 100.0 * float(mask.mean()), t)
+        for i, im in enumerate(images):
+            if results[i] is None:
+                results[i] = self.segment(im, t)
+        return results  # type: ignore[return-value]
+
+
+def _check_rgb(image: np.ndarray) -> bool:
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(f"expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
+    return True
+
+
+def _mirror_index(start: int, size: int, n: int) -> np.ndarray:
+    """Indices start..start+size-1 folded into 0..n-1 by mirroring (edge pixel repeated)."""
+    i = np.arange(start, start + size) % (2 * n)
+    return np.where(i < n, i, 2 * n - 1 - i)
+
+
+def _mirror_tile(image: np.ndarray, y: int, x: int, t: int) -> np.ndarray:
+    """The t x t window at (y, x) of the photo extended by mirroring on every side."""
+    h, w = image.shape[:2]
+    if 0 <= y and y + t <= h and 0 <= x and x + t <= w:
+        return image[y : y + t, x : x + t]
+    return image[np.ix_(_mirror_index(y, t, h), _mirror_index(x, t, w))]
+
+
+def _emit(out, acc, weight, y0, m, h, w) -> None:
+    """Write finished band rows (virtual rows y0.., shifted by the margin) into the output."""
+    top, bottom = max(y0 - m, 0), min(y0 - m + len(acc), h)
+    if bottom <= top:
+        return
+    a = acc[top - (y0 - m) : bottom - (y0 - m), m : m + w]
+    wt = weight[top - (y0 - m) : bottom - (y0 - m), m : m + w]
+    out[top:bottom] = a / np.maximum(wt, 1e-6)
+
 
 _PREDICTORS: "dict[int, tuple[object, Predictor]]" = {}
+_PREDICTORS_LOCK = threading.Lock()
+
+
+def default_precision() -> str:
+    """``UNET_PRECISION`` (float32 or bfloat16); float32 when unset."""
+    return os.environ.get("UNET_PRECISION", "float32")
 
 
 def predictor(model) -> Predictor:
-    """A cached :class:`Predictor` with default settings for ``model``."""
+    """A cached :class:`Predictor` with default settings for ``model`` (one per model object)."""
     key = id(model)
-    hit = _PREDICTORS.get(key)
-    if hit is None or hit[0] is not model:
-        hit = (model, Predictor(model))
-        _PREDICTORS[key] = hit
+    with _PREDICTORS_LOCK:
+        hit = _PREDICTORS.get(key)
+        if hit is None or hit[0] is not model:
+            hit = (model, Predictor(model, precision=default_precision()))
+            _PREDICTORS[key] = hit
     return hit[1]
 
 

@@ -15,6 +15,7 @@ Ctrl-C) ends training after the current batch and writes ``last.keras`` first.
 from __future__ import annotations
 
 import csv
+import errno
 import io
 import math
 import os
@@ -32,9 +33,15 @@ class StopRequested(Exception):
 
 
 def _atomic_save(model, path: Path) -> None:
+    """Save a checkpoint so that a crash or a full disk never leaves a half-written one."""
     tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from exc  # name the checkpoint, not a temp file
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _write_history(run: Run, rows: list[dict]) -> None:
@@ -279,10 +286,11 @@ def execute(run: Run, resume: bool = False) -> str:
                        source=f"run {run.id}")
     except Exception as exc:  # any failure ends this run only, recorded for the user
         error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        if isinstance(exc, OSError) and exc.errno == 28:
-            error = f"the disk is full while writing the run folder ({exc.filename or run.dir})"
-        elif isinstance(exc, PermissionError):
-            error = f"the run folder cannot be written ({exc.filename or run.dir})"
+        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+            error = (f"the disk is full (or a file-size limit was reached) while writing "
+                     f"{exc.filename or 'the run folder'}: {exc.strerror}")
+        elif isinstance(exc, (PermissionError, OSError)) and exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+            error = f"the run folder cannot be written ({exc.filename or run.dir}): {exc.strerror}"
         traceback.print_exc()
         state = "failed"
     try:

@@ -1,0 +1,137 @@
+"""Faults and safety: what happens when the disk fills, the app restarts, names are hostile."""
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import ROOT
+from unet.runs import TrainConfig, create_run, launch, wait
+
+
+def test_exif_rotated_photo_gives_mask_in_displayed_orientation(tiny_model, tmp_path):
+    from unet.predict import predict_files
+
+    img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (40, 90, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 8  # displayed rotated: portrait
+    img.save(tmp_path / "phone.jpg", exif=exif)
+    predict_files(tiny_model, [tmp_path / "phone.jpg"], tmp_path / "out")
+    assert np.asarray(Image.open(tmp_path / "out" / "phone_mask.png")).shape == (90, 40)
+
+
+def _limit_file_size():
+    # Files may not grow past 64 KB: checkpoints cannot be written (a full disk, in effect).
+    resource.setrlimit(resource.RLIMIT_FSIZE, (64 * 1024, 64 * 1024))
+
+
+def test_full_disk_fails_the_run_cleanly(tmp_path, sample_dir):
+    run = create_run(TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=2, batch=4), tmp_path)
+    proc = subprocess.run([sys.executable, "-m", "unet", "runs", "start", run.id, "--runs-dir", str(tmp_path)],
+                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=_limit_file_size,
+                          capture_output=True, text=True, timeout=180)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    status = json.loads(run.status_path.read_text())  # still whole, valid JSON
+    assert status["state"] == "failed"
+    assert "disk is full" in status["error"] and "last.keras" in status["error"]
+    json.loads(run.config_path.read_text())
+    assert not run.last_checkpoint.exists()  # no half-written checkpoint
+    assert not list(run.dir.rglob("*.tmp*"))  # no temporary leftovers
+    assert "disk is full" in proc.stderr
+
+
+def test_run_outlives_the_process_that_started_it(tmp_path, sample_dir):
+    """The app (here: a short-lived parent process) goes away; the run goes on; a new app re-attaches."""
+    run = create_run(TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=3, batch=4), tmp_path)
+    code = ("import sys; from unet.runs import get_run, launch; "
+            f"launch(get_run({run.id!r}, {str(tmp_path)!r})); sys.exit(0)")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)},
+                   check=True, timeout=60)
+    assert run.status()["state"] in ("queued", "running")
+    assert wait(run, timeout=180)["state"] == "completed", run.log_tail()
+
+    from streamlit.testing.v1 import AppTest
+
+    os.environ["UNET_RUNS_DIR"] = str(tmp_path)
+    try:
+        for name in [m for m in sys.modules if m == "pages" or m.startswith("pages.")]:
+            del sys.modules[name]
+        at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
+        at.run()
+        at.switch_page("pages/train.py").run()
+        assert not at.exception
+        assert at.selectbox(key="train_run").value == run.id
+        assert any("completed" in m.value for m in at.markdown)
+    finally:
+        del os.environ["UNET_RUNS_DIR"]
+
+
+def test_hostile_upload_names_are_escaped_and_never_paths(tmp_path, monkeypatch, trained_tiny):
+    import shutil
+
+    from streamlit.testing.v1 import AppTest
+
+    runs = tmp_path / "runs"
+    shutil.copytree(trained_tiny.dir, runs / "r")
+    monkeypatch.setenv("UNET_RUNS_DIR", str(runs))
+    monkeypatch.setenv("UNET_DATA_DIR", str(tmp_path / "data"))
+    for name in [m for m in sys.modules if m == "pages" or m.startswith("pages.")]:
+        del sys.modules[name]
+    at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
+    at.run()
+    at.switch_page("pages/detect.py").run()
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(buf, "PNG")
+    evil = "../../<img src=x onerror=alert(1)>.png"
+    at.file_uploader(key="detect_upload").set_value([(evil, buf.getvalue(), "image/png"),
+                                                     ("../<b>x</b>.png", b"junk", "image/png")]).run()
+    assert not at.exception
+    shown = " ".join(m.value for m in at.markdown) + " ".join(e.value for e in at.error)
+    import re
+
+    assert re.search(r"(?<!\\)<", shown) is None  # every '<' is escaped: shown as text, never markup
+    assert "\\<img src=x onerror=alert\\(1\\)\\>\\.png" in shown and "../" not in shown
+    assert not (tmp_path / "img src=x onerror=alert(1)>.png").exists()
+    from pages.common import safe_file_name
+
+    assert safe_file_name(evil) == "img_src_x_onerror_alert_1_.png"
+    assert safe_file_name("../../..") == "photo"
+
+
+def test_dataset_paths_stay_inside_the_allowed_folders(tmp_path, monkeypatch):
+    data = tmp_path / "data"
+    (data / "walls").mkdir(parents=True)
+    outside = tmp_path / "secret"
+    outside.mkdir()
+    (data / "link").symlink_to(outside)
+    monkeypatch.setenv("UNET_DATA_DIR", str(data))
+    monkeypatch.delenv("UNET_DATA_ROOTS", raising=False)
+    for name in [m for m in sys.modules if m == "pages" or m.startswith("pages.")]:
+        del sys.modules[name]
+    from pages.common import resolve_dataset_path
+
+    assert resolve_dataset_path("walls") == (data / "walls").resolve()
+    assert resolve_dataset_path(str(data / "walls")) == (data / "walls").resolve()
+    for bad in ["../secret", str(outside), "link", "/etc", "walls/../../secret"]:
+        with pytest.raises(ValueError, match="must be inside"):
+            resolve_dataset_path(bad)
+    monkeypatch.setenv("UNET_DATA_ROOTS", str(outside))
+    assert resolve_dataset_path(str(outside)) == outside.resolve()
+
+
+def test_server_settings_are_deliberate():
+    cfg = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    assert cfg["server"]["address"] == "localhost"
+    assert cfg["server"]["enableXsrfProtection"] is True
+    assert 1 <= cfg["server"]["maxUploadSize"] <= 200
+    assert cfg["client"]["showErrorDetails"] == "none"
