@@ -13,7 +13,7 @@ def _one_line_error(proc):
 
 
 def test_help_for_every_subcommand():
-    for sub in ["sample-data", "train", "predict", "evaluate", "runs", "devices"]:
+    for sub in ["sample-data", "train", "predict", "evaluate", "calibrate", "runs", "devices"]:
         proc = run_cli(sub, "--help", timeout=60)
         assert proc.returncode == 0 and "usage:" in proc.stdout
 

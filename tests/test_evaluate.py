@@ -63,3 +63,24 @@ def test_sweep_finds_the_f1_best_threshold():
     s = sweep(pos, neg)
     assert s["best_threshold"] == pytest.approx(0.6)  # above the 0.5 false alarms, below 0.7
     assert s["best_f1"] == pytest.approx(2 * 90 / (2 * 90 + 0 + 10))
+
+
+def test_calibrate_picks_the_threshold_that_is_best_on_average(tmp_path):
+    from unet.evaluate import calibrate
+
+    # The red detector's probability is sigmoid(20 * (red/255 - 0.5)); a photo whose damaged
+    # pixels have red 140 (p ~ 0.6) and intact pixels red 110 (p ~ 0.4) is best split near 0.5.
+    for split in ("a", "b"):
+        d = tmp_path / split / "s1"
+        (d / "images").mkdir(parents=True)
+        (d / "masks").mkdir()
+        truth = np.zeros((16, 16), bool)
+        truth[4:8] = True
+        img = np.zeros((16, 16, 3), np.uint8)
+        img[..., 0] = np.where(truth, 140, 110)
+        Image.fromarray(img).save(d / "images" / "s1.png")
+        Image.fromarray(truth.astype(np.uint8) * 255).save(d / "masks" / "s1.png")
+    result = calibrate(_red_detector(), [tmp_path / "a", tmp_path / "b"])
+    assert 0.4 < result["threshold"] < 0.6
+    assert result["mean_f1"] == pytest.approx(1.0)
+    assert all(v["f1_at_threshold"] == pytest.approx(1.0) for v in result["splits"].values())

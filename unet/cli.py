@@ -164,6 +164,25 @@ def cmd_evaluate(a) -> int:
     return 0
 
 
+def cmd_calibrate(a) -> int:
+    from .evaluate import calibrate
+    from .model import DEFAULT_MODEL
+
+    for split in a.data:
+        if not Path(split).is_dir():
+            raise CliError(f"{split}: no such split folder")
+    path = Path(a.model) if a.model else DEFAULT_MODEL
+    model = _load(path)
+    result = calibrate(model, a.data, progress=_progress("calibrating"))
+    if a.write:
+        side = path.with_suffix(".json")
+        meta = json.loads(side.read_text()) if side.is_file() else {}
+        meta.update(threshold=round(result["threshold"], 3), calibration=result)
+        side.write_text(json.dumps(meta, indent=2))
+    print(json.dumps(result, indent=None if a.json else 2))
+    return 0
+
+
 def cmd_runs(a) -> int:
     from .runs import get_run, launch, list_runs, request_stop
 
@@ -297,6 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _runs_dir_arg(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("calibrate", help="choose the threshold that maximises mean F1 over validation splits")
+    p.add_argument("--data", nargs="+", required=True, help="validation split folder(s); each counts equally")
+    p.add_argument("--model", help=".keras file (default: the bundled model)")
+    p.add_argument("--write", action="store_true", help="store the threshold in the model's .json sidecar")
+    p.add_argument("--json", action="store_true", help="print one line of JSON")
+    p.set_defaults(func=cmd_calibrate)
 
     p = sub.add_parser("runs", help="list, stop, resume or start training runs")
     p.add_argument("action", choices=["list", "stop", "resume", "start"])

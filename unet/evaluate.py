@@ -57,11 +57,21 @@ def sweep(pos_hist: np.ndarray, neg_hist: np.ndarray) -> dict:
     recall = np.where(positives > 0, tp / max(positives, 1), 1.0)
     f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1), 1.0)
     thresholds = np.arange(len(pos_hist)) / len(pos_hist)
-    best = int(np.argmax(f1[1:]) + 1)  # threshold 0 marks everything; never "best"
+    best = _plateau_middle(f1)
     return {
         "thresholds": thresholds, "precision": precision, "recall": recall, "f1": f1,
         "best_threshold": float(thresholds[best]), "best_f1": float(f1[best]),
     }
+
+
+def _plateau_middle(f1: np.ndarray) -> int:
+    """Index of the middle of the best-F1 plateau (threshold 0, which marks everything, excluded).
+
+    Where many thresholds tie, the middle is the one furthest from both edges, so it
+    holds up best on new photos.
+    """
+    top = np.flatnonzero(f1[1:] >= f1[1:].max() - 1e-12) + 1
+    return int(top[(len(top) - 1) // 2])
 
 
 def evaluate(
@@ -73,12 +83,14 @@ def evaluate(
     problems: Sequence[Problem] = (),
     save_masks: bool = True,
     meta: dict | None = None,
+    with_curve: bool = False,
 ) -> dict:
     """Evaluate ``model`` on ``samples``; write the results to ``out_dir`` when given.
 
     Returns:
         The aggregate dict: ``iou, dice, precision, recall, threshold, n_images``,
-        the sweep's ``best_threshold`` and ``best_f1``, and ``problems``.
+        the sweep's ``best_threshold`` and ``best_f1``, and ``problems``; with
+        ``with_curve`` also ``curve``: F1 at each of the 1000 sweep thresholds.
     """
     from .predict import predictor
 
@@ -122,6 +134,8 @@ def evaluate(
         "problems": [str(p) for p in skipped],
         **(meta or {}),
     }
+    if with_curve:
+        result["curve"] = {"thresholds": sw["thresholds"].tolist(), "f1": sw["f1"].tolist()}
     if out:
         out.mkdir(parents=True, exist_ok=True)
         _write_csv(out / "per_image.csv", rows)
@@ -132,7 +146,7 @@ def evaluate(
             for i in range(0, BINS, step)
         ])
         tmp = out / ".metrics.json.tmp"
-        tmp.write_text(json.dumps(result, indent=2))
+        tmp.write_text(json.dumps({k: v for k, v in result.items() if k != "curve"}, indent=2))
         tmp.replace(out / "metrics.json")  # written last: its presence means "complete"
     return result
 
@@ -193,3 +207,27 @@ def evaluate_and_store(model, model_path: str | Path, data_dir: str | Path, runs
     return evaluate(model, samples, threshold=threshold, out_dir=out, problems=problems, progress=progress,
                     meta={"data": str(Path(data_dir).resolve()), "model": str(model_path),
                           "model_mtime": Path(model_path).stat().st_mtime})
+
+
+def calibrate(model, splits: Sequence[str | Path], progress=None) -> dict:
+    """The threshold that maximises the mean F1 over several validation splits.
+
+    Each split counts equally (a small dataset is not outvoted by a large one).
+
+    Returns:
+        ``threshold``, ``mean_f1`` and, per split, its F1 at that threshold and its own best.
+    """
+    curves, per = [], {}
+    for split in splits:
+        samples, problems = eval_samples(split)
+        if not samples:
+            raise ValueError(f"{split}: no usable image/mask pairs")
+        r = evaluate(model, samples, threshold=0.5, progress=progress, problems=problems, with_curve=True)
+        curves.append(np.asarray(r["curve"]["f1"]))
+        per[str(split)] = {"best_threshold": r["best_threshold"], "best_f1": r["best_f1"], "n_images": r["n_images"]}
+    thresholds = np.arange(BINS) / BINS
+    mean = np.mean(curves, axis=0)
+    best = _plateau_middle(mean)
+    for split, curve in zip(per, curves):
+        per[split]["f1_at_threshold"] = float(curve[best])
+    return {"threshold": float(thresholds[best]), "mean_f1": float(mean[best]), "splits": per}

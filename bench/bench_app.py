@@ -1,0 +1,124 @@
+"""The app in a real browser: cold start to first paint, and Detect's overhead over `segment`.
+
+    python bench/bench_app.py [--model PATH]      # needs Debian's chromium (make test installs it)
+
+1. Cold start: from launching `streamlit run` to the Home page's title painted, and to
+   the Home page finished (it must not wait for TensorFlow).
+2. Detect, model warm: from handing a 1-megapixel photo to the page's file input to
+   seeing its result, against `unet.segment` on the same photo and model in-process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def main() -> None:
+    import numpy as np
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    from unet.model import DEFAULT_MODEL, load_model, save_model
+    from unet.predict import Predictor
+    from unet.synthetic import damaged_wall, write_sample_dataset
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", default=str(DEFAULT_MODEL))
+    a = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-app-"))
+    write_sample_dataset(work / "data" / "sample", count=6, seed=0, size=(128, 128))
+    run_dir = work / "runs" / "bench-model"
+    run_dir.mkdir(parents=True)
+    # The page offers run models; make the chosen model one (config + status mark a run folder).
+    (run_dir / "config.json").write_text('{"preset": "bench", "created_at": "0"}')
+    (run_dir / "status.json").write_text('{"state": "completed"}')
+    save_model(load_model(a.model), run_dir / "model.keras")
+    photos = []
+    for i in range(3):
+        image, _, _ = damaged_wall(40 + i, 866, 1155)  # 1.0 MP
+        photos.append(work / f"photo_{i}.jpg")
+        Image.fromarray(image).save(photos[-1], quality=90)
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "UNET_DATA_DIR": str(work / "data"), "UNET_RUNS_DIR": str(work / "runs"),
+           "PYTHONPATH": str(ROOT)}
+    chromium = shutil.which("chromium")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(180_000)
+        t0 = time.perf_counter()
+        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
+                                   "--server.port", str(port), "--server.address", "127.0.0.1"],
+                                  cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            url = f"http://127.0.0.1:{port}"
+            while True:
+                try:
+                    urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
+                    break
+                except OSError:
+                    time.sleep(0.05)
+            t_server = time.perf_counter() - t0
+            page.goto(url)
+            page.get_by_text("Damage segmentation studio").first.wait_for()
+            t_paint = time.perf_counter() - t0
+            page.get_by_text("Latest runs").wait_for()
+            page.wait_for_selector("[data-testid='stStatusWidget']", state="detached")
+            t_home = time.perf_counter() - t0
+            print(f"# app benchmark: {os.cpu_count()} CPU cores, model {a.model}")
+            print(f"cold start: server healthy {t_server:.2f} s, Home title painted {t_paint:.2f} s, "
+                  f"Home complete {t_home:.2f} s")
+
+            page.goto(f"{url}/detect")
+            upload = page.locator("input[type='file']")
+            upload.set_input_files(str(photos[0]))  # loads the model: not timed
+            page.get_by_text("% damaged at threshold").wait_for()
+            times = []
+            for photo in photos[1:]:
+                t = time.perf_counter()
+                upload.set_input_files(str(photo))
+                page.get_by_text(re.compile(re.escape(photo.name) + r" · .* damaged at threshold")).wait_for()
+                page.wait_for_selector("[data-testid='stStatusWidget']", state="detached")
+                times.append(time.perf_counter() - t)
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
+            browser.close()
+
+    model = load_model(run_dir / "model.keras")
+    pred = Predictor(model)
+    image = np.asarray(Image.open(photos[1]).convert("RGB"))
+    pred.segment(image)
+    seg_times = []
+    for photo in photos[1:]:
+        image = np.asarray(Image.open(photo).convert("RGB"))
+        t = time.perf_counter()
+        pred.segment(image)
+        seg_times.append(time.perf_counter() - t)
+    ui, seg = min(times), min(seg_times)
+    print(f"Detect, 1 MP photo, model warm: drop to result {ui:.2f} s; unet.segment alone {seg:.2f} s; "
+          f"UI overhead {ui - seg:.2f} s (target <= 0.50)")
+    shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
