@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 8501
 ADDRESS ?= localhost
 
-.PHONY: run test setup setup-dev sample browser clean
+.PHONY: run test setup setup-dev sample browser clean default-model
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,3 +46,13 @@ test: setup-dev browser
 
 clean:
 	rm -rf $(VENV) .pytest_cache
+
+# Retrain the bundled default model from its config (needs ../shared/data), choose its
+# threshold on the validation splits and install it as models/default.keras.
+SHARED_DATA ?= ../shared/data
+default-model: setup
+	$(BIN)/python -m unet train --config models/default.train.json --runs-dir runs
+	run=$$(ls -td runs/*-default-* | head -1); \
+	cp $$run/model.keras models/default.keras && cp $$run/model.json models/default.json
+	$(BIN)/python -m unet calibrate --model models/default.keras --write \
+	  --data $(SHARED_DATA)/masonry/val $(SHARED_DATA)/deepcrack/val

@@ -41,7 +41,7 @@ def test_tiny_run_leaves_a_complete_run_folder(trained_tiny):
 
 
 def test_stop_then_resume_gives_an_unbroken_history(tmp_path, sample_dir):
-    cfg = TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=25, batch=4, steps_per_epoch=3)
+    cfg = TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=12, batch=4, steps_per_epoch=8)
     run = create_run(cfg, tmp_path)
     launch(run)
     assert _wait_for(lambda: len(_epochs(run)) >= 2), run.log_tail()
@@ -49,18 +49,18 @@ def test_stop_then_resume_gives_an_unbroken_history(tmp_path, sample_dir):
     st = wait(run, timeout=60)
     assert st["state"] == "stopped", run.log_tail()
     done = run.epochs_done()
-    assert 2 <= done < 25 and _epochs(run) == list(range(1, done + 1))
+    assert 2 <= done < 12 and _epochs(run) == list(range(1, done + 1))
     assert run.last_checkpoint.is_file()
     assert "stopped on request" in run.log_tail()
     launch(run, resume=True)
     st = wait(run, timeout=180)
     assert st["state"] == "completed", run.log_tail()
-    assert _epochs(run) == list(range(1, 26))
+    assert _epochs(run) == list(range(1, 13))
     assert len(st["resumed_at"]) == 1
 
 
 def test_killed_run_is_reported_failed_and_resumes(tmp_path, sample_dir):
-    cfg = TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=25, batch=4, steps_per_epoch=3)
+    cfg = TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=12, batch=4, steps_per_epoch=8)
     run = create_run(cfg, tmp_path)
     launch(run)
     assert _wait_for(lambda: len(_epochs(run)) >= 2 and run.status()["state"] == "running"), run.log_tail()
@@ -72,7 +72,7 @@ def test_killed_run_is_reported_failed_and_resumes(tmp_path, sample_dir):
     launch(run, resume=True)
     st = wait(run, timeout=180)
     assert st["state"] == "completed", run.log_tail()
-    assert _epochs(run) == list(range(1, 26))  # no gap, no duplicate
+    assert _epochs(run) == list(range(1, 13))  # no gap, no duplicate
 
 
 def test_two_runs_started_at_once_keep_to_their_own_files(tmp_path, sample_dir):
