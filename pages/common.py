@@ -26,6 +26,11 @@ def md_escape(text: object) -> str:
     return _MD_SPECIAL.sub(r"\\\1", str(text))
 
 
+def md_code(text: object) -> str:
+    """Text shown as inline code: escapes do not apply inside backticks, so backticks are removed."""
+    return "`" + str(text).replace("`", "'") + "`"
+
+
 def ensure_sample_data() -> Path:
     """The generated sample dataset, made on first use (deterministic, a few seconds)."""
     if not (SAMPLE_DIR / "dataset.json").is_file():

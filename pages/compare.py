@@ -84,8 +84,11 @@ st.caption(f"Best Dice (F1): **{md_escape(best)}** (highlighted: the best value 
 
 long = table.melt(id_vars="model", value_vars=METRICS, var_name="metric", value_name="value")
 left, right = st.columns(2)
-left.plotly_chart(px.bar(long, x="metric", y="value", color="model", barmode="group", range_y=[0, 1],
-                         title="Metrics at each model's threshold"), width="stretch")
+BOTTOM_LEGEND = {"orientation": "h", "yanchor": "top", "y": -0.2, "title": None}
+bars = px.bar(long, x="metric", y="value", color="model", barmode="group", range_y=[0, 1],
+              title="Metrics at each model's threshold")
+bars.update_layout(legend=BOTTOM_LEGEND)
+left.plotly_chart(bars, width="stretch")
 pr = go.Figure()
 for label, r in results.items():
     curve = pd.DataFrame(r["pr_curve"]).astype(float)
@@ -93,7 +96,7 @@ for label, r in results.items():
     pr.add_trace(go.Scatter(x=curve["recall"], y=curve["precision"], mode="lines", name=label,
                             hovertext=[f"threshold {t:.3f}" for t in curve["threshold"]]))
 pr.update_layout(title="Precision-recall (threshold sweep)", xaxis_title="recall", yaxis_title="precision",
-                 xaxis_range=[0, 1], yaxis_range=[0, 1.02])
+                 xaxis_range=[0, 1], yaxis_range=[0, 1.02], legend=BOTTOM_LEGEND)
 right.plotly_chart(pr, width="stretch")
 
 per = pd.concat([pd.DataFrame(r["per_image"]).assign(model=label) for label, r in results.items()])

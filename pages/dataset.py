@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from pages.common import ensure_sample_data, known_datasets, md_escape, resolve_dataset_path, scan
+from pages.common import ensure_sample_data, known_datasets, md_code, md_escape, resolve_dataset_path, scan
 from unet.data import load_pair
 from unet.imaging import ImageError
 from unet.predict import overlay
@@ -39,7 +39,7 @@ except ValueError as exc:
     st.error(md_escape(exc))
     st.stop()
 
-st.caption(f"Layout: {result.layout} · `{md_escape(result.root)}`")
+st.caption(f"Layout: {result.layout} · {md_code(result.root)}")
 df = pd.DataFrame([s.__dict__ for s in stats])
 problems = result.problems + stat_problems
 if df.empty:

@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import streamlit as st
 
-from pages.common import RUNS_DIR, active_model_path, ensure_sample_data, known_datasets, md_escape
+from pages.common import RUNS_DIR, active_model_path, ensure_sample_data, known_datasets, md_code, md_escape
 from unet.devices import detect_hardware
 from unet.runs import list_runs
 
@@ -28,7 +28,7 @@ with left:
 
         side = Path(path).with_suffix(".json")
         info = json.loads(side.read_text()) if side.is_file() else {}
-        st.markdown(f"`{md_escape(Path(path).parent.name + '/' + Path(path).name)}`")
+        st.markdown(md_code(Path(path).parent.name + "/" + Path(path).name))
         st.caption(f"preset {info.get('preset', '?')} · threshold {info.get('threshold', 0.5)} · "
                    f"trained at {info.get('input_size', '?')} px")
 
@@ -40,7 +40,7 @@ with mid:
 with right:
     st.subheader("Datasets")
     for name, root in known_datasets().items():
-        st.markdown(f"**{md_escape(name)}** · `{md_escape(root)}`")
+        st.markdown(f"**{md_escape(name)}** · {md_code(root)}")
 
 st.subheader("Latest runs")
 runs = list_runs(RUNS_DIR)[:10]

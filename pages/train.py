@@ -38,6 +38,8 @@ with st.form("new_run"):
     device = c2.selectbox("Device", ["auto", "cpu", "gpu"], key="train_device")
     augment = c3.checkbox("Augmentation (flips, rotations, crops, brightness)", True, key="train_augment")
     mixed = c3.checkbox("Mixed precision (bfloat16 on CPU, float16 on GPU)", False, key="train_mixed")
+    steps = c1.number_input("Batches per epoch (0 = one pass over the photos)", 0, 10000, 20, key="train_steps",
+                            help="Random crops are drawn each batch, so small datasets can use more batches per epoch")
     name = c2.text_input("Run label (optional)", key="train_name", max_chars=40)
     submitted = st.form_submit_button("Start training", type="primary")
 
@@ -54,7 +56,7 @@ if submitted:
         try:
             cfg = TrainConfig(data=str(root), preset=preset, size=int(size), loss=loss, epochs=int(epochs),
                               batch=int(batch), learning_rate=float(lr), device=device, augment=augment,
-                              mixed_precision=mixed, name=name).validate()
+                              steps_per_epoch=int(steps) or None, mixed_precision=mixed, name=name).validate()
             run = create_run(cfg, RUNS_DIR)
             launch(run)
             st.session_state[RUN_KEY] = run.id

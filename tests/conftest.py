@@ -53,3 +53,9 @@ def run_cli(*args: str, timeout: float = 240, cwd: Path | None = None, env: dict
 
 def rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def fresh_pages() -> None:
+    """Forget imported page modules: pages.common reads UNET_* folders when imported."""
+    for name in [m for m in sys.modules if m == "pages" or m.startswith("pages.")]:
+        del sys.modules[name]

@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import fresh_pages
+
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
 
@@ -19,11 +21,7 @@ def app_env(tmp_path, monkeypatch, sample_dir):
     runs.mkdir()
     monkeypatch.setenv("UNET_DATA_DIR", str(data))
     monkeypatch.setenv("UNET_RUNS_DIR", str(runs))
-    # pages.common reads the folders at import: make every test see its own.
-    import sys
-
-    for name in [m for m in sys.modules if m == "pages" or m.startswith("pages.")]:
-        del sys.modules[name]
+    fresh_pages()
     return data, runs
 
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import ROOT
+from conftest import ROOT, fresh_pages
 from unet.runs import TrainConfig, create_run, launch, wait
 
 
@@ -62,8 +62,7 @@ def test_run_outlives_the_process_that_started_it(tmp_path, sample_dir):
 
     os.environ["UNET_RUNS_DIR"] = str(tmp_path)
     try:
-        for name in [m for m in sys.modules if m == "pages" or m.startswith("pages.")]:
-            del sys.modules[name]
+        fresh_pages()
         at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=60)
         at.run()
         at.switch_page("pages/train.py").run()
@@ -83,8 +82,7 @@ def test_hostile_upload_names_are_escaped_and_never_paths(tmp_path, monkeypatch,
     shutil.copytree(trained_tiny.dir, runs / "r")
     monkeypatch.setenv("UNET_RUNS_DIR", str(runs))
     monkeypatch.setenv("UNET_DATA_DIR", str(tmp_path / "data"))
-    for name in [m for m in sys.modules if m == "pages" or m.startswith("pages.")]:
-        del sys.modules[name]
+    fresh_pages()
     at = AppTest.from_file(str(ROOT / "streamlit_app.py"), default_timeout=120)
     at.run()
     at.switch_page("pages/detect.py").run()
@@ -116,8 +114,7 @@ def test_dataset_paths_stay_inside_the_allowed_folders(tmp_path, monkeypatch):
     (data / "link").symlink_to(outside)
     monkeypatch.setenv("UNET_DATA_DIR", str(data))
     monkeypatch.delenv("UNET_DATA_ROOTS", raising=False)
-    for name in [m for m in sys.modules if m == "pages" or m.startswith("pages.")]:
-        del sys.modules[name]
+    fresh_pages()
     from pages.common import resolve_dataset_path
 
     assert resolve_dataset_path("walls") == (data / "walls").resolve()

@@ -64,6 +64,7 @@ def _train_config(a) -> TrainConfig:
         "data": (a.data[0] if len(a.data) == 1 else a.data) if a.data else None, "preset": a.preset, "size": a.size, "epochs": a.epochs, "batch": a.batch,
         "loss": a.loss, "learning_rate": a.lr, "steps_per_epoch": a.steps_per_epoch, "seed": a.seed,
         "device": a.device, "name": a.name, "optimizer": a.optimizer, "schedule": a.schedule,
+        "init_from": a.init_from,
     }
     base.update({k: v for k, v in overrides.items() if v is not None})
     if a.no_augment:
@@ -295,6 +296,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixed-precision", action="store_true", help="bfloat16 on CPU, float16 on GPU")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--name", help="a label for the run id")
+    p.add_argument("--init-from", help="start from this .keras model's weights (same preset): fine-tuning")
     p.add_argument("--detach", action="store_true", help="train in a background process and return")
     _runs_dir_arg(p)
     p.set_defaults(func=cmd_train)

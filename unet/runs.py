@@ -98,6 +98,7 @@ class TrainConfig:
     device: str = "auto"  # auto, cpu or gpu
     mixed_precision: bool = False
     time_budget_min: float | None = None  # end training (as completed) after this many minutes
+    init_from: str | None = None  # a .keras model of the same preset whose weights start the run (fine-tuning)
     name: str = ""
 
     def validate(self) -> "TrainConfig":

@@ -261,6 +261,15 @@ def execute(run: Run, resume: bool = False) -> str:
                 log(f"resumed from {run.last_checkpoint.name} after {initial_epoch} completed epochs")
             else:
                 model = build_unet(cfg.preset, cfg.size)
+                if cfg.init_from:
+                    from .model import load_model
+
+                    source = load_model(cfg.init_from)
+                    try:
+                        model.set_weights(source.get_weights())
+                    except ValueError:
+                        raise ValueError(f"{cfg.init_from}: its architecture is not preset {cfg.preset!r}") from None
+                    log(f"weights initialised from {cfg.init_from}")
                 _compile(model, cfg, cfg.epochs * len(train_b))
         callbacks = _callbacks(run, cfg, len(train_b), len(val_b) if val_b else 0, initial_epoch)
         try:

