@@ -11,8 +11,8 @@ from unet.predict import segment
 
 # Measured when the model was made (models/MODEL_CARD.md); floors leave room for
 # numeric differences between machines, not for a worse model.
-SYNTHETIC_F1_FLOOR = 0.0
-MASONRY_VAL_F1_FLOOR = 0.0
+SYNTHETIC_F1_FLOOR = 0.30  # measured 0.389 (mean of 8 generated walls, seeds 1000-1007)
+MASONRY_VAL_F1_FLOOR = 0.79  # measured 0.804 at the shipped threshold
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def test_finds_the_cracks_in_a_generated_wall(default_model):
     from unet.synthetic import damaged_wall
 
     f1s = []
-    for seed in range(4):
+    for seed in range(8):
         image, crack, spall = damaged_wall(1000 + seed, 384, 512)
         seg = segment(default_model, image)
         assert seg.mask.shape == crack.shape
