@@ -20,7 +20,7 @@ from unet.model import ModelError, model_info
 from unet.predict import heatmap, overlay
 
 TYPES = ["jpg", "jpeg", "png", "tif", "tiff", "bmp"]
-PREVIEW = 768  # longest side shown on the page; downloads keep full resolution
+PREVIEW = 640  # longest side shown on the page; downloads keep full resolution
 CACHE_KEY = "detect_results"
 MAX_CACHED = 24
 
@@ -71,11 +71,16 @@ def probabilities(name: str, data: bytes):
     return cache[key]
 
 
-def preview(arr: np.ndarray) -> np.ndarray:
-    img = Image.fromarray(arr)
-    if max(img.size) > PREVIEW:
-        img.thumbnail((PREVIEW, PREVIEW), Image.BOX)  # BOX keeps thin cracks visible as grey
-    return np.asarray(img)
+def shrink(arr: np.ndarray) -> np.ndarray:
+    """Downscale for display only; BOX averaging keeps thin cracks visible (as grey in masks)."""
+    h, w = arr.shape[:2]
+    if max(h, w) <= PREVIEW:
+        return arr
+    scale = PREVIEW / max(h, w)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if arr.dtype == np.float32:
+        return np.asarray(Image.fromarray(arr, mode="F").resize(size, Image.BOX))
+    return np.asarray(Image.fromarray(arr).resize(size, Image.BOX))
 
 
 rows = []
@@ -93,17 +98,21 @@ for i, (name, data) in enumerate(files):
     h, w = mask.shape
     rows.append({"file": name, "damaged_pct": round(pct, 4), "width": w, "height": h, "error": ""})
     box.markdown(f"**{safe}** · {w}×{h} px · **{pct:.2f}% damaged** at threshold {threshold:.2f}")
+    # Previews are drawn from downscaled arrays (cheap on every rerun) and sent as JPEG;
+    # the full-resolution PNGs are encoded only when a download button is clicked.
+    small_image, small_prob = shrink(image), shrink(prob)
+    small_mask = small_prob >= threshold
     c1, c2, c3, c4 = box.columns(4)
-    c1.image(preview(image), caption="original")
-    c2.image(preview(mask.astype(np.uint8) * 255), caption="damage mask")
-    c3.image(preview(overlay(image, mask)), caption=f"overlay · {pct:.2f}% damaged")
-    c4.image(preview(heatmap(prob)), caption="probability (dark = intact, yellow = damaged)")
+    c1.image(small_image, caption="original", output_format="JPEG")
+    c2.image(shrink((mask * 255).astype(np.uint8)), caption="damage mask")
+    c3.image(overlay(small_image, small_mask), caption=f"overlay · {pct:.2f}% damaged", output_format="JPEG")
+    c4.image(heatmap(small_prob), caption="probability (dark = intact, yellow = damaged)", output_format="JPEG")
     stem = safe_file_name(Path(name).stem)
     d1, d2, _ = box.columns([1, 1, 2])
-    d1.download_button("Mask PNG", encode_png(mask), file_name=f"{stem}_mask.png", mime="image/png",
-                       key=f"dl_mask_{i}")
-    d2.download_button("Overlay PNG", encode_png(overlay(image, mask)), file_name=f"{stem}_overlay.png",
-                       mime="image/png", key=f"dl_overlay_{i}")
+    d1.download_button("Mask PNG", lambda mask=mask: encode_png(mask), file_name=f"{stem}_mask.png",
+                       mime="image/png", key=f"dl_mask_{i}", on_click="ignore")
+    d2.download_button("Overlay PNG", lambda image=image, mask=mask: encode_png(overlay(image, mask)),
+                       file_name=f"{stem}_overlay.png", mime="image/png", key=f"dl_overlay_{i}", on_click="ignore")
 
 table = pd.DataFrame(rows)
 table.insert(2, "threshold", threshold)

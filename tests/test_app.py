@@ -113,6 +113,8 @@ def test_compare_two_runs(app_env, trained_tiny):
     _copy_run(trained_tiny, runs, "run-a")
     _copy_run(trained_tiny, runs, "run-b")
     at = _app("compare")
+    picker = at.multiselect(key="compare_models")
+    picker.set_value([o for o in picker.options if o.startswith("Run run-")]).run()
     at.button(key="compare_run").click().run()
     assert not at.exception, [e.value for e in at.exception]
     table = at.dataframe[0].value

@@ -112,17 +112,20 @@ def test_detect_upload_shows_three_images_and_percentage(server, page, tmp_path)
 
     from unet.synthetic import damaged_wall
 
-    image, _, _ = damaged_wall(11, 600, 900)  # larger than one tile: the tiled path
+    image, _, _ = damaged_wall(11, 600, 900, surface="concrete")  # larger than one tile: the tiled path
     photo = tmp_path / "wall photo.jpg"
     Image.fromarray(image).save(photo, quality=92)
     page.goto(f"{server['url']}/detect")
     page.locator("input[type='file']").set_input_files(str(photo))
-    page.get_by_text("% damaged at threshold").wait_for()
+    line = page.get_by_text("% damaged at threshold")
+    line.wait_for()
     imgs = page.locator("[data-testid='stImage'] img")
     imgs.nth(3).wait_for()
     assert imgs.count() >= 4  # original, mask, overlay, heat map
     page.get_by_role("button", name="Mask PNG").first.wait_for()
     page.get_by_role("button", name="Results CSV").wait_for()
+    if "Bundled default model" in page.locator("section[data-testid='stSidebar']").inner_text():
+        assert float(line.inner_text().split("·")[2].split("%")[0]) > 0.5  # the bundled model finds the cracks
     _wait_idle(page)
     _shot(page, "detect")
 

@@ -19,7 +19,7 @@ def _smooth_photo(h, w, seed=0):
 def test_one_tile_equals_whole_image_prediction(tiny_model):
     image = rgb(256, 256)
     whole = np.asarray(tiny_model.predict_on_batch(image[None]))[0, ..., 0]
-    seg = segment(tiny_model, image, threshold=0.5)
+    seg = Predictor(tiny_model, precision="float32").segment(image, threshold=0.5)
     np.testing.assert_allclose(seg.probability, whole, atol=1e-5)
     assert seg.mask.dtype == bool and seg.mask.shape == (256, 256)
     assert seg.damaged_pct == pytest.approx(100 * (whole >= 0.5).mean())
@@ -34,7 +34,7 @@ def test_small_and_odd_sizes_come_back_at_their_own_resolution(tiny_model):
 def test_large_photo_has_no_seams(tiny_model):
     h, w = 704, 928  # several tiles each way, sides not multiples of the stride
     image = _smooth_photo(h, w)
-    pred = Predictor(tiny_model, tile=256)
+    pred = Predictor(tiny_model, tile=256, precision="float32")
     tiled = pred.probability(image)
     whole = np.asarray(tiny_model.predict_on_batch(np.pad(image, ((0, 0), (0, 0), (0, 0)))[None]))[0, ..., 0]
     assert tiled.shape == (h, w)
@@ -98,3 +98,17 @@ def test_bfloat16_copy_agrees_with_float32(tiny_model):
     half = Predictor(tiny_model, tile=128, precision="bfloat16").probability(image)
     assert half.dtype == np.float32
     assert np.mean(np.abs(full - half)) < 0.01
+
+
+def test_precision_follows_the_environment(monkeypatch):
+    from unet.model import cpu_has_bf16
+    from unet.predict import default_precision
+
+    monkeypatch.setenv("UNET_PRECISION", "float32")
+    assert default_precision() == "float32"
+    monkeypatch.setenv("UNET_PRECISION", "bfloat16")
+    assert default_precision() == "bfloat16"
+    monkeypatch.delenv("UNET_PRECISION")
+    assert default_precision() in ("float32", "bfloat16")
+    if not cpu_has_bf16():
+        assert default_precision() == "float32"

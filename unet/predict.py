@@ -206,8 +206,17 @@ _PREDICTORS_LOCK = threading.Lock()
 
 
 def default_precision() -> str:
-    """``UNET_PRECISION`` (float32 or bfloat16); float32 when unset."""
-    return os.environ.get("UNET_PRECISION", "float32")
+    """The inference precision: ``UNET_PRECISION`` (float32 or bfloat16) when set; otherwise
+    bfloat16 on a CPU-only machine whose CPU has native bfloat16 (measured 1.9x faster,
+    validation F1 within 0.001 of float32: docs/benchmarks.md), else float32."""
+    chosen = os.environ.get("UNET_PRECISION", "auto")
+    if chosen != "auto":
+        return chosen
+    from .devices import detect_hardware
+    from .model import cpu_has_bf16
+
+    on_cpu = not any(d["kind"] == "GPU" for d in detect_hardware())
+    return "bfloat16" if on_cpu and cpu_has_bf16() else "float32"
 
 
 def predictor(model) -> Predictor:
