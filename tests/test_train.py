@@ -100,3 +100,16 @@ def test_invalid_config_is_refused():
         TrainConfig(size=100).validate()
     with pytest.raises(ValueError, match="preset"):
         TrainConfig(preset="huge").validate()
+
+
+def test_fine_tune_from_a_saved_model(tmp_path, sample_dir, trained_tiny, capsys):
+    from unet.train import execute
+
+    run = create_run(TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=1, batch=4,
+                                 init_from=str(trained_tiny.model_path)), tmp_path)
+    assert execute(run) == "completed"
+    assert "weights initialised from" in capsys.readouterr().out
+    wrong = create_run(TrainConfig(data=str(sample_dir), preset="lite", size=64, epochs=1, batch=4,
+                                   init_from=str(trained_tiny.model_path)), tmp_path)
+    assert execute(wrong) == "failed"
+    assert "is not preset 'lite'" in wrong.status()["error"]

@@ -329,6 +329,8 @@ def create_run(config: TrainConfig, runs_dir: str | Path | None = None) -> Run:
     cfg = config.to_dict()
     data = [str(Path(d).expanduser().resolve()) for d in data_roots(config.data)]
     cfg.update(run_id=run_id, created_at=_now(), data=data[0] if isinstance(config.data, str) else data)
+    if config.init_from:
+        cfg["init_from"] = str(Path(config.init_from).expanduser().resolve())
     write_json_atomic(path / "config.json", cfg)
     write_json_atomic(path / "status.json", {"state": "queued", "created_at": cfg["created_at"]})
     return Run(path)
