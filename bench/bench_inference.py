@@ -66,11 +66,9 @@ def memory_child(h: int, w: int, preset: str, tile: int) -> None:
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--preset", default="seed")
-    ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--batch", type=int, default=8)
+    from bench._args import model_options
+
+    ap = model_options('Inference speed and memory.')
     ap.add_argument("--memory-child", nargs=2, type=int, metavar=("H", "W"), help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.memory_child:

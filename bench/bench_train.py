@@ -9,7 +9,6 @@ so the ratio is the pipeline's cost. Data: a generated sample unless --data is g
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import tempfile
@@ -24,11 +23,9 @@ import numpy as np  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true")
-    ap.add_argument("--preset", default="seed")
-    ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--batch", type=int, default=8)
+    from bench._args import model_options
+
+    ap = model_options('Training throughput.')
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--data", help="dataset folder (default: a generated sample)")
     a = ap.parse_args()
