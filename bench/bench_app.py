@@ -5,7 +5,8 @@
 1. Cold start: from launching `streamlit run` to the Home page's title painted, and to
    the Home page finished (it must not wait for TensorFlow).
 2. Detect, model warm: from handing a 1-megapixel photo to the page's file input to
-   seeing its result, against `unet.segment` on the same photo and model in-process.
+   seeing its result (its result line and its four pictures decoded on screen), against
+   `unet.segment` on the same photo and model in-process.
 """
 
 from __future__ import annotations
@@ -97,8 +98,12 @@ def main() -> None:
                 t = time.perf_counter()
                 upload.set_input_files(str(photo))
                 page.get_by_text(re.compile(re.escape(photo.name) + r" · .* damaged at threshold")).wait_for()
-                page.wait_for_selector("[data-testid='stStatusWidget']", state="detached")
+                # Seeing the result: the photo's line and its four pictures decoded on screen.
+                page.wait_for_function(
+                    "() => { const im = [...document.querySelectorAll(\"[data-testid='stImage'] img\")];"
+                    " return im.length >= 4 && im.every(i => i.complete && i.naturalWidth > 0) }", polling=50)
                 times.append(time.perf_counter() - t)
+                page.wait_for_selector("[data-testid='stStatusWidget']", state="detached")
         finally:
             server.terminate()
             server.wait(timeout=30)
