@@ -24,15 +24,13 @@ SPLITS = {"masonry": SHARED / "masonry" / "val", "deepcrack": SHARED / "deepcrac
 
 def scores(model, threshold: float | None, precision: str = "float32") -> dict[str, dict]:
     from unet.evaluate import eval_samples, evaluate
-    from unet import predict
+    from unet.predict import Predictor
 
+    runner = Predictor(model, precision=precision)
     out = {}
     for name, split in SPLITS.items():
         samples, problems = eval_samples(split)
-        # evaluate() uses the cached predictor; give it one in the wanted precision.
-        predict._PREDICTORS[id(model)] = (model, predict.Predictor(model, precision=precision))
-        out[name] = evaluate(model, samples, threshold=threshold, problems=problems)
-        predict._PREDICTORS.pop(id(model), None)
+        out[name] = evaluate(model, samples, threshold=threshold, problems=problems, runner=runner)
     return out
 
 

@@ -17,6 +17,7 @@ RUNS_DIR = Path(os.environ.get("UNET_RUNS_DIR", ROOT / "runs"))
 DATA_DIR = Path(os.environ.get("UNET_DATA_DIR", ROOT / "data"))
 SAMPLE_DIR = DATA_DIR / "sample"
 MODEL_KEY = "model_choice"
+MODEL_PATH_KEY = "model_path"  # the picker's file, set once per rerun by the sidebar
 
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
 
@@ -110,20 +111,19 @@ def sidebar_model_picker() -> str | None:
         st.caption("Model used by Detect")
         if not choices:
             st.info("No trained model yet. Start one on the Train page.")
+            st.session_state[MODEL_PATH_KEY] = None
             return None
         labels = list(choices)
         if st.session_state.get(MODEL_KEY) not in labels:
             st.session_state[MODEL_KEY] = labels[0]
         label = st.selectbox("Model", labels, key=MODEL_KEY, label_visibility="collapsed")
+    st.session_state[MODEL_PATH_KEY] = choices[label]
     return choices[label]
 
 
 def active_model_path() -> str | None:
-    choices = model_choices()
-    label = st.session_state.get(MODEL_KEY)
-    if label in choices:
-        return choices[label]
-    return next(iter(choices.values()), None)
+    """The model chosen in the sidebar on this rerun (streamlit_app.py draws it before the page)."""
+    return st.session_state.get(MODEL_PATH_KEY)
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model...")

@@ -4,8 +4,6 @@ Each (model, split) evaluation is computed once and stored on disk (a run's own 
 for run models); this page reads the stored results.
 """
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import plotly.express as px

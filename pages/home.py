@@ -47,11 +47,6 @@ runs = list_runs(RUNS_DIR)[:10]
 if not runs:
     st.caption("No training runs yet.")
 else:
-    rows = []
-    for r in runs:
-        st_, cfg, hist = r.status(), r.config(), r.history()
-        last = hist[-1] if hist else {}
-        rows.append({"run": r.id, "state": st_.get("state"), "preset": cfg.get("preset"),
-                     "epochs": f"{r.epochs_done()}/{cfg.get('epochs')}", "val Dice": last.get("val_dice"),
-                     "error": st_.get("error") or ""})
-    st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    table = pd.DataFrame([r.summary() for r in runs])
+    st.dataframe(table[["run", "state", "preset", "epochs", "last val Dice", "error"]], hide_index=True,
+                 width="stretch")

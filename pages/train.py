@@ -141,11 +141,5 @@ def live_panel():
 live_panel()
 
 st.subheader("All runs")
-rows = []
-for r in runs:
-    s, c, h = r.status(), r.config(), r.history()
-    rows.append({"run": r.id, "state": s.get("state"), "preset": c.get("preset"), "size": c.get("size"),
-                 "epochs": f"{r.epochs_done()}/{c.get('epochs')}",
-                 "best val Dice": max((x.get("val_dice", 0) for x in h), default=None),
-                 "started": s.get("started_at", ""), "error": s.get("error") or ""})
-st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+table = pd.DataFrame([r.summary() for r in runs]).drop(columns=["last val Dice"])
+st.dataframe(table, hide_index=True, width="stretch")

@@ -1,7 +1,5 @@
 """The bundled default model: loads safely, finds cracks offline, holds its real-data quality."""
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 

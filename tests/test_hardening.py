@@ -5,16 +5,14 @@ import os
 import resource
 import subprocess
 import sys
-import time
 import tomllib
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from conftest import ROOT, fresh_pages
-from unet.runs import TrainConfig, create_run, launch, wait
+from unet.runs import TrainConfig, create_run, wait
 
 
 def test_exif_rotated_photo_gives_mask_in_displayed_orientation(tiny_model, tmp_path):

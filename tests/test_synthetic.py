@@ -1,6 +1,5 @@
 import hashlib
 
-import numpy as np
 
 from unet.data import load_pair, scan_dataset
 from unet.synthetic import damaged_wall, write_sample_dataset

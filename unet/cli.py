@@ -133,9 +133,9 @@ def cmd_predict(a) -> int:
 
 
 def cmd_evaluate(a) -> int:
-    from .evaluate import eval_key, eval_samples, evaluate
+    from .evaluate import eval_samples, evaluate, evaluate_and_store, results_dir
 
-    model_path, out = a.model, a.out
+    model_path, out, run = a.model, a.out, None
     if a.run:
         from .runs import get_run
 
@@ -146,14 +146,19 @@ def cmd_evaluate(a) -> int:
         model_path = run.best_model_path()
         if model_path is None:
             raise CliError(f"run {run.id} has no saved model yet")
-        out = out or run.eval_dir / eval_key(a.data)
     samples, problems = eval_samples(a.data)
     if not samples:
         raise CliError(f"{a.data}: no usable image/mask pairs to evaluate ({len(problems)} problems)")
     model = _load(model_path)
-    result = evaluate(model, samples, threshold=a.threshold, out_dir=out, problems=problems,
-                      progress=_progress("evaluating"), meta={"data": str(Path(a.data).resolve()),
-                                                             "model": str(model_path or "default")})
+    if run is not None and out is None:
+        # Stored where the Compare page looks for it, marked with the model file's version.
+        out = results_dir(model_path, a.data, run.dir.parent)
+        result = evaluate_and_store(model, model_path, a.data, run.dir.parent, threshold=a.threshold,
+                                    progress=_progress("evaluating"), samples=samples, problems=problems)
+    else:
+        result = evaluate(model, samples, threshold=a.threshold, out_dir=out, problems=problems,
+                          progress=_progress("evaluating"), meta={"data": str(Path(a.data).resolve()),
+                                                                 "model": str(model_path or "default")})
     if a.json:
         print(json.dumps(result))
     else:
@@ -188,22 +193,17 @@ def cmd_runs(a) -> int:
     from .runs import get_run, launch, list_runs, request_stop
 
     if a.action == "list":
-        rows = []
-        for r in list_runs(a.runs_dir):
-            st, cfg, hist = r.status(), r.config(), r.history()
-            last = hist[-1] if hist else {}
-            rows.append({"id": r.id, "state": st.get("state"), "preset": cfg.get("preset"),
-                         "epochs": f"{r.epochs_done()}/{cfg.get('epochs')}",
-                         "val_dice": last.get("val_dice"), "error": st.get("error") or ""})
+        rows = [r.summary() for r in list_runs(a.runs_dir)]
         if a.json:
             print(json.dumps(rows))
         elif not rows:
             print("no runs yet")
         else:
             for row in rows:
-                vd = f"{row['val_dice']:.4f}" if isinstance(row["val_dice"], (int, float)) else "-"
-                print(f"{row['id']:<44} {row['state']:<10} {row['preset'] or '-':<9} epochs {row['epochs']:<7} "
-                      f"val_dice {vd}" + (f"  ({row['error']})" if row["error"] else ""))
+                vd = row["best val Dice"]
+                vd = f"{vd:.4f}" if vd is not None else "-"
+                print(f"{row['run']:<44} {row['state']:<10} {row['preset'] or '-':<9} epochs {row['epochs']:<7} "
+                      f"best val_dice {vd}" + (f"  ({row['error']})" if row["error"] else ""))
         return 0
     if not a.id:
         raise CliError(f"runs {a.action} needs a run id (see: python -m unet runs list)")
@@ -219,12 +219,6 @@ def cmd_runs(a) -> int:
     resume = a.action == "resume"
     if resume and not run.last_checkpoint.exists():
         raise CliError(f"run {run.id} has no checkpoint to resume from")
-    if run.state in ("queued", "running") and run.raw_status().get("pid") not in (None, _own_pid()):
-        from .runs import process_alive
-
-        st = run.raw_status()
-        if process_alive(st.get("pid"), st.get("pid_start")):
-            raise CliError(f"run {run.id} is already {st['state']}")
     if a.detach:
         pid = launch(run, resume=resume)
         print(f"run {run.id} {'resumed' if resume else 'started'} in the background (pid {pid})")
@@ -232,12 +226,6 @@ def cmd_runs(a) -> int:
     from .train import execute
 
     return _final(run, execute(run, resume=resume))
-
-
-def _own_pid() -> int:
-    import os
-
-    return os.getpid()
 
 
 def cmd_devices(a) -> int:

@@ -16,7 +16,6 @@ This module is numpy + Pillow only, so the dashboard can browse data without Ker
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -282,6 +281,22 @@ def training_splits(
 # ---------------------------------------------------------------------------------
 
 
+def union_mask(sample: Sample, height: int, width: int) -> np.ndarray:
+    """The union of a sample's masks (a pixel is damaged if any mask marks it).
+
+    Raises:
+        ImageError: a mask cannot be read, or its size differs from the image's.
+    """
+    mask = np.zeros((height, width), dtype=bool)
+    for m in sample.masks:
+        part = read_mask(m)
+        if part.shape != mask.shape:
+            raise ImageError(m.name, f"mask is {part.shape[1]}x{part.shape[0]} but its image "
+                                     f"{sample.image.name} is {width}x{height}")
+        mask |= part
+    return mask
+
+
 def load_pair(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
     """Decode a sample: RGB uint8 image and the union of its masks as bool.
 
@@ -289,17 +304,7 @@ def load_pair(sample: Sample) -> tuple[np.ndarray, np.ndarray]:
         ImageError: naming the file that could not be used.
     """
     image = read_image(sample.image)
-    mask = np.zeros(image.shape[:2], dtype=bool)
-    for m in sample.masks:
-        part = read_mask(m)
-        if part.shape != mask.shape:
-            raise ImageError(
-                m.name,
-                f"mask is {part.shape[1]}x{part.shape[0]} but its image {sample.image.name} "
-                f"is {mask.shape[1]}x{mask.shape[0]}",
-            )
-        mask |= part
-    return image, mask
+    return image, union_mask(sample, *image.shape[:2])
 
 
 def load_pairs(samples: Sequence[Sample]) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[Sample], list[Problem]]:
@@ -329,12 +334,7 @@ def sample_stats(samples: Sequence[Sample]) -> tuple[list[SampleStats], list[Pro
     for s in samples:
         try:
             w, h = image_size(s.image)
-            mask = np.zeros((h, w), dtype=bool)
-            for m in s.masks:
-                part = read_mask(m)
-                if part.shape != mask.shape:
-                    raise ImageError(m.name, "mask size differs from its image")
-                mask |= part
+            mask = union_mask(s, h, w)
             stats.append(SampleStats(s.id, s.split, w, h, 100.0 * float(mask.mean())))
         except ImageError as exc:
             problems.append(Problem(exc.name, exc.problem))

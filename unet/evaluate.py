@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import io
 import json
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ import numpy as np
 from .data import Problem, Sample, load_pair, scan_dataset
 from .imaging import ImageError, save_png
 from .metrics import Counts, confusion, scores
+from .runs import write_csv_atomic
 
 BINS = 1000
 
@@ -84,6 +84,7 @@ def evaluate(
     save_masks: bool = True,
     meta: dict | None = None,
     with_curve: bool = False,
+    runner=None,
 ) -> dict:
     """Evaluate ``model`` on ``samples``; write the results to ``out_dir`` when given.
 
@@ -91,10 +92,12 @@ def evaluate(
         The aggregate dict: ``iou, dice, precision, recall, threshold, n_images``,
         the sweep's ``best_threshold`` and ``best_f1``, and ``problems``; with
         ``with_curve`` also ``curve``: F1 at each of the 1000 sweep thresholds.
+        ``runner`` is a :class:`~unet.predict.Predictor` to use instead of the model's
+        shared one (another precision or tile size).
     """
     from .predict import predictor
 
-    pred = predictor(model)
+    pred = runner or predictor(model)
     t = pred.default_threshold if threshold is None else float(threshold)
     total = Counts()
     pos_hist = np.zeros(BINS, np.int64)
@@ -138,9 +141,9 @@ def evaluate(
         result["curve"] = {"thresholds": sw["thresholds"].tolist(), "f1": sw["f1"].tolist()}
     if out:
         out.mkdir(parents=True, exist_ok=True)
-        _write_csv(out / "per_image.csv", rows)
+        write_csv_atomic(out / "per_image.csv", rows)
         step = max(1, BINS // 200)
-        _write_csv(out / "pr_curve.csv", [
+        write_csv_atomic(out / "pr_curve.csv", [
             {"threshold": round(float(sw["thresholds"][i]), 4), "precision": round(float(sw["precision"][i]), 6),
              "recall": round(float(sw["recall"][i]), 6), "f1": round(float(sw["f1"][i]), 6)}
             for i in range(0, BINS, step)
@@ -149,15 +152,6 @@ def evaluate(
         tmp.write_text(json.dumps({k: v for k, v in result.items() if k != "curve"}, indent=2))
         tmp.replace(out / "metrics.json")  # written last: its presence means "complete"
     return result
-
-
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    buf = io.StringIO()
-    if rows:
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    path.write_text(buf.getvalue())
 
 
 def read_results(out_dir: str | Path) -> dict | None:
@@ -200,9 +194,14 @@ def stored_results(model_path: str | Path, data_dir: str | Path, runs_dir: str |
 
 
 def evaluate_and_store(model, model_path: str | Path, data_dir: str | Path, runs_dir: str | Path,
-                       threshold: float | None = None, progress=None) -> dict:
-    """Evaluate on a split folder and store the results where :func:`stored_results` finds them."""
-    samples, problems = eval_samples(data_dir)
+                       threshold: float | None = None, progress=None,
+                       samples: Sequence[Sample] | None = None, problems: Sequence[Problem] = ()) -> dict:
+    """Evaluate on a split folder and store the results where :func:`stored_results` finds them.
+
+    ``samples`` (with their scan ``problems``) spare a second scan when the caller has them.
+    """
+    if samples is None:
+        samples, problems = eval_samples(data_dir)
     out = results_dir(model_path, data_dir, runs_dir)
     return evaluate(model, samples, threshold=threshold, out_dir=out, problems=problems, progress=progress,
                     meta={"data": str(Path(data_dir).resolve()), "model": str(model_path),

@@ -10,8 +10,6 @@ the model size, so hairline cracks survive.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
 import threading
 from dataclasses import dataclass, replace
@@ -323,9 +321,7 @@ def predict_files(
             rows.append({"file": str(path), "damaged_pct": round(seg.damaged_pct, 4), "error": ""})
         except ImageError as exc:
             rows.append({"file": str(path), "damaged_pct": "", "error": exc.problem})
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=["file", "damaged_pct", "error"])
-    writer.writeheader()
-    writer.writerows(rows)
-    (out / "results.csv").write_text(buf.getvalue())
+    from .runs import write_csv_atomic
+
+    write_csv_atomic(out / "results.csv", rows, ["file", "damaged_pct", "error"])
     return rows

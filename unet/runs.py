@@ -18,6 +18,7 @@ away. This module never imports Keras.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import re
@@ -58,6 +59,25 @@ def write_json_atomic(path: str | Path, obj: Any) -> None:
     finally:
         if tmp.exists():
             tmp.unlink(missing_ok=True)
+
+
+def write_csv_atomic(path: str | Path, rows: list[dict], fieldnames: list[str] | None = None) -> None:
+    """Write rows as CSV atomically; columns are ``fieldnames`` then any other keys, in order seen."""
+    keys = list(fieldnames or [])
+    for row in rows:
+        keys += [k for k in row if k not in keys]
+    buf = io.StringIO()
+    if keys:
+        writer = csv.DictWriter(buf, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(buf.getvalue())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def read_json(path: str | Path, default: Any = None) -> Any:
@@ -102,7 +122,7 @@ class TrainConfig:
     name: str = ""
 
     def validate(self) -> "TrainConfig":
-        from .model import PRESETS  # keras-free import guard is not needed here
+        from .model import PRESETS  # model.py imports Keras only when a model is built
 
         problems = []
         if self.preset not in PRESETS:
@@ -259,6 +279,15 @@ class Run:
         except OSError:
             return ""
         return "\n".join(text.splitlines()[-lines:])
+
+    def summary(self) -> dict:
+        """One row for run tables: state, preset, size, epochs, best and last validation Dice, error."""
+        st, cfg = self.status(), self.config()
+        dice = [h["val_dice"] for h in self.history() if isinstance(h.get("val_dice"), (int, float))]
+        return {"run": self.id, "state": st.get("state"), "preset": cfg.get("preset"), "size": cfg.get("size"),
+                "epochs": f"{self.epochs_done()}/{cfg.get('epochs')}", "best val Dice": max(dice, default=None),
+                "last val Dice": dice[-1] if dice else None, "started": st.get("started_at", ""),
+                "error": st.get("error") or ""}
 
     def best_model_path(self) -> Path | None:
         for p in (self.model_path, self.best_checkpoint):

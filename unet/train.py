@@ -14,9 +14,8 @@ Ctrl-C) ends training after the current batch and writes ``last.keras`` first.
 
 from __future__ import annotations
 
-import csv
+import contextlib
 import errno
-import io
 import math
 import os
 import signal
@@ -25,7 +24,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .runs import Run, TrainConfig, _now, process_identity, write_json_atomic
+from .runs import ACTIVE, Run, TrainConfig, _now, process_alive, process_identity, write_csv_atomic, write_json_atomic
 
 
 class StopRequested(Exception):
@@ -42,22 +41,6 @@ def _atomic_save(model, path: Path) -> None:
         raise OSError(exc.errno, exc.strerror, str(path)) from exc  # name the checkpoint, not a temp file
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _write_history(run: Run, rows: list[dict]) -> None:
-    if not rows:
-        run.history_path.unlink(missing_ok=True)
-        return
-    keys = list(rows[0])
-    for r in rows[1:]:
-        keys += [k for k in r if k not in keys]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=keys)
-    writer.writeheader()
-    writer.writerows(rows)
-    tmp = run.history_path.with_name(".history.csv.tmp")
-    tmp.write_text(buf.getvalue())
-    os.replace(tmp, run.history_path)
 
 
 def _callbacks(run: Run, cfg: TrainConfig, steps: int, val_steps: int, initial_epoch: int):
@@ -123,17 +106,15 @@ def _callbacks(run: Run, cfg: TrainConfig, steps: int, val_steps: int, initial_e
             row = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in sorted(logs.items())},
                    "seconds": round(time.monotonic() - self.epoch_t0, 2), "best": int(improved)}
             self.history = [r for r in self.history if int(r["epoch"]) < epoch + 1] + [row]
-            _write_history(run, self.history)
+            write_csv_atomic(run.history_path, self.history)
             write_json_atomic(run.state_path, {"epochs_done": epoch + 1, "best_val_dice": self.best})
             self._progress(steps, logs.get("loss", float("nan")), force=True)
             print(f"epoch {epoch + 1}/{cfg.epochs} " + " ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items())),
                   flush=True)
 
     cbs = [RunRecorder()]
-    import keras as _k
-
-    if _k.backend.backend() == "tensorflow":
-        cbs.append(_k.callbacks.TensorBoard(log_dir=str(run.dir / "tensorboard"), write_graph=False))
+    if keras.backend.backend() == "tensorflow":
+        cbs.append(keras.callbacks.TensorBoard(log_dir=str(run.dir / "tensorboard"), write_graph=False))
     return cbs
 
 
@@ -159,8 +140,7 @@ def _data(cfg: TrainConfig, log):
         log(f"skipped {p}")
     if not train_pairs:
         raise ValueError(f"{cfg.data}: no training photo could be read")
-    aug = Augment(scale=tuple(cfg.scale)) if cfg.augment else Augment(flip=False, rotate90=False, scale=(1.0, 1.0),
-                                                                      brightness=0.0, contrast=0.0)
+    aug = Augment(scale=tuple(cfg.scale)) if cfg.augment else Augment.none()
     steps = cfg.steps_per_epoch or max(1, math.ceil(len(train_pairs) / cfg.batch))
     train_b = PairBatcher(train_pairs, cfg.size, cfg.batch, aug, steps=steps, seed=cfg.seed)
     val_b = PairBatcher(val_pairs, cfg.size, cfg.batch, None) if val_pairs else None
@@ -208,15 +188,22 @@ def execute(run: Run, resume: bool = False) -> str:
 
     Never raises for a training failure: the error goes into ``status.json`` and the
     log, and the state is ``failed``.
+
+    Raises:
+        RuntimeError: another live process is already training this run (nothing is touched).
     """
     cfg = TrainConfig.from_dict(run.config())
 
     def log(msg: str) -> None:
         print(msg, flush=True)
 
+    status = run.raw_status()
+    owner = status.get("pid")
+    if (status.get("state") in ACTIVE and owner not in (None, os.getpid())
+            and process_alive(owner, status.get("pid_start"))):
+        raise RuntimeError(f"run {run.id} is already {status['state']} (process {owner})")
     _install_stop_signals(run)
     run.stop_path.unlink(missing_ok=True)
-    status = run.raw_status()
     status.update(state="running", error=None, **process_identity())
     status.setdefault("started_at", _now())
     if resume:
@@ -234,6 +221,7 @@ def execute(run: Run, resume: bool = False) -> str:
         prepare(cfg.device)
         import keras
 
+        from . import losses, metrics  # noqa: F401  registers the objects checkpoints refer to
         from .devices import setup_training
         from .model import build_unet, save_model
 
@@ -252,11 +240,9 @@ def execute(run: Run, resume: bool = False) -> str:
         if resume and initial_epoch >= cfg.epochs:
             log("all epochs already done")
         train_b.epoch = initial_epoch
-        scope = strategy.scope() if strategy is not None else _nullcontext()
+        scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
         with scope:
             if resume and run.last_checkpoint.exists():
-                from . import losses, metrics  # noqa: F401  registers custom objects
-
                 model = keras.saving.load_model(run.last_checkpoint, safe_mode=True)
                 log(f"resumed from {run.last_checkpoint.name} after {initial_epoch} completed epochs")
             else:
@@ -288,8 +274,6 @@ def execute(run: Run, resume: bool = False) -> str:
             state = "stopped"
         best = run.best_checkpoint if run.best_checkpoint.exists() else None
         if best is not None:
-            from . import losses, metrics  # noqa: F401
-
             final = keras.saving.load_model(best, safe_mode=True)
             save_model(final, run.model_path, threshold=cfg.threshold, preset=cfg.preset,
                        source=f"run {run.id}")
@@ -308,11 +292,3 @@ def execute(run: Run, resume: bool = False) -> str:
         print(f"could not record the final state {state}: {exc}", file=sys.stderr, flush=True)
     log(f"run {run.id} {state}" + (f": {error}" if error else ""))
     return state
-
-
-class _nullcontext:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
