@@ -64,6 +64,23 @@ def test_save_load_round_trip_under_safe_mode(tmp_path):
     assert loaded.predict_on_batch(np.zeros((1, 96, 128, 3), "uint8")).shape == (1, 96, 128, 1)
 
 
+def test_a_model_trained_in_mixed_precision_is_saved_computing_in_float32(tmp_path):
+    import keras
+
+    keras.mixed_precision.set_global_policy("mixed_bfloat16")
+    try:
+        model = build_unet("tiny", 64)
+        assert model.layers[2].dtype_policy.name == "mixed_bfloat16"
+        path = save_model(model, tmp_path / "m.keras")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    loaded = load_model(path)
+    assert {layer.dtype_policy.name for layer in loaded.layers} == {"float32"}
+    x = np.random.default_rng(1).integers(0, 256, (1, 64, 64, 3)).astype("uint8")
+    # same weights; float32 compute differs from the bfloat16 original only by rounding
+    np.testing.assert_allclose(model.predict_on_batch(x), loaded.predict_on_batch(x), atol=0.05)
+
+
 def test_model_with_lambda_layer_is_refused(tmp_path):
     import keras
 

@@ -237,6 +237,10 @@ def _input_side(model) -> int:
     return int(shape[1]) if shape and shape[1] else 256
 
 
+def _policy(name: str) -> dict:
+    return {"module": "keras", "class_name": "DTypePolicy", "config": {"name": name}, "registered_name": None}
+
+
 def _rebuild(model):
     """A fresh copy of the network with the same weights, accepting any input size."""
     import keras
@@ -245,6 +249,10 @@ def _rebuild(model):
     for layer in config["layers"]:
         if layer["class_name"] == "InputLayer":
             layer["config"]["batch_shape"] = [None, None, None, model.input_shape[-1]]
+        else:
+            # A model trained under mixed precision is saved computing in float32: the
+            # precision is chosen where it runs (see `with_precision`), not baked in.
+            layer["config"]["dtype"] = _policy("float32")
     clean = keras.Model.from_config(config)
     clean.set_weights(model.get_weights())
     return clean
@@ -261,8 +269,7 @@ def with_precision(model, policy: str = "mixed_bfloat16"):
     config = model.get_config()
     for layer in config["layers"]:
         if layer["class_name"] != "InputLayer" and layer["name"] != "damage":
-            layer["config"]["dtype"] = {"module": "keras", "class_name": "DTypePolicy",
-                                        "config": {"name": policy}, "registered_name": None}
+            layer["config"]["dtype"] = _policy(policy)
     fast = keras.Model.from_config(config)
     fast.set_weights(model.get_weights())
     return fast
