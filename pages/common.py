@@ -22,6 +22,24 @@ MODEL_PATH_KEY = "model_path"  # the picker's file, set once per rerun by the si
 _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
 
 
+def through_app() -> None:
+    """Make sure the app's entry point runs before this page (call first on every page).
+
+    Our pages live in ``pages/``, which Streamlit (1.67) also treats as its legacy
+    multipage folder: until ``st.navigation`` has run once in the server process, a
+    visitor who opens a page URL directly (a bookmark, after a restart) gets that file run
+    on its own, with every file of the folder in the sidebar and no model picker. Leave
+    that mode and rerun: the entry point then runs, and its navigation opens this page.
+    Only a session the entry point has never run for needs it (AppTest, which re-creates
+    the legacy mode on every run, has run the entry point first).
+    """
+    from streamlit.runtime.pages_manager import PagesManager
+
+    if PagesManager.uses_pages_directory and MODEL_PATH_KEY not in st.session_state:
+        PagesManager.uses_pages_directory = False
+        st.rerun()
+
+
 def md_escape(text: object) -> str:
     """Text from file names shown literally in markdown (no formatting, no HTML)."""
     return _MD_SPECIAL.sub(r"\\\1", str(text))

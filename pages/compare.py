@@ -11,11 +11,14 @@ import plotly.graph_objects as go
 import streamlit as st
 from PIL import Image
 
-from pages.common import RUNS_DIR, ensure_sample_data, get_model, known_datasets, md_escape, model_choices, split_folders
+from pages.common import (RUNS_DIR, ensure_sample_data, get_model, known_datasets, md_escape, model_choices,
+                          split_folders, through_app)
 from unet.data import load_pair, scan_dataset
 from unet.evaluate import evaluate_and_store, results_dir, stored_results
 from unet.imaging import ImageError
 from unet.model import ModelError
+
+through_app()
 
 METRICS = ["iou", "dice", "precision", "recall"]
 

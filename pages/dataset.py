@@ -7,10 +7,12 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from pages.common import ensure_sample_data, known_datasets, md_code, md_escape, resolve_dataset_path, scan
+from pages.common import ensure_sample_data, known_datasets, md_code, md_escape, resolve_dataset_path, scan, through_app
 from unet.data import load_pair
 from unet.imaging import ImageError
 from unet.predict import overlay
+
+through_app()
 
 PAGE_SIZE = 12
 

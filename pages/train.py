@@ -10,9 +10,11 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from pages.common import RUNS_DIR, ensure_sample_data, known_datasets, md_escape, resolve_dataset_path
+from pages.common import RUNS_DIR, ensure_sample_data, known_datasets, md_escape, resolve_dataset_path, through_app
 from unet.model import PRESETS
 from unet.runs import ACTIVE, TrainConfig, create_run, launch, list_runs, request_stop
+
+through_app()
 
 RUN_KEY = "train_run"
 

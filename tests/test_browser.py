@@ -14,6 +14,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -94,6 +95,16 @@ def _wait_idle(page) -> None:
     page.wait_for_selector("[data-testid='stStatusWidget']", state="detached", timeout=120_000)
 
 
+def test_a_page_url_opened_first_on_a_fresh_server_gets_the_app(server, page):
+    # First in this module: the server has served nobody yet. A bookmark to /detect must
+    # give the app (navigation, model picker), not Streamlit's legacy run of the file alone.
+    page.goto(f"{server['url']}/detect")
+    page.get_by_text("Model used by Detect").wait_for()
+    page.locator("input[type='file']").wait_for(state="attached")
+    nav = page.locator("[data-testid='stSidebarNav']").inner_text()
+    assert "Compare" in nav and "common" not in nav
+
+
 def test_home_and_dataset(server, page):
     page.goto(server["url"])
     page.get_by_text("Damage segmentation studio").first.wait_for()
@@ -128,6 +139,13 @@ def test_detect_upload_shows_three_images_and_percentage(server, page, tmp_path)
         assert float(line.inner_text().split("·")[2].split("%")[0]) > 0.5  # the bundled model finds the cracks
     _wait_idle(page)
     _shot(page, "detect")
+    # The download is the full-resolution mask at the shown threshold, encoded on the click.
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Mask PNG").first.click()
+    mask = np.asarray(Image.open(download.value.path()))
+    assert mask.shape == (600, 900) and set(np.unique(mask)) <= {0, 255}
+    shown = float(line.inner_text().split("·")[2].split("%")[0])
+    assert abs(100 * (mask == 255).mean() - shown) < 0.01
 
 
 def test_train_curve_gains_points(server, page):
