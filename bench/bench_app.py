@@ -51,7 +51,7 @@ def main() -> None:
     (run_dir / "status.json").write_text('{"state": "completed"}')
     save_model(load_model(a.model), run_dir / "model.keras")
     photos = []
-    for i in range(3):
+    for i in range(5):
         image, _, _ = damaged_wall(40 + i, 866, 1155)  # 1.0 MP
         photos.append(work / f"photo_{i}.jpg")
         Image.fromarray(image).save(photos[-1], quality=90)
@@ -93,16 +93,19 @@ def main() -> None:
             upload = page.locator("input[type='file']")
             upload.set_input_files(str(photos[0]))  # loads the model: not timed
             page.get_by_text("% damaged at threshold").wait_for()
-            times = []
+            times, server_seg = [], []
             for photo in photos[1:]:
                 t = time.perf_counter()
                 upload.set_input_files(str(photo))
-                page.get_by_text(re.compile(re.escape(photo.name) + r" · .* damaged at threshold")).wait_for()
+                line = page.get_by_text(re.compile(re.escape(photo.name) + r" · .* damaged at threshold"))
+                line.wait_for()
                 # Seeing the result: the photo's line and its four pictures decoded on screen.
                 page.wait_for_function(
                     "() => { const im = [...document.querySelectorAll(\"[data-testid='stImage'] img\")];"
                     " return im.length >= 4 && im.every(i => i.complete && i.naturalWidth > 0) }", polling=50)
                 times.append(time.perf_counter() - t)
+                # the page's own timing of the model call, inside the server
+                server_seg.append(float(re.search(r"segmented in ([0-9.]+) s", line.inner_text()).group(1)))
                 page.wait_for_selector("[data-testid='stStatusWidget']", state="detached")
         finally:
             server.terminate()
@@ -119,9 +122,12 @@ def main() -> None:
         t = time.perf_counter()
         pred.segment(image)
         seg_times.append(time.perf_counter() - t)
-    ui, seg = min(times), min(seg_times)
+    best = int(np.argmin(times))
+    ui, seg, inside = times[best], min(seg_times), server_seg[best]
     print(f"Detect, 1 MP photo, model warm: drop to result {ui:.2f} s; unet.segment alone {seg:.2f} s; "
           f"UI overhead {ui - seg:.2f} s (target <= 0.50)")
+    print(f"  of which: the model call inside the server {inside:.2f} s ({inside / seg:.2f}x its time alone: "
+          f"the browser shares these cores), everything else {ui - inside:.2f} s")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -7,6 +7,7 @@ Uploaded names are only shown (escaped), never used as paths.
 
 import hashlib
 import io
+import time
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +15,12 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from pages.common import SAMPLE_DIR, active_model_path, ensure_sample_data, get_model, md_escape, safe_file_name
+from pages.common import SAMPLE_DIR, active_model_path, ensure_sample_data, get_model, md_escape, safe_file_name, through_app
 from unet.imaging import ImageError, display_name, encode_png, read_image
 from unet.model import ModelError, model_info
 from unet.predict import heatmap, overlay
+
+through_app()
 
 TYPES = ["jpg", "jpeg", "png", "tif", "tiff", "bmp"]
 PREVIEW = 640  # longest side shown on the page; downloads keep full resolution
@@ -56,18 +59,20 @@ if not files:
 cache: dict = st.session_state.setdefault(CACHE_KEY, {})
 
 
-def probabilities(name: str, data: bytes):
-    """(image, probability) for this photo and model, computed once."""
+def result(name: str, data: bytes) -> dict:
+    """This photo's entry for this model: image, probability and the seconds the model took, computed once."""
     key = (hashlib.sha1(data).hexdigest(), model_path)
     if key not in cache:
         image = read_image(data, name=name)
         from unet.predict import predictor
 
         with st.spinner(f"Segmenting {name}..."):
+            start = time.perf_counter()
             prob = predictor(model).probability(image)
+            seconds = time.perf_counter() - start
         if len(cache) >= MAX_CACHED:
             cache.pop(next(iter(cache)))
-        cache[key] = (image, prob)
+        cache[key] = {"image": image, "prob": prob, "seconds": seconds}
     return cache[key]
 
 
@@ -83,35 +88,62 @@ def shrink(arr: np.ndarray) -> np.ndarray:
     return np.asarray(Image.fromarray(arr).resize(size, Image.BOX))
 
 
+def encoded(arr: np.ndarray, fmt: str) -> bytes:
+    """Preview bytes, encoded here once (Streamlit passes bytes through without re-encoding)."""
+    buf = io.BytesIO()
+    if fmt == "PNG":
+        Image.fromarray(arr).save(buf, "PNG", compress_level=1)
+    else:
+        Image.fromarray(arr).save(buf, "JPEG", quality=85)
+    return buf.getvalue()
+
+
+def views(entry: dict, threshold: float) -> dict:
+    """Everything shown for one photo at one threshold, computed once and kept.
+
+    The original and the heat map do not depend on the threshold; the percentage, mask
+    and overlay are kept for the last threshold. A rerun that changes nothing for this
+    photo (another photo dropped, a download clicked) redraws it from bytes alone.
+    """
+    if "original" not in entry:
+        entry["small_image"], entry["small_prob"] = shrink(entry["image"]), shrink(entry["prob"])
+        entry["original"] = encoded(entry["small_image"], "JPEG")
+        entry["heat"] = encoded(heatmap(entry["small_prob"]), "JPEG")
+    if entry.get("threshold") != threshold:
+        mask = entry["prob"] >= threshold
+        entry.update(threshold=threshold, pct=100.0 * float(mask.mean()),
+                     mask_view=encoded(shrink((mask * 255).astype(np.uint8)), "PNG"),
+                     overlay_view=encoded(overlay(entry["small_image"], entry["small_prob"] >= threshold), "JPEG"))
+    return entry
+
+
 rows = []
 for i, (name, data) in enumerate(files):
     safe = md_escape(name)
     box = st.container(border=True)
     try:
-        image, prob = probabilities(name, data)
+        entry = views(result(name, data), threshold)
     except ImageError as exc:
         box.error(f"**{safe}**: {md_escape(exc.problem)}")
         rows.append({"file": name, "damaged_pct": None, "width": None, "height": None, "error": exc.problem})
         continue
-    mask = prob >= threshold
-    pct = 100.0 * float(mask.mean())
-    h, w = mask.shape
+    image, prob, pct = entry["image"], entry["prob"], entry["pct"]
+    h, w = prob.shape
     rows.append({"file": name, "damaged_pct": round(pct, 4), "width": w, "height": h, "error": ""})
-    box.markdown(f"**{safe}** · {w}×{h} px · **{pct:.2f}% damaged** at threshold {threshold:.2f}")
-    # Previews are drawn from downscaled arrays (cheap on every rerun) and sent as JPEG;
-    # the full-resolution PNGs are encoded only when a download button is clicked.
-    small_image, small_prob = shrink(image), shrink(prob)
-    small_mask = small_prob >= threshold
+    box.markdown(f"**{safe}** · {w}×{h} px · **{pct:.2f}% damaged** at threshold {threshold:.2f} · "
+                 f"segmented in {entry['seconds']:.2f} s")
+    # Previews are downscaled and encoded once per photo (mask and overlay once per
+    # threshold); the full-resolution PNGs are encoded only when a download is clicked.
     c1, c2, c3, c4 = box.columns(4)
-    c1.image(small_image, caption="original", output_format="JPEG")
-    c2.image(shrink((mask * 255).astype(np.uint8)), caption="damage mask")
-    c3.image(overlay(small_image, small_mask), caption=f"overlay · {pct:.2f}% damaged", output_format="JPEG")
-    c4.image(heatmap(small_prob), caption="probability (dark = intact, yellow = damaged)", output_format="JPEG")
+    c1.image(entry["original"], caption="original")
+    c2.image(entry["mask_view"], caption="damage mask")
+    c3.image(entry["overlay_view"], caption=f"overlay · {pct:.2f}% damaged")
+    c4.image(entry["heat"], caption="probability (dark = intact, yellow = damaged)")
     stem = safe_file_name(Path(name).stem)
     d1, d2, _ = box.columns([1, 1, 2])
-    d1.download_button("Mask PNG", lambda mask=mask: encode_png(mask), file_name=f"{stem}_mask.png",
+    d1.download_button("Mask PNG", lambda p=prob, t=threshold: encode_png(p >= t), file_name=f"{stem}_mask.png",
                        mime="image/png", key=f"dl_mask_{i}", on_click="ignore")
-    d2.download_button("Overlay PNG", lambda image=image, mask=mask: encode_png(overlay(image, mask)),
+    d2.download_button("Overlay PNG", lambda im=image, p=prob, t=threshold: encode_png(overlay(im, p >= t)),
                        file_name=f"{stem}_overlay.png", mime="image/png", key=f"dl_overlay_{i}", on_click="ignore")
 
 table = pd.DataFrame(rows)

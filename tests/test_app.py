@@ -1,5 +1,6 @@
 """Every page through Streamlit's AppTest, with generated data and real tiny models."""
 
+import re
 import shutil
 from pathlib import Path
 
@@ -96,14 +97,22 @@ def test_detect_threshold_changes_the_percentage(app_env, trained_tiny):
                                                      ("notes.png", b"<html>", "image/png")]).run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("notes\\.png" in e.value and "not a photo" in e.value for e in at.error)  # in its own place
+    def result_line():
+        return next(m.value for m in at.markdown if "% damaged" in m.value)
+
     def pct():
-        line = next(m.value for m in at.markdown if "% damaged" in m.value)
-        return float(line.split("**")[3].split("%")[0])
+        return float(result_line().split("**")[3].split("%")[0])
+
+    def seconds():
+        return re.search(r"segmented in ([0-9.]+) s", result_line()).group(1)
+
+    took = seconds()
     at.slider(key="detect_threshold").set_value(0.05).run()
     low = pct()
     at.slider(key="detect_threshold").set_value(0.95).run()
     high = pct()
     assert low > high
+    assert seconds() == took  # moving the threshold re-thresholds; the model did not run again
     assert len(at.get("image")) >= 4  # original, mask, overlay, heat map
 
 
