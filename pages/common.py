@@ -144,10 +144,25 @@ def active_model_path() -> str | None:
     return st.session_state.get(MODEL_PATH_KEY)
 
 
+def _keep_keras_session() -> None:
+    """Stop Streamlit from clearing the Keras session after every script run.
+
+    Streamlit (1.67) calls ``keras.backend.clear_session()`` at the end of each run, for
+    apps that build a model inside the script. Ours are loaded once and cached; clearing
+    throws away TensorFlow's kernel caches and runs a full garbage collection (about
+    0.2 s with TensorFlow loaded, holding the GIL while the results wait to be sent).
+    """
+    from streamlit.runtime.scriptrunner import script_runner
+
+    if hasattr(script_runner, "_clean_problem_modules"):
+        script_runner._clean_problem_modules = lambda: None
+
+
 @st.cache_resource(max_entries=4, show_spinner="Loading the model...")
 def _load_model(path: str, mtime: float):
     from unet.model import load_model
 
+    _keep_keras_session()
     return load_model(path)
 
 

@@ -107,12 +107,18 @@ def test_detect_threshold_changes_the_percentage(app_env, trained_tiny):
         return re.search(r"segmented in ([0-9.]+) s", result_line()).group(1)
 
     took = seconds()
+    # Streamlit would clear the Keras session after each run (TensorFlow's kernel caches
+    # and a full garbage collection, 0.2 s): the app keeps it.
+    from keras.src.backend.common import global_state
+
+    global_state.set_global_attribute("unet_test_marker", 1)
     at.slider(key="detect_threshold").set_value(0.05).run()
     low = pct()
     at.slider(key="detect_threshold").set_value(0.95).run()
     high = pct()
     assert low > high
     assert seconds() == took  # moving the threshold re-thresholds; the model did not run again
+    assert global_state.get_global_attribute("unet_test_marker") == 1
     assert len(at.get("image")) >= 4  # original, mask, overlay, heat map
 
 
