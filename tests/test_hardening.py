@@ -46,6 +46,63 @@ def test_full_disk_fails_the_run_cleanly(tmp_path, sample_dir):
     assert "disk is full" in proc.stderr
 
 
+def _respect_permissions():
+    """In the training process: file permissions apply, even to root (as they would to a user)."""
+    if os.geteuid() == 0:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        for cap in (1, 2, 3):  # CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, CAP_FOWNER: gone after exec
+            if libc.prctl(24, cap, 0, 0, 0) != 0:  # PR_CAPBSET_DROP
+                raise OSError(ctypes.get_errno(), "cannot drop capabilities")
+
+
+def _start_run_respecting_permissions(run, runs_dir):
+    try:
+        return subprocess.run([sys.executable, "-m", "unet", "runs", "start", run.id, "--runs-dir", str(runs_dir)],
+                              cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=_respect_permissions,
+                              capture_output=True, text=True, timeout=180)
+    except subprocess.SubprocessError as exc:
+        if "preexec_fn" in str(exc):
+            pytest.skip(f"cannot make file permissions apply to the training process here: {exc}")
+        raise
+
+
+def test_checkpoint_folder_unwritable_fails_the_run_with_a_clear_status(tmp_path, sample_dir):
+    run = create_run(TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=2, batch=4), tmp_path)
+    ckpt = run.last_checkpoint.parent
+    ckpt.mkdir(parents=True, exist_ok=True)
+    ckpt.chmod(0o555)  # e.g. a folder whose permissions changed under the run
+    try:
+        proc = _start_run_respecting_permissions(run, tmp_path)
+    finally:
+        ckpt.chmod(0o755)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    status = json.loads(run.status_path.read_text())
+    assert status["state"] == "failed"
+    assert "cannot be written" in status["error"] and "last.keras" in status["error"], status["error"]
+    assert "Permission denied" in status["error"]
+    assert not list(ckpt.iterdir())  # nothing half-written
+
+
+def test_run_folder_unwritable_exits_with_a_message_naming_it(tmp_path, sample_dir):
+    run = create_run(TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=2, batch=4), tmp_path)
+    before = {p.name: p.read_bytes() for p in run.dir.iterdir() if p.is_file()}
+    run.dir.chmod(0o555)
+    for p in run.dir.iterdir():
+        p.chmod(0o444)
+    try:
+        proc = _start_run_respecting_permissions(run, tmp_path)
+    finally:
+        run.dir.chmod(0o755)
+        for p in run.dir.iterdir():
+            p.chmod(0o644)
+    assert proc.returncode != 0
+    assert str(run.dir) in proc.stderr and "Permission denied" in proc.stderr, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1].endswith("its status could not be recorded (see the message above)")
+    assert {p.name: p.read_bytes() for p in run.dir.iterdir() if p.is_file()} == before  # nothing lost or changed
+
+
 def test_run_outlives_the_process_that_started_it(tmp_path, sample_dir):
     """The app (here: a short-lived parent process) goes away; the run goes on; a new app re-attaches."""
     run = create_run(TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=3, batch=4), tmp_path)

@@ -103,7 +103,8 @@ def cmd_train(a) -> int:
 def _final(run, state: str) -> int:
     st = run.status()
     if state == "failed":
-        print(f"error: run {run.id} failed: {st.get('error')}", file=sys.stderr)
+        reason = st.get("error") or "its status could not be recorded (see the message above)"
+        print(f"error: run {run.id} failed: {reason}", file=sys.stderr)
         return 1
     print(f"run {run.id} {state}; model: {run.model_path if run.model_path.exists() else 'none yet'}")
     return 0
