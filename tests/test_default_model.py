@@ -9,8 +9,8 @@ from unet.predict import segment
 
 # Measured when the model was made (models/MODEL_CARD.md); floors leave room for
 # numeric differences between machines, not for a worse model.
-SYNTHETIC_F1_FLOOR = 0.30  # measured 0.389 (mean of 8 generated walls, seeds 1000-1007)
-MASONRY_VAL_F1_FLOOR = 0.79  # measured 0.804 at the shipped threshold
+SYNTHETIC_F1_FLOOR = 0.40  # measured 0.466 (mean of 8 generated walls, seeds 1000-1007)
+VAL_F1_FLOOR = {"masonry": 0.80, "deepcrack": 0.83}  # measured 0.807 and 0.840 at the shipped threshold
 
 
 @pytest.fixture(scope="module")
@@ -42,10 +42,13 @@ def test_finds_the_cracks_in_a_generated_wall(default_model):
     assert np.mean(f1s) >= SYNTHETIC_F1_FLOOR, f1s
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "masonry" / "val").is_dir(), reason="../shared/data is absent")
-def test_masonry_val_f1_regression(default_model):
+@pytest.mark.parametrize("dataset", ["masonry", "deepcrack"])
+def test_val_f1_regression(default_model, dataset):
     from unet.evaluate import eval_samples, evaluate
 
-    samples, _ = eval_samples(SHARED_DATA / "masonry" / "val")
-    result = evaluate(default_model, samples)
-    assert result["dice"] >= MASONRY_VAL_F1_FLOOR, result
+    split = SHARED_DATA / dataset / "val"
+    if not split.is_dir():
+        pytest.skip("../shared/data is absent")
+    samples, _ = eval_samples(split)
+    result = evaluate(default_model, samples, save_masks=False)
+    assert result["dice"] >= VAL_F1_FLOOR[dataset], result
