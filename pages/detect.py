@@ -15,7 +15,8 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from pages.common import SAMPLE_DIR, active_model_path, ensure_sample_data, get_model, md_escape, safe_file_name, through_app
+from pages.common import (SAMPLE_DIR, active_model_path, ensure_sample_data, get_model, md_escape, safe_file_name,
+                          through_app)
 from unet.imaging import ImageError, display_name, encode_png, read_image
 from unet.model import ModelError, model_info
 from unet.predict import heatmap, overlay
@@ -83,18 +84,13 @@ def shrink(arr: np.ndarray) -> np.ndarray:
         return arr
     scale = PREVIEW / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
-    if arr.dtype == np.float32:
-        return np.asarray(Image.fromarray(arr, mode="F").resize(size, Image.BOX))
-    return np.asarray(Image.fromarray(arr).resize(size, Image.BOX))
+    return np.asarray(Image.fromarray(arr).resize(size, Image.BOX))  # float32 maps become mode "F"
 
 
-def encoded(arr: np.ndarray, fmt: str) -> bytes:
+def jpeg(arr: np.ndarray) -> bytes:
     """Preview bytes, encoded here once (Streamlit passes bytes through without re-encoding)."""
     buf = io.BytesIO()
-    if fmt == "PNG":
-        Image.fromarray(arr).save(buf, "PNG", compress_level=1)
-    else:
-        Image.fromarray(arr).save(buf, "JPEG", quality=85)
+    Image.fromarray(arr).save(buf, "JPEG", quality=85)
     return buf.getvalue()
 
 
@@ -107,13 +103,13 @@ def views(entry: dict, threshold: float) -> dict:
     """
     if "original" not in entry:
         entry["small_image"], entry["small_prob"] = shrink(entry["image"]), shrink(entry["prob"])
-        entry["original"] = encoded(entry["small_image"], "JPEG")
-        entry["heat"] = encoded(heatmap(entry["small_prob"]), "JPEG")
+        entry["original"] = jpeg(entry["small_image"])
+        entry["heat"] = jpeg(heatmap(entry["small_prob"]))
     if entry.get("threshold") != threshold:
         mask = entry["prob"] >= threshold
         entry.update(threshold=threshold, pct=100.0 * float(mask.mean()),
-                     mask_view=encoded(shrink((mask * 255).astype(np.uint8)), "PNG"),
-                     overlay_view=encoded(overlay(entry["small_image"], entry["small_prob"] >= threshold), "JPEG"))
+                     mask_view=encode_png(shrink((mask * 255).astype(np.uint8))),
+                     overlay_view=jpeg(overlay(entry["small_image"], entry["small_prob"] >= threshold)))
     return entry
 
 

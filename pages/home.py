@@ -5,7 +5,8 @@ import json
 import pandas as pd
 import streamlit as st
 
-from pages.common import RUNS_DIR, active_model_path, ensure_sample_data, known_datasets, md_code, md_escape, through_app
+from pages.common import (RUNS_DIR, active_model_path, ensure_sample_data, known_datasets, md_code, md_escape,
+                          through_app)
 from unet.devices import detect_hardware
 from unet.runs import list_runs
 
