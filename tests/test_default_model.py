@@ -9,8 +9,8 @@ from unet.predict import segment
 
 # Measured when the model was made (models/MODEL_CARD.md); floors leave room for
 # numeric differences between machines, not for a worse model.
-SYNTHETIC_F1_FLOOR = 0.40  # measured 0.466 (mean of 8 generated walls, seeds 1000-1007)
-VAL_F1_FLOOR = {"masonry": 0.80, "deepcrack": 0.83}  # measured 0.807 and 0.840 at the shipped threshold
+SYNTHETIC_F1_FLOOR = 0.40  # measured 0.470 (mean of 8 generated walls, seeds 1000-1007)
+VAL_F1_FLOOR = {"masonry": 0.79, "deepcrack": 0.845}  # measured 0.800 and 0.856 at the shipped threshold
 
 
 @pytest.fixture(scope="module")
