@@ -54,15 +54,13 @@ clean:
 # each stage takes minutes. The threshold is then chosen on the validation splits. Each
 # stage starts from the model the previous one saved.
 SHARED_DATA ?= ../shared/data
+# $(call stage,CONFIG,NAME,DEST): train models/CONFIG.json, copy its newest run's model to DEST.
+stage = $(BIN)/python -m unet train --config models/$(1).json --runs-dir runs && \
+	run=$$(ls -td runs/*-$(2)-???? | head -1) && cp $$run/model.keras $(3)
 default-model: setup
-	$(BIN)/python -m unet train --config models/default.train.json --runs-dir runs
-	cp $$(ls -td runs/*-default-???? | head -1)/model.keras runs/default-stage1.keras
-	$(BIN)/python -m unet train --config models/default.finetune.json --runs-dir runs
-	cp $$(ls -td runs/*-default-finetune-???? | head -1)/model.keras runs/default-stage2.keras
-	$(BIN)/python -m unet train --config models/default.long.json --runs-dir runs
-	cp $$(ls -td runs/*-default-long-???? | head -1)/model.keras runs/default-stage3.keras
-	$(BIN)/python -m unet train --config models/default.context.json --runs-dir runs
-	run=$$(ls -td runs/*-default-context-???? | head -1); \
-	cp $$run/model.keras models/default.keras && cp $$run/model.json models/default.json
+	$(call stage,default.train,default,runs/default-stage1.keras)
+	$(call stage,default.finetune,default-finetune,runs/default-stage2.keras)
+	$(call stage,default.long,default-long,runs/default-stage3.keras)
+	$(call stage,default.context,default-context,models/default.keras) && cp $$run/model.json models/default.json
 	$(BIN)/python -m unet calibrate --model models/default.keras --write \
 	  --data $(SHARED_DATA)/masonry/val $(SHARED_DATA)/deepcrack/val
