@@ -64,6 +64,18 @@ def test_save_load_round_trip_under_safe_mode(tmp_path):
     assert loaded.predict_on_batch(np.zeros((1, 96, 128, 3), "uint8")).shape == (1, 96, 128, 1)
 
 
+def test_resaving_a_loaded_model_keeps_its_training_size_and_threshold(tmp_path):
+    # A loaded model accepts any size, so its training size (the tile it predicts in)
+    # lives only in the sidecar; saving it again must carry it, or it would predict in
+    # the wrong tiles at the wrong threshold.
+    first = save_model(build_unet("tiny", 64), tmp_path / "a.keras", threshold=0.6, preset="tiny")
+    again = model_info(load_model(save_model(load_model(first), tmp_path / "b.keras")))
+    assert (again.input_size, again.threshold, again.preset) == (64, 0.6, "tiny")
+    # a value given when saving still wins
+    third = model_info(load_model(save_model(load_model(first), tmp_path / "c.keras", threshold=0.4)))
+    assert (third.input_size, third.threshold) == (64, 0.4)
+
+
 def test_a_model_trained_in_mixed_precision_is_saved_computing_in_float32(tmp_path):
     import keras
 

@@ -92,6 +92,14 @@ def test_batch_path_equals_one_by_one(tiny_model):
         assert seg.mask.shape == image.shape[:2]
 
 
+def test_default_pass_size_shrinks_with_the_tile_and_changes_nothing_but_speed(tiny_model):
+    image = _smooth_photo(420, 500, seed=3)
+    big = Predictor(tiny_model, tile=384, precision="float32")
+    assert big.batch_size == 1 and Predictor(tiny_model, tile=256).batch_size == 4
+    forced = Predictor(tiny_model, tile=384, batch_size=4, precision="float32")
+    np.testing.assert_allclose(big.probability(image), forced.probability(image), atol=1e-5)
+
+
 def test_bfloat16_copy_agrees_with_float32(tiny_model):
     image = rgb(128, 128, 3)
     full = Predictor(tiny_model, tile=128).probability(image)

@@ -298,7 +298,12 @@ def save_model(model, path: str | Path, **info) -> Path:
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
     clean.save(tmp)
     os.replace(tmp, path)
-    meta = {"input_size": _input_side(model), **info}  # the training size
+    # A model from `load_model` keeps what its sidecar said (training size, threshold, ...):
+    # its rebuilt network accepts any size, so the size cannot be read off it again.
+    known = _INFO.get(model)
+    meta = {"input_size": _input_side(model)} if known is None else {
+        k: v for k, v in asdict(known).items() if k != "path" and v != ""}
+    meta.update(info)
     side = path.with_suffix(".json")
     tmp_side = side.with_name(f".{side.name}.tmp")
     tmp_side.write_text(json.dumps(meta, indent=2))

@@ -64,6 +64,9 @@ def _starts(length: int, tile: int, stride: int) -> list[int]:
     return starts
 
 
+PASS_PIXELS = 4 * 256 * 256  # pixels per forward pass when no batch size is named
+
+
 class Predictor:
     """Runs one model over tiles in fixed-shape batches (one compiled graph).
 
@@ -72,12 +75,15 @@ class Predictor:
         tile: tile side in pixels (a multiple of 16); defaults to the larger of the
             model's training size and 256.
         margin: overlap margin; defaults to tile // 8.
-        batch_size: tiles per forward pass.
+        batch_size: tiles per forward pass; defaults to as many as hold about four
+            256x256 tiles' pixels (4 at 256, 1 at 384 and above). Larger passes run slower
+            per pixel on a CPU: a 1 MP photo in 384 tiles took 2.13 s in passes of 4 and
+            1.42 s in passes of 1 (bfloat16, 2 cores; docs/benchmarks.md).
         precision: ``float32``, or ``bfloat16`` for about twice the speed on CPUs with
             native bfloat16 (see docs/benchmarks.md for the accuracy cost).
     """
 
-    def __init__(self, model, tile: int | None = None, margin: int | None = None, batch_size: int = 4,
+    def __init__(self, model, tile: int | None = None, margin: int | None = None, batch_size: int | None = None,
                  precision: str = "float32"):
         from .model import model_info, with_precision
 
@@ -91,7 +97,7 @@ class Predictor:
         if self.tile % 16:
             raise ValueError(f"tile size {self.tile} is not a multiple of 16")
         self.margin = int(self.tile // 8 if margin is None else margin)
-        self.batch_size = batch_size
+        self.batch_size = int(batch_size or max(1, PASS_PIXELS // self.tile**2))
         self.window = _window(self.tile, self.margin)
         # One model object serves every browser session of the app; Keras builds its
         # predict function lazily and is not guaranteed thread-safe, so calls take turns.
