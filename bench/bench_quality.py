@@ -4,7 +4,8 @@
 
 For each model: F1 (= Dice), precision and recall on masonry/val and deepcrack/val at the
 model's own threshold (its .json sidecar; 0.7 for the seed baseline, as in the original
-scripts), plus the same in bfloat16 for the first model (F1 must stay within 0.01).
+scripts), plus the same in bfloat16 for the first model (F1 must stay within 0.01) and
+in careful mode (each photo's mirror images averaged in; `--no-flips` skips it).
 Needs ../shared/data; exits 0 with a note when it is absent.
 """
 
@@ -22,11 +23,11 @@ SHARED = ROOT.parent / "shared" / "data"
 SPLITS = {"masonry": SHARED / "masonry" / "val", "deepcrack": SHARED / "deepcrack" / "val"}
 
 
-def scores(model, threshold: float | None, precision: str = "float32") -> dict[str, dict]:
+def scores(model, threshold: float | None, precision: str = "float32", flips: bool = False) -> dict[str, dict]:
     from unet.evaluate import eval_samples, evaluate
     from unet.predict import Predictor
 
-    runner = Predictor(model, precision=precision)
+    runner = Predictor(model, precision=precision, flips=flips)
     out = {}
     for name, split in SPLITS.items():
         samples, problems = eval_samples(split)
@@ -39,6 +40,7 @@ def main() -> None:
     ap.add_argument("--model", default=str(ROOT / "models" / "default.keras"))
     ap.add_argument("--baseline", help="the seed-recipe model to compare (threshold 0.7)")
     ap.add_argument("--no-bf16", action="store_true")
+    ap.add_argument("--no-flips", action="store_true")
     a = ap.parse_args()
     if not all(p.is_dir() for p in SPLITS.values()):
         print(f"# {SHARED} is absent: nothing to measure")
@@ -65,6 +67,11 @@ def main() -> None:
         for name, r in scores(model, None, "bfloat16").items():
             print(f"{name:<10} F1 {r['dice']:.4f}  ({r['dice'] - base[name]['dice']:+.4f} vs float32; "
                   f"target within 0.01)")
+    if not a.no_flips:
+        print("# careful mode (mirror images averaged in), same model and threshold, float32")
+        for name, r in scores(model, None, flips=True).items():
+            print(f"{name:<10} F1 {r['dice']:.4f}  precision {r['precision']:.4f}  recall {r['recall']:.4f}  "
+                  f"({r['dice'] - base[name]['dice']:+.4f}; best F1 {r['best_f1']:.4f} at {r['best_threshold']:.3f})")
 
 
 if __name__ == "__main__":

@@ -4,6 +4,7 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -120,6 +121,12 @@ def test_detect_threshold_changes_the_percentage(app_env, trained_tiny):
     assert seconds() == took  # moving the threshold re-thresholds; the model did not run again
     assert global_state.get_global_attribute("unet_test_marker") == 1
     assert len(at.get("image")) >= 4  # original, mask, overlay, heat map
+    # Careful mode segments again (mirror images averaged), and says so on the result line.
+    at.toggle(key="detect_flips").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert "(careful mode)" in result_line()
+    by_mode = {key[2]: entry["prob"] for key, entry in at.session_state["detect_results"].items()}
+    assert set(by_mode) == {False, True} and not np.array_equal(by_mode[False], by_mode[True])
 
 
 def test_compare_two_runs(app_env, trained_tiny):

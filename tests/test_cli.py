@@ -3,6 +3,8 @@
 import csv
 import json
 
+from PIL import Image
+
 from conftest import run_cli
 
 
@@ -41,6 +43,17 @@ def test_train_predict_evaluate_and_runs(tmp_path, sample_dir):
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(open(out / "results.csv")))
     assert any(r["error"] for r in rows) and any(r["damaged_pct"] for r in rows)
+
+    # careful mode: a photo and its mirror image come out the same
+    photo = sorted((sample_dir / "test").rglob("images/*.png"))[0]
+    Image.open(photo).transpose(Image.FLIP_LEFT_RIGHT).save(tmp_path / "mirrored.png")
+    proc = run_cli("predict", "--model", str(model), "--out", str(tmp_path / "careful"), str(photo),
+                   str(tmp_path / "mirrored.png"), "--flips")
+    assert proc.returncode == 0, proc.stderr
+    pcts = [float(r["damaged_pct"]) for r in csv.DictReader(open(tmp_path / "careful" / "results.csv"))]
+    assert len(pcts) == 2 and abs(pcts[0] - pcts[1]) < 0.01
+    _one_line_error(run_cli("evaluate", "--run", run_id, "--runs-dir", str(runs), "--data",
+                            str(sample_dir / "test"), "--flips"))  # Compare shows plain predictions only
 
     proc = run_cli("evaluate", "--run", run_id, "--runs-dir", str(runs), "--data", str(sample_dir / "test"), "--json")
     assert proc.returncode == 0, proc.stderr

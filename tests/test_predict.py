@@ -100,6 +100,21 @@ def test_default_pass_size_shrinks_with_the_tile_and_changes_nothing_but_speed(t
     np.testing.assert_allclose(big.probability(image), forced.probability(image), atol=1e-5)
 
 
+def test_careful_mode_averages_mirror_images(tiny_model):
+    # Averaged over all four mirror images, the answer no longer depends on which way round
+    # the photo is: the mirrored photo's map is the mirror of the photo's map. Tiled too.
+    image = _smooth_photo(300, 416, seed=5)
+    careful = Predictor(tiny_model, tile=256, precision="float32", flips=True)
+    plain = Predictor(tiny_model, tile=256, precision="float32")
+    prob = careful.probability(image)
+    np.testing.assert_allclose(careful.probability(image[:, ::-1])[:, ::-1], prob, atol=1e-5)
+    np.testing.assert_allclose(careful.probability(image[::-1])[::-1], prob, atol=1e-5)
+    assert not np.allclose(plain.probability(image[:, ::-1])[:, ::-1], plain.probability(image), atol=1e-3)
+    small = [rgb(100, 60, 9), rgb(256, 256, 1)]  # the batch path too
+    for image, seg in zip(small, careful.segment_many(small, threshold=0.5)):
+        np.testing.assert_allclose(seg.probability, careful.probability(image), atol=1e-5)
+
+
 def test_bfloat16_copy_agrees_with_float32(tiny_model):
     image = rgb(128, 128, 3)
     full = Predictor(tiny_model, tile=128).probability(image)

@@ -125,7 +125,8 @@ def cmd_predict(a) -> int:
     if not collect_images(a.inputs):
         raise CliError("no image files found in the given folders")
     model = _load(a.model)
-    rows = predict_files(model, a.inputs, a.out, threshold=a.threshold, progress=_progress("segmenting"))
+    rows = predict_files(model, a.inputs, a.out, threshold=a.threshold, progress=_progress("segmenting"),
+                         flips=a.flips)
     bad = [r for r in rows if r["error"]]
     for r in rows:
         print(f"{r['file']}: " + (f"error: {r['error']}" if r["error"] else f"{r['damaged_pct']:.2f}% damaged"))
@@ -137,6 +138,9 @@ def cmd_evaluate(a) -> int:
     from .evaluate import eval_samples, evaluate, evaluate_and_store, results_dir
 
     model_path, out, run = a.model, a.out, None
+    if a.run and a.flips and not a.out:
+        raise CliError("--flips results are not stored in the run (Compare shows plain predictions); "
+                       "give --out for them")
     if a.run:
         from .runs import get_run
 
@@ -157,13 +161,17 @@ def cmd_evaluate(a) -> int:
         result = evaluate_and_store(model, model_path, a.data, run.dir.parent, threshold=a.threshold,
                                     progress=_progress("evaluating"), samples=samples, problems=problems)
     else:
+        from .predict import predictor
+
         result = evaluate(model, samples, threshold=a.threshold, out_dir=out, problems=problems,
-                          progress=_progress("evaluating"), meta={"data": str(Path(a.data).resolve()),
-                                                                 "model": str(model_path or "default")})
+                          progress=_progress("evaluating"), runner=predictor(model, a.flips),
+                          meta={"data": str(Path(a.data).resolve()), "model": str(model_path or "default"),
+                                "flips": a.flips})
     if a.json:
         print(json.dumps(result))
     else:
-        print(f"{result['n_images']} images at threshold {result['threshold']:.2f}: "
+        print(f"{result['n_images']} images at threshold {result['threshold']:.2f}"
+              f"{' (averaged over mirror images)' if a.flips else ''}: "
               f"IoU {result['iou']:.4f}  Dice/F1 {result['dice']:.4f}  precision {result['precision']:.4f}  "
               f"recall {result['recall']:.4f}  (best F1 {result['best_f1']:.4f} at {result['best_threshold']:.3f})")
         if out:
@@ -295,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--model", help=".keras file (default: the bundled model)")
     p.add_argument("--threshold", type=_threshold, help="damage probability threshold (default: the model's)")
+    p.add_argument("--flips", action="store_true",
+                   help="also segment each photo's mirror images and average (4x the time, slightly more accurate)")
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="IoU, Dice, precision and recall of a model on a split")
@@ -304,6 +314,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--run", help="a run id: evaluates its model and stores results in the run folder")
     p.add_argument("--threshold", type=_threshold)
     p.add_argument("--out", help="folder for metrics.json, per_image.csv, pr_curve.csv")
+    p.add_argument("--flips", action="store_true",
+                   help="also segment each photo's mirror images and average (4x the time, slightly more accurate)")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _runs_dir_arg(p)
     p.set_defaults(func=cmd_evaluate)

@@ -64,6 +64,8 @@ def _starts(length: int, tile: int, stride: int) -> list[int]:
     return starts
 
 
+# A photo (H, W, ...) and its mirror images, for test-time augmentation; each is its own inverse.
+_FLIPS = (lambda a: a, lambda a: a[:, ::-1], lambda a: a[::-1], lambda a: a[::-1, ::-1])
 PASS_PIXELS = 4 * 256 * 256  # pixels per forward pass when no batch size is named
 
 
@@ -81,10 +83,13 @@ class Predictor:
             1.42 s in passes of 1 (bfloat16, 2 cores; docs/benchmarks.md).
         precision: ``float32``, or ``bfloat16`` for about twice the speed on CPUs with
             native bfloat16 (see docs/benchmarks.md for the accuracy cost).
+        flips: test-time augmentation. ``True`` averages each tile's probabilities over
+            the tile and its three mirror images (left-right, up-down, both): four
+            times the work, for a few thousandths of F1 (MODEL_CARD.md has the numbers).
     """
 
     def __init__(self, model, tile: int | None = None, margin: int | None = None, batch_size: int | None = None,
-                 precision: str = "float32"):
+                 precision: str = "float32", flips: bool = False):
         from .model import model_info, with_precision
 
         info = model_info(model)
@@ -99,6 +104,7 @@ class Predictor:
         self.margin = int(self.tile // 8 if margin is None else margin)
         self.batch_size = int(batch_size or max(1, PASS_PIXELS // self.tile**2))
         self.window = _window(self.tile, self.margin)
+        self.flips = bool(flips)
         # One model object serves every browser session of the app; Keras builds its
         # predict function lazily and is not guaranteed thread-safe, so calls take turns.
         self._lock = threading.Lock()
@@ -119,6 +125,16 @@ class Predictor:
 
     def probability(self, image: np.ndarray) -> np.ndarray:
         """Damage probability (H, W) for an RGB uint8 photo of any size.
+
+        With ``flips``, the mean of the maps of the photo and its mirror images, each mapped
+        back: the same answer whichever way round the photo was taken.
+        """
+        if not self.flips:
+            return self._probability(image)
+        return sum(flip(self._probability(flip(image))) for flip in _FLIPS) / len(_FLIPS)
+
+    def _probability(self, image: np.ndarray) -> np.ndarray:
+        """The map of one photo, one way round.
 
         Tiles are cut straight from the photo with mirrored indices (no padded copy) and
         blended in a band one tile high that moves down the photo, so memory beyond the
@@ -161,12 +177,15 @@ class Predictor:
         results: list[Segmentation | None] = [None] * len(images)
         small = [i for i, im in enumerate(images) if _check_rgb(im) and im.shape[0] <= self.tile
                  and im.shape[1] <= self.tile]
+        flips = _FLIPS if self.flips else _FLIPS[:1]
         for start in range(0, len(small), self.batch_size):
             idx = small[start : start + self.batch_size]
-            probs = self.forward(np.stack([_mirror_tile(images[i], 0, 0, self.tile) for i in idx]))
-            for i, p in zip(idx, probs):
+            probs = self.forward(np.stack([_mirror_tile(flip(images[i]), 0, 0, self.tile) for i in idx
+                                           for flip in flips]))
+            for j, i in enumerate(idx):
                 h, w = images[i].shape[:2]
-                prob = p[:h, :w]
+                views = probs[j * len(flips) : (j + 1) * len(flips)]
+                prob = sum(flip(p[:h, :w]) for flip, p in zip(flips, views)) / len(flips)
                 mask = prob >= t
                 results[i] = Segmentation(prob, mask, 100.0 * float(mask.mean()), t)
         for i, im in enumerate(images):
@@ -205,7 +224,7 @@ def _emit(out, acc, weight, y0, m, h, w) -> None:
     out[top:bottom] = a / np.maximum(wt, 1e-6)
 
 
-_PREDICTORS: "dict[int, tuple[object, Predictor]]" = {}
+_PREDICTORS: "dict[tuple[int, bool], tuple[object, Predictor]]" = {}
 _PREDICTORS_LOCK = threading.Lock()
 
 
@@ -223,18 +242,19 @@ def default_precision() -> str:
     return "bfloat16" if on_cpu and cpu_has_bf16() else "float32"
 
 
-def predictor(model) -> Predictor:
-    """A cached :class:`Predictor` with default settings for ``model`` (one per model object)."""
-    key = id(model)
+def predictor(model, flips: bool = False) -> Predictor:
+    """A cached :class:`Predictor` with default settings for ``model`` (one per model object
+    and ``flips`` setting)."""
+    key = (id(model), bool(flips))
     with _PREDICTORS_LOCK:
         hit = _PREDICTORS.get(key)
         if hit is None or hit[0] is not model:
-            hit = (model, Predictor(model, precision=default_precision()))
+            hit = (model, Predictor(model, precision=default_precision(), flips=flips))
             _PREDICTORS[key] = hit
     return hit[1]
 
 
-def segment(model, image: np.ndarray, threshold: float | None = None) -> Segmentation:
+def segment(model, image: np.ndarray, threshold: float | None = None, flips: bool = False) -> Segmentation:
     """Find the damaged pixels of one photo.
 
     Args:
@@ -242,6 +262,8 @@ def segment(model, image: np.ndarray, threshold: float | None = None) -> Segment
         image: RGB uint8 array (H, W, 3) of any size.
         threshold: probability at which a pixel counts as damaged; None uses the
             model's own threshold (from its model card), else 0.5.
+        flips: average over the photo's mirror images too (4x the time; see
+            :class:`Predictor`).
 
     Returns:
         A :class:`Segmentation` at the photo's own resolution.
@@ -250,7 +272,7 @@ def segment(model, image: np.ndarray, threshold: float | None = None) -> Segment
         >>> seg = segment(load_model(), read_image("wall.jpg"))
         >>> f"{seg.damaged_pct:.1f}% damaged"
     """
-    return predictor(model).segment(image, threshold)
+    return predictor(model, flips).segment(image, threshold)
 
 
 # ---------------------------------------------------------------------------------
@@ -300,6 +322,7 @@ def predict_files(
     out_dir: str | Path,
     threshold: float | None = None,
     progress: Callable[[Iterable], Iterable] | None = None,
+    flips: bool = False,
 ) -> list[dict]:
     """Segment files and folders; write ``<stem>_mask.png``, ``<stem>_overlay.png`` and ``results.csv``.
 
@@ -310,7 +333,7 @@ def predict_files(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pred = predictor(model)
+    pred = predictor(model, flips)
     files = collect_images(inputs)
     rows, used = [], set()
     for path in progress(files) if progress else files:
