@@ -116,6 +116,15 @@ def main() -> None:
                   f"Home complete {t_home:.2f} s")
 
             page.goto(f"{url}/detect")
+            # The picker starts on the bundled model: choose the run holding the benched model,
+            # so the page and `segment` alone below run the same file (same tiles, threshold).
+            sidebar = page.locator("section[data-testid='stSidebar']")
+            sidebar.locator("[data-testid='stSelectbox']").click()
+            page.locator("[role='option']", has_text=f"Run {run_dir.name}").click()
+            page.wait_for_function("n => ((document.querySelector(\"section[data-testid='stSidebar'] "
+                                   "input[role='combobox']\") || {}).value || '').startsWith(n)",
+                                   arg=f"Run {run_dir.name}", timeout=20_000)
+            page.wait_for_selector("[data-testid='stStatusWidget']", state="detached")
             upload = page.locator("input[type='file']")
             upload.set_input_files(str(photos[0]))  # loads the model: not timed
             page.get_by_text("% damaged at threshold").wait_for()
