@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import rgb
-from unet.predict import Predictor, heatmap, overlay, predict_files, segment
+from unet.predict import Predictor, heatmap, overlay, predict_files, predictor, segment
 
 
 def _smooth_photo(h, w, seed=0):
@@ -110,6 +110,9 @@ def test_careful_mode_averages_mirror_images(tiny_model):
     np.testing.assert_allclose(careful.probability(image[:, ::-1])[:, ::-1], prob, atol=1e-5)
     np.testing.assert_allclose(careful.probability(image[::-1])[::-1], prob, atol=1e-5)
     assert not np.allclose(plain.probability(image[:, ::-1])[:, ::-1], plain.probability(image), atol=1e-3)
+    # the shared careful predictor reuses the plain one's model copy (no second build)
+    assert predictor(tiny_model, flips=True).model is predictor(tiny_model).model
+    assert predictor(tiny_model, flips=True).flips and not predictor(tiny_model).flips
     small = [rgb(100, 60, 9), rgb(256, 256, 1)]  # the batch path too
     for image, seg in zip(small, careful.segment_many(small, threshold=0.5)):
         np.testing.assert_allclose(seg.probability, careful.probability(image), atol=1e-5)

@@ -263,6 +263,10 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
+FLIPS_HELP = ("careful mode: also segment each photo's mirror images and average "
+              "(4x the time, slightly more accurate)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m unet", description="Damage segmentation: data, training, "
                                      "prediction and evaluation.")
@@ -303,8 +307,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--model", help=".keras file (default: the bundled model)")
     p.add_argument("--threshold", type=_threshold, help="damage probability threshold (default: the model's)")
-    p.add_argument("--flips", action="store_true",
-                   help="also segment each photo's mirror images and average (4x the time, slightly more accurate)")
+    p.add_argument("--flips", action="store_true", help=FLIPS_HELP)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="IoU, Dice, precision and recall of a model on a split")
@@ -314,8 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--run", help="a run id: evaluates its model and stores results in the run folder")
     p.add_argument("--threshold", type=_threshold)
     p.add_argument("--out", help="folder for metrics.json, per_image.csv, pr_curve.csv")
-    p.add_argument("--flips", action="store_true",
-                   help="also segment each photo's mirror images and average (4x the time, slightly more accurate)")
+    p.add_argument("--flips", action="store_true", help=FLIPS_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _runs_dir_arg(p)
     p.set_defaults(func=cmd_evaluate)

@@ -10,6 +10,7 @@ the model size, so hairline cracks survive.
 
 from __future__ import annotations
 
+import copy
 import os
 import threading
 from dataclasses import dataclass, replace
@@ -83,9 +84,9 @@ class Predictor:
             1.42 s in passes of 1 (bfloat16, 2 cores; docs/benchmarks.md).
         precision: ``float32``, or ``bfloat16`` for about twice the speed on CPUs with
             native bfloat16 (see docs/benchmarks.md for the accuracy cost).
-        flips: test-time augmentation. ``True`` averages each tile's probabilities over
-            the tile and its three mirror images (left-right, up-down, both): four
-            times the work, for a few thousandths of F1 (MODEL_CARD.md has the numbers).
+        flips: test-time augmentation ("careful mode"). ``True`` averages the maps of the
+            photo and its three mirror images (left-right, up-down, both), each mapped
+            back: four times the work, for a few thousandths of F1 (MODEL_CARD.md).
     """
 
     def __init__(self, model, tile: int | None = None, margin: int | None = None, batch_size: int | None = None,
@@ -105,9 +106,20 @@ class Predictor:
         self.batch_size = int(batch_size or max(1, PASS_PIXELS // self.tile**2))
         self.window = _window(self.tile, self.margin)
         self.flips = bool(flips)
+        self._careful: Predictor | None = None
         # One model object serves every browser session of the app; Keras builds its
         # predict function lazily and is not guaranteed thread-safe, so calls take turns.
         self._lock = threading.Lock()
+
+    def careful(self) -> "Predictor":
+        """This predictor in careful mode (``flips``), sharing its model copy, compiled graph
+        and lock: switching modes neither rebuilds the model nor runs two calls at once."""
+        if self.flips:
+            return self
+        if self._careful is None:
+            self._careful = copy.copy(self)
+            self._careful.flips = True
+        return self._careful
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities (N, H, W) for a uint8 batch (N, H, W, 3), in fixed-size chunks."""
@@ -129,6 +141,7 @@ class Predictor:
         With ``flips``, the mean of the maps of the photo and its mirror images, each mapped
         back: the same answer whichever way round the photo was taken.
         """
+        _check_rgb(image)
         if not self.flips:
             return self._probability(image)
         return sum(flip(self._probability(flip(image))) for flip in _FLIPS) / len(_FLIPS)
@@ -140,7 +153,6 @@ class Predictor:
         blended in a band one tile high that moves down the photo, so memory beyond the
         photo itself is the output map plus a band, whatever the photo's size.
         """
-        _check_rgb(image)
         h, w = image.shape[:2]
         t, m = self.tile, self.margin
         if h <= t and w <= t:
@@ -224,7 +236,7 @@ def _emit(out, acc, weight, y0, m, h, w) -> None:
     out[top:bottom] = a / np.maximum(wt, 1e-6)
 
 
-_PREDICTORS: "dict[tuple[int, bool], tuple[object, Predictor]]" = {}
+_PREDICTORS: "dict[int, tuple[object, Predictor]]" = {}
 _PREDICTORS_LOCK = threading.Lock()
 
 
@@ -243,15 +255,15 @@ def default_precision() -> str:
 
 
 def predictor(model, flips: bool = False) -> Predictor:
-    """A cached :class:`Predictor` with default settings for ``model`` (one per model object
-    and ``flips`` setting)."""
-    key = (id(model), bool(flips))
+    """A cached :class:`Predictor` with default settings for ``model`` (one per model object),
+    in careful mode when ``flips``."""
+    key = id(model)
     with _PREDICTORS_LOCK:
         hit = _PREDICTORS.get(key)
         if hit is None or hit[0] is not model:
-            hit = (model, Predictor(model, precision=default_precision(), flips=flips))
+            hit = (model, Predictor(model, precision=default_precision()))
             _PREDICTORS[key] = hit
-    return hit[1]
+        return hit[1].careful() if flips else hit[1]
 
 
 def segment(model, image: np.ndarray, threshold: float | None = None, flips: bool = False) -> Segmentation:
