@@ -159,7 +159,7 @@ def _keep_keras_session() -> None:
 
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model...")
-def _load_model(path: str, mtime: float):
+def _load_model(path: str, stamp: tuple):
     from unet.model import load_model
 
     _keep_keras_session()
@@ -167,8 +167,10 @@ def _load_model(path: str, mtime: float):
 
 
 def get_model(path: str):
-    """A model loaded once per file (and again only if the file changes)."""
-    return _load_model(path, Path(path).stat().st_mtime)
+    """A model loaded once per file (and again only if the file or its card changes: a
+    calibration rewrites the card's threshold and scale)."""
+    card = Path(path).with_suffix(".json")
+    return _load_model(path, (Path(path).stat().st_mtime, card.stat().st_mtime if card.is_file() else 0.0))
 
 
 @st.cache_data(ttl=30, show_spinner="Scanning the dataset...")

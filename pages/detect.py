@@ -1,7 +1,7 @@
 """Detect: drop photos, see original | mask | overlay | heat map with the damaged-pixel share.
 
-Photos are segmented once per (photo, model) at their own resolution (large ones in
-overlapping tiles); moving the threshold only re-thresholds the stored probabilities.
+Photos are segmented once per (photo, model), the mask at their own resolution (large
+ones in overlapping tiles); moving the threshold only re-thresholds the stored probabilities.
 Uploaded names are only shown (escaped), never used as paths.
 """
 
@@ -29,8 +29,8 @@ CACHE_KEY = "detect_results"
 MAX_CACHED = 24
 
 st.title("Detect damage")
-st.write("Drop one or more photos. Each is segmented at its own resolution; large photos are processed in "
-         "overlapping tiles, never squashed.")
+st.write("Drop one or more photos. Each mask comes back at the photo's own resolution; large photos are "
+         "processed in overlapping tiles, never squashed to the model's input size.")
 
 model_path = active_model_path()
 if model_path is None:
@@ -65,7 +65,7 @@ cache: dict = st.session_state.setdefault(CACHE_KEY, {})
 def result(name: str, data: bytes) -> dict:
     """This photo's entry for this model and mode: image, probability and the seconds the model took,
     computed once."""
-    key = (hashlib.sha1(data).hexdigest(), model_path, flips)
+    key = (hashlib.sha1(data).hexdigest(), model_path, info.scale, flips)
     if key not in cache:
         image = read_image(data, name=name)
         from unet.predict import predictor

@@ -32,8 +32,10 @@ with left:
         side = Path(path).with_suffix(".json")
         info = json.loads(side.read_text()) if side.is_file() else {}
         st.markdown(md_code(Path(path).parent.name + "/" + Path(path).name))
+        scale = info.get("scale", 1.0)
         st.caption(f"preset {info.get('preset', '?')} · threshold {info.get('threshold', 0.5)} · "
-                   f"trained at {info.get('input_size', '?')} px")
+                   f"trained at {info.get('input_size', '?')} px"
+                   + (f" · photos seen at {scale:g}x their size" if scale != 1.0 else ""))
 
 with mid:
     st.subheader("Compute devices")

@@ -125,7 +125,7 @@ def test_detect_threshold_changes_the_percentage(app_env, trained_tiny):
     at.toggle(key="detect_flips").set_value(True).run()
     assert not at.exception, [e.value for e in at.exception]
     assert "(careful mode)" in result_line()
-    by_mode = {key[2]: entry["prob"] for key, entry in at.session_state["detect_results"].items()}
+    by_mode = {key[-1]: entry["prob"] for key, entry in at.session_state["detect_results"].items()}
     assert set(by_mode) == {False, True} and not np.array_equal(by_mode[False], by_mode[True])
 
 

@@ -62,6 +62,18 @@ def test_train_predict_evaluate_and_runs(tmp_path, sample_dir):
     assert result["n_images"] == 2
     assert list((runs / run_id / "eval").glob("*/metrics.json"))
 
+    # calibrate chooses the threshold and, among --scales, the resize factor, and --write
+    # stores both in the model's card, where predict and evaluate then find them
+    proc = run_cli("calibrate", "--model", str(model), "--data", str(sample_dir / "val"), "--scales", "1", "0.5",
+                   "--write", "--json")
+    assert proc.returncode == 0, proc.stderr
+    chosen = json.loads(proc.stdout)
+    assert set(chosen["scales"]) == {"1.0", "0.5"}
+    assert chosen["mean_f1"] == max(s["mean_f1"] for s in chosen["scales"].values())
+    card = json.loads(model.with_suffix(".json").read_text())
+    assert card["scale"] == chosen["scale"] and card["threshold"] == round(chosen["threshold"], 3)
+    _one_line_error(run_cli("calibrate", "--model", str(model), "--data", str(sample_dir / "val"), "--scales", "9"))
+
     proc = run_cli("runs", "list", "--runs-dir", str(runs), "--json")
     assert json.loads(proc.stdout)[0]["state"] == "completed"
     _one_line_error(run_cli("runs", "stop", run_id, "--runs-dir", str(runs)))  # not running

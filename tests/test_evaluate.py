@@ -84,3 +84,43 @@ def test_calibrate_picks_the_threshold_that_is_best_on_average(tmp_path):
     assert 0.4 < result["threshold"] < 0.6
     assert result["mean_f1"] == pytest.approx(1.0)
     assert all(v["f1_at_threshold"] == pytest.approx(1.0) for v in result["splits"].values())
+
+
+def test_calibrate_chooses_the_scale_that_scores_best(tmp_path):
+    from unet.evaluate import calibrate
+
+    # Damaged 8x8 blocks are redder than intact ones only on average: pixel noise makes a
+    # per-pixel detector err at the photo's own size, while halving the photo (antialiased)
+    # averages the noise away. So calibration must prefer scale 0.5 here...
+    rng = np.random.default_rng(0)
+    truth = np.kron(rng.random((8, 8)) < 0.3, np.ones((8, 8), bool))
+    red = np.where(truth, 150, 105) + rng.integers(-60, 61, truth.shape)
+    d = tmp_path / "noisy" / "s1"
+    (d / "images").mkdir(parents=True)
+    (d / "masks").mkdir()
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[..., 0] = np.clip(red, 0, 255)
+    Image.fromarray(img).save(d / "images" / "s1.png")
+    Image.fromarray(truth.astype(np.uint8) * 255).save(d / "masks" / "s1.png")
+    result = calibrate(_red_detector(), [tmp_path / "noisy"], scales=[1.0, 0.5])
+    assert result["scale"] == 0.5
+    assert result["scales"]["0.5"]["mean_f1"] > result["scales"]["1.0"]["mean_f1"] + 0.05
+    # ...and the reported F1 is what evaluating at that scale and threshold gives.
+    from unet.predict import Predictor
+
+    samples = scan_dataset(tmp_path / "noisy").split("all")
+    again = evaluate(_red_detector(), samples, threshold=result["threshold"],
+                     runner=Predictor(_red_detector(), scale=0.5))
+    assert again["dice"] == pytest.approx(result["mean_f1"], abs=2e-3)
+    assert again["scale"] == 0.5
+    # Thin 1-pixel lines are the opposite case: halving blurs them away, so 1 wins.
+    thin = np.zeros((64, 64), bool)
+    thin[::8] = True
+    d = tmp_path / "thin" / "s1"
+    (d / "images").mkdir(parents=True)
+    (d / "masks").mkdir()
+    img = np.zeros((64, 64, 3), np.uint8)
+    img[..., 0] = np.where(thin, 200, 60)
+    Image.fromarray(img).save(d / "images" / "s1.png")
+    Image.fromarray(thin.astype(np.uint8) * 255).save(d / "masks" / "s1.png")
+    assert calibrate(_red_detector(), [tmp_path / "thin"], scales=[0.5, 1.0])["scale"] == 1.0

@@ -138,3 +138,43 @@ def test_precision_follows_the_environment(monkeypatch):
     assert default_precision() in ("float32", "bfloat16")
     if not cpu_has_bf16():
         assert default_precision() == "float32"
+
+
+def test_scale_resizes_the_photo_for_the_model_and_the_map_back(tiny_model):
+    from PIL import Image
+
+    image = _smooth_photo(300, 420, seed=7)
+    half = Predictor(tiny_model, tile=256, precision="float32", scale=0.5)
+    same = Predictor(tiny_model, tile=256, precision="float32")
+    prob = half.probability(image)
+    assert prob.shape == image.shape[:2] and prob.dtype == np.float32
+    # exactly: the model's map of the half-size photo, resized back to the photo's size
+    small = np.asarray(Image.fromarray(image).resize((210, 150), Image.BILINEAR))
+    expected = np.asarray(Image.fromarray(same.probability(small), "F").resize((420, 300), Image.BILINEAR))
+    np.testing.assert_allclose(prob, expected, atol=1e-5)
+    assert not np.allclose(prob, same.probability(image), atol=1e-3)
+    # the batch path and careful mode follow the scale too
+    photos = [rgb(100, 60, 9), image]
+    for photo, seg in zip(photos, half.segment_many(photos, threshold=0.5)):
+        np.testing.assert_allclose(seg.probability, half.probability(photo), atol=1e-5)
+        assert seg.mask.shape == photo.shape[:2]
+    careful = half.careful()
+    assert careful.scale == 0.5
+    np.testing.assert_allclose(careful.probability(image[:, ::-1])[:, ::-1], careful.probability(image), atol=1e-5)
+
+
+def test_a_model_card_scale_is_used_and_a_bad_one_is_refused_naming_the_file(tiny_model, tmp_path):
+    from unet.model import ModelError, load_model, model_info, save_model
+
+    path = save_model(tiny_model, tmp_path / "m.keras", threshold=0.4, scale=0.75)
+    model = load_model(path)
+    assert model_info(model).scale == 0.75
+    assert Predictor(model).scale == 0.75 and Predictor(model, scale=1).scale == 1.0
+    again = save_model(model, tmp_path / "copy.keras")  # re-saving keeps the scale
+    assert model_info(load_model(again)).scale == 0.75
+    for bad in ("0.1", '"big"'):
+        side = path.with_suffix(".json")
+        side.write_text(side.read_text().replace('"scale": 0.75', f'"scale": {bad}'))
+        with pytest.raises(ModelError, match=r"m\.json: scale"):
+            load_model(path)
+        side.write_text(side.read_text().replace(f'"scale": {bad}', '"scale": 0.75'))

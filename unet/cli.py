@@ -188,11 +188,11 @@ def cmd_calibrate(a) -> int:
             raise CliError(f"{split}: no such split folder")
     path = Path(a.model) if a.model else DEFAULT_MODEL
     model = _load(path)
-    result = calibrate(model, a.data, progress=_progress("calibrating"))
+    result = calibrate(model, a.data, progress=_progress("calibrating"), scales=a.scales)
     if a.write:
         side = path.with_suffix(".json")
         meta = json.loads(side.read_text()) if side.is_file() else {}
-        meta.update(threshold=round(result["threshold"], 3), calibration=result)
+        meta.update(threshold=round(result["threshold"], 3), scale=result["scale"], calibration=result)
         side.write_text(json.dumps(meta, indent=2))
     print(json.dumps(result, indent=None if a.json else 2))
     return 0
@@ -325,7 +325,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate", help="choose the threshold that maximises mean F1 over validation splits")
     p.add_argument("--data", nargs="+", required=True, help="validation split folder(s); each counts equally")
     p.add_argument("--model", help=".keras file (default: the bundled model)")
-    p.add_argument("--write", action="store_true", help="store the threshold in the model's .json sidecar")
+    p.add_argument("--scales", nargs="+", type=float, metavar="S",
+                   help="also choose the resize factor photos get before the model sees them, among these "
+                        "(e.g. 1 0.875 0.75; one pass over the splits each; default: the model's own)")
+    p.add_argument("--write", action="store_true", help="store the threshold (and scale) in the model's .json sidecar")
     p.add_argument("--json", action="store_true", help="print one line of JSON")
     p.set_defaults(func=cmd_calibrate)
 

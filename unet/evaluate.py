@@ -1,6 +1,7 @@
 """Evaluating a model on a split: totals, a threshold sweep and per-image metrics.
 
-Each photo is segmented at its own resolution (tiled, as in production). Pixel counts
+Each photo is segmented as in production (tiled, at the model's scale) and scored at
+its own resolution. Pixel counts
 are summed over the split for the aggregate numbers; per-image numbers follow the
 empty-mask rules in :mod:`unet.metrics`. The sweep comes from histograms of the
 predicted probability of damaged and intact pixels, so any threshold is evaluated
@@ -129,6 +130,7 @@ def evaluate(
     result = {
         **scores(total.tp, total.fp, total.fn),
         "threshold": t,
+        "scale": pred.scale,
         "n_images": len(rows),
         "best_threshold": sw["best_threshold"],
         "best_f1": sw["best_f1"],
@@ -208,25 +210,47 @@ def evaluate_and_store(model, model_path: str | Path, data_dir: str | Path, runs
                           "model_mtime": Path(model_path).stat().st_mtime})
 
 
-def calibrate(model, splits: Sequence[str | Path], progress=None) -> dict:
-    """The threshold that maximises the mean F1 over several validation splits.
+def calibrate(model, splits: Sequence[str | Path], progress=None, scales: Sequence[float] | None = None) -> dict:
+    """The threshold (and, given ``scales``, the resize factor) that maximise the mean F1
+    over several validation splits.
 
-    Each split counts equally (a small dataset is not outvoted by a large one).
+    Each split counts equally (a small dataset is not outvoted by a large one). Each
+    candidate scale costs one pass over the splits; the threshold comes from the same
+    pass (a sweep of 1000 thresholds), so it is chosen jointly with the scale.
 
     Returns:
-        ``threshold``, ``mean_f1`` and, per split, its F1 at that threshold and its own best.
+        ``threshold``, ``scale``, ``mean_f1`` and, per split, its F1 at that threshold and
+        its own best; with several scales also ``scales``: each one's best threshold and
+        mean F1.
     """
-    curves, per = [], {}
+    from .model import model_info
+    from .predict import Predictor, check_scale, default_precision, predictor
+
+    own = model_info(model).scale
+    candidates = [check_scale(s) for s in (scales or [own])]
+    samples = {}
     for split in splits:
-        samples, problems = eval_samples(split)
-        if not samples:
+        found, problems = eval_samples(split)
+        if not found:
             raise ValueError(f"{split}: no usable image/mask pairs")
-        r = evaluate(model, samples, threshold=0.5, progress=progress, problems=problems, with_curve=True)
-        curves.append(np.asarray(r["curve"]["f1"]))
-        per[str(split)] = {"best_threshold": r["best_threshold"], "best_f1": r["best_f1"], "n_images": r["n_images"]}
+        samples[str(split)] = (found, problems)
     thresholds = np.arange(BINS) / BINS
-    mean = np.mean(curves, axis=0)
-    best = _plateau_middle(mean)
-    for split, curve in zip(per, curves):
-        per[split]["f1_at_threshold"] = float(curve[best])
-    return {"threshold": float(thresholds[best]), "mean_f1": float(mean[best]), "splits": per}
+    tried = {}
+    for scale in dict.fromkeys(candidates):
+        runner = predictor(model) if scale == own else Predictor(model, precision=default_precision(), scale=scale)
+        curves, per = [], {}
+        for split, (found, problems) in samples.items():
+            r = evaluate(model, found, threshold=0.5, progress=progress, problems=problems, with_curve=True,
+                         runner=runner)
+            curves.append(np.asarray(r["curve"]["f1"]))
+            per[split] = {"best_threshold": r["best_threshold"], "best_f1": r["best_f1"], "n_images": r["n_images"]}
+        mean = np.mean(curves, axis=0)
+        best = _plateau_middle(mean)
+        for split, curve in zip(per, curves):
+            per[split]["f1_at_threshold"] = float(curve[best])
+        tried[scale] = {"threshold": float(thresholds[best]), "scale": scale, "mean_f1": float(mean[best]),
+                        "splits": per}
+    result = dict(max(tried.values(), key=lambda r: r["mean_f1"]))
+    if len(tried) > 1:
+        result["scales"] = {str(s): {"threshold": r["threshold"], "mean_f1": r["mean_f1"]} for s, r in tried.items()}
+    return result

@@ -210,6 +210,7 @@ class ModelInfo:
     input_size: int = 256
     preset: str = ""
     source: str = ""
+    scale: float = 1.0  # photos are resized by this before the model sees them (see Predictor)
 
     @classmethod
     def read(cls, model_path: Path) -> "ModelInfo":
@@ -220,7 +221,7 @@ class ModelInfo:
                 data = json.loads(side.read_text())
             except ValueError:
                 data = {}
-        known = {k: data[k] for k in ("threshold", "input_size", "preset", "source") if k in data}
+        known = {k: data[k] for k in ("threshold", "input_size", "preset", "source", "scale") if k in data}
         return cls(path=str(model_path), **known)
 
 
@@ -302,7 +303,7 @@ def save_model(model, path: str | Path, **info) -> Path:
     # its rebuilt network accepts any size, so the size cannot be read off it again.
     known = _INFO.get(model)
     meta = {"input_size": _input_side(model)} if known is None else {
-        k: v for k, v in asdict(known).items() if k != "path" and v != ""}
+        k: v for k, v in asdict(known).items() if k != "path" and v != "" and not (k == "scale" and v == 1.0)}
     meta.update(info)
     side = path.with_suffix(".json")
     tmp_side = side.with_name(f".{side.name}.tmp")
@@ -346,6 +347,12 @@ def load_model(path: str | Path | None = None):
             text = "it contains code (a Lambda layer), which is refused for safety"
         raise ModelError(f"{path.name}: cannot be loaded: {text}") from None
     info = ModelInfo.read(path)
+    try:
+        from .predict import check_scale
+
+        info = replace(info, scale=check_scale(info.scale))
+    except ValueError as exc:
+        raise ModelError(f"{path.with_suffix('.json').name}: {exc}") from None
     if not path.with_suffix(".json").is_file():
         info = replace(info, input_size=_input_side(model))
     model = flexible(model)

@@ -5,7 +5,10 @@ A larger photo is mirror-padded by a margin on every side and cut into overlappi
 tiles; each tile's prediction is weighted by a window that falls towards its edges
 (where the network sees the least context) and the weighted tiles are summed and
 normalised. The result has the photo's own resolution; nothing is ever squashed to
-the model size, so hairline cracks survive.
+the model's input size, so hairline cracks survive. A model may carry a ``scale`` in its card
+(chosen on validation photos with ``python -m unet calibrate --scales``): photos are then
+resized by that factor before the tiles are cut, and the map is resized back to the
+photo's own size.
 """
 
 from __future__ import annotations
@@ -87,10 +90,14 @@ class Predictor:
         flips: test-time augmentation ("careful mode"). ``True`` averages the maps of the
             photo and its three mirror images (left-right, up-down, both), each mapped
             back: four times the work, for a few thousandths of F1 (MODEL_CARD.md).
+        scale: resize factor applied to each photo before the model sees it (the map is
+            resized back); defaults to the model's own (its card's ``scale``, else 1).
+            Below 1 the model sees more of the photo per tile, and a pass costs about
+            ``scale**2`` as much.
     """
 
     def __init__(self, model, tile: int | None = None, margin: int | None = None, batch_size: int | None = None,
-                 precision: str = "float32", flips: bool = False):
+                 precision: str = "float32", flips: bool = False, scale: float | None = None):
         from .model import model_info, with_precision
 
         info = model_info(model)
@@ -106,6 +113,7 @@ class Predictor:
         self.batch_size = int(batch_size or max(1, PASS_PIXELS // self.tile**2))
         self.window = _window(self.tile, self.margin)
         self.flips = bool(flips)
+        self.scale = check_scale(info.scale if scale is None else scale)
         self._careful: Predictor | None = None
         # One model object serves every browser session of the app; Keras builds its
         # predict function lazily and is not guaranteed thread-safe, so calls take turns.
@@ -142,9 +150,31 @@ class Predictor:
         back: the same answer whichever way round the photo was taken.
         """
         _check_rgb(image)
+        h, w = image.shape[:2]
+        image = self._resized(image)
         if not self.flips:
-            return self._probability(image)
-        return sum(flip(self._probability(flip(image))) for flip in _FLIPS) / len(_FLIPS)
+            return self._restored(self._probability(image), h, w)
+        prob = sum(flip(self._probability(flip(image))) for flip in _FLIPS) / len(_FLIPS)
+        return self._restored(prob, h, w)
+
+    def _resized(self, image: np.ndarray) -> np.ndarray:
+        """The photo as the model sees it: resized by ``scale`` (antialiased when shrinking)."""
+        if self.scale == 1.0:
+            return image
+        from PIL import Image
+
+        h, w = image.shape[:2]
+        size = (max(1, round(w * self.scale)), max(1, round(h * self.scale)))
+        return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+
+    @staticmethod
+    def _restored(prob: np.ndarray, h: int, w: int) -> np.ndarray:
+        """A map back at the photo's own size (bilinear)."""
+        if prob.shape == (h, w):
+            return prob
+        from PIL import Image
+
+        return np.asarray(Image.fromarray(np.asarray(prob, np.float32), "F").resize((w, h), Image.BILINEAR))
 
     def _probability(self, image: np.ndarray) -> np.ndarray:
         """The map of one photo, one way round.
@@ -187,23 +217,35 @@ class Predictor:
         """Segment many photos; those that fit one tile share full batches (the batch path)."""
         t = self.default_threshold if threshold is None else float(threshold)
         results: list[Segmentation | None] = [None] * len(images)
-        small = [i for i, im in enumerate(images) if _check_rgb(im) and im.shape[0] <= self.tile
-                 and im.shape[1] <= self.tile]
+        seen = {i: self._resized(im) for i, im in enumerate(images) if _check_rgb(im)}
+        small = [i for i, im in seen.items() if im.shape[0] <= self.tile and im.shape[1] <= self.tile]
         flips = _FLIPS if self.flips else _FLIPS[:1]
         for start in range(0, len(small), self.batch_size):
             idx = small[start : start + self.batch_size]
-            probs = self.forward(np.stack([_mirror_tile(flip(images[i]), 0, 0, self.tile) for i in idx
+            probs = self.forward(np.stack([_mirror_tile(flip(seen[i]), 0, 0, self.tile) for i in idx
                                            for flip in flips]))
             for j, i in enumerate(idx):
-                h, w = images[i].shape[:2]
+                h, w = seen[i].shape[:2]
                 views = probs[j * len(flips) : (j + 1) * len(flips)]
                 prob = sum(flip(p[:h, :w]) for flip, p in zip(flips, views)) / len(flips)
+                prob = self._restored(prob, *images[i].shape[:2])
                 mask = prob >= t
                 results[i] = Segmentation(prob, mask, 100.0 * float(mask.mean()), t)
         for i, im in enumerate(images):
             if results[i] is None:
                 results[i] = self.segment(im, t)
         return results  # type: ignore[return-value]
+
+
+def check_scale(scale) -> float:
+    """A model's resize factor, validated: a number in [0.25, 4]."""
+    try:
+        value = float(scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"scale must be a number, got {scale!r}") from None
+    if not 0.25 <= value <= 4.0:
+        raise ValueError(f"scale {value} is outside 0.25-4 (1 = the photo's own size)")
+    return value
 
 
 def _check_rgb(image: np.ndarray) -> bool:
