@@ -3,8 +3,8 @@
     python bench/bench_quality.py [--model models/default.keras] [--baseline runs/<seed run>/model.keras]
 
 For each model: F1 (= Dice), precision and recall on masonry/val and deepcrack/val at the
-model's own threshold (its .json sidecar; 0.7 for the seed baseline, as in the original
-scripts), plus the same in bfloat16 for the first model (F1 must stay within 0.01) and
+model's own threshold and scale (its .json sidecar; 0.7 and 1 for the seed baseline, as in
+the original scripts), plus the same in bfloat16 for the first model (F1 must stay within 0.01) and
 in careful mode (each photo's mirror images averaged in; `--no-flips` skips it).
 Needs ../shared/data; exits 0 with a note when it is absent.
 """
@@ -48,8 +48,9 @@ def main() -> None:
     from unet.model import load_model, model_info
 
     model = load_model(a.model)
-    t = model_info(model).threshold
-    print(f"# pixel F1 on the val splits at each photo's own resolution; model {a.model}, threshold {t}")
+    info = model_info(model)
+    print(f"# pixel F1 on the val splits at each photo's own resolution; model {a.model}, threshold "
+          f"{info.threshold}, photos seen at {info.scale:g}x")
     base = scores(model, None)
     for name, r in base.items():
         print(f"{name:<10} F1 {r['dice']:.4f}  precision {r['precision']:.4f}  recall {r['recall']:.4f}  "

@@ -72,7 +72,14 @@ def test_train_predict_evaluate_and_runs(tmp_path, sample_dir):
     assert chosen["mean_f1"] == max(s["mean_f1"] for s in chosen["scales"].values())
     card = json.loads(model.with_suffix(".json").read_text())
     assert card["scale"] == chosen["scale"] and card["threshold"] == round(chosen["threshold"], 3)
-    _one_line_error(run_cli("calibrate", "--model", str(model), "--data", str(sample_dir / "val"), "--scales", "9"))
+    proc = run_cli("calibrate", "--model", str(model), "--data", str(sample_dir / "val"), "--scales", "9")
+    assert proc.returncode == 2 and "scale 9.0 is outside 0.25-4" in proc.stderr
+    proc = run_cli("predict", "--model", str(model), "--out", str(tmp_path / "half"), str(photo), "--scale", "0.5")
+    assert proc.returncode == 0, proc.stderr
+    with Image.open(tmp_path / "half" / f"{photo.stem}_mask.png") as mask, Image.open(photo) as original:
+        assert mask.size == original.size  # the mask keeps the photo's size at any scale
+    _one_line_error(run_cli("evaluate", "--run", run_id, "--runs-dir", str(runs), "--data",
+                            str(sample_dir / "test"), "--scale", "0.5"))
 
     proc = run_cli("runs", "list", "--runs-dir", str(runs), "--json")
     assert json.loads(proc.stdout)[0]["state"] == "completed"

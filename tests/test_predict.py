@@ -160,6 +160,10 @@ def test_scale_resizes_the_photo_for_the_model_and_the_map_back(tiny_model):
         assert seg.mask.shape == photo.shape[:2]
     careful = half.careful()
     assert careful.scale == 0.5
+    # another scale on the shared predictor reuses its model copy and leaves it unchanged
+    assert predictor(tiny_model, scale=0.5).model is predictor(tiny_model).model
+    assert predictor(tiny_model, scale=0.5).scale == 0.5 and predictor(tiny_model).scale == 1.0
+    assert predictor(tiny_model, flips=True, scale=0.5).flips
     np.testing.assert_allclose(careful.probability(image[:, ::-1])[:, ::-1], careful.probability(image), atol=1e-5)
 
 

@@ -31,6 +31,15 @@ def _threshold(text: str) -> float:
     return t
 
 
+def _scale(text: str) -> float:
+    from .predict import check_scale
+
+    try:
+        return check_scale(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _runs_dir_arg(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs-dir", default=None, help="folder of training runs (default: runs/, or $UNET_RUNS_DIR)")
 
@@ -126,7 +135,7 @@ def cmd_predict(a) -> int:
         raise CliError("no image files found in the given folders")
     model = _load(a.model)
     rows = predict_files(model, a.inputs, a.out, threshold=a.threshold, progress=_progress("segmenting"),
-                         flips=a.flips)
+                         flips=a.flips, scale=a.scale)
     bad = [r for r in rows if r["error"]]
     for r in rows:
         print(f"{r['file']}: " + (f"error: {r['error']}" if r["error"] else f"{r['damaged_pct']:.2f}% damaged"))
@@ -138,9 +147,9 @@ def cmd_evaluate(a) -> int:
     from .evaluate import eval_samples, evaluate, evaluate_and_store, results_dir
 
     model_path, out, run = a.model, a.out, None
-    if a.run and a.flips and not a.out:
-        raise CliError("--flips results are not stored in the run (Compare shows plain predictions); "
-                       "give --out for them")
+    if a.run and (a.flips or a.scale is not None) and not a.out:
+        raise CliError("--flips and --scale results are not stored in the run (Compare shows the model's own "
+                       "predictions); give --out for them")
     if a.run:
         from .runs import get_run
 
@@ -164,13 +173,14 @@ def cmd_evaluate(a) -> int:
         from .predict import predictor
 
         result = evaluate(model, samples, threshold=a.threshold, out_dir=out, problems=problems,
-                          progress=_progress("evaluating"), runner=predictor(model, a.flips),
+                          progress=_progress("evaluating"), runner=predictor(model, a.flips, a.scale),
                           meta={"data": str(Path(a.data).resolve()), "model": str(model_path or "default"),
                                 "flips": a.flips})
     if a.json:
         print(json.dumps(result))
     else:
-        print(f"{result['n_images']} images at threshold {result['threshold']:.2f}"
+        seen = f", photos seen at {result['scale']:g}x" if result["scale"] != 1 else ""
+        print(f"{result['n_images']} images at threshold {result['threshold']:.2f}{seen}"
               f"{' (averaged over mirror images)' if a.flips else ''}: "
               f"IoU {result['iou']:.4f}  Dice/F1 {result['dice']:.4f}  precision {result['precision']:.4f}  "
               f"recall {result['recall']:.4f}  (best F1 {result['best_f1']:.4f} at {result['best_threshold']:.3f})")
@@ -265,6 +275,9 @@ def _size(text: str) -> tuple[int, int]:
 
 FLIPS_HELP = ("careful mode: also segment each photo's mirror images and average "
               "(4x the time, slightly more accurate)")
+SCALE_HELP = ("resize photos by this before the model sees them; masks keep the photo's size (default: the "
+              "model's card, 1 for the bundled model). Below 1 suits close-ups and high-resolution photos whose "
+              "cracks are many pixels wide; it loses hairline cracks")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -308,6 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model", help=".keras file (default: the bundled model)")
     p.add_argument("--threshold", type=_threshold, help="damage probability threshold (default: the model's)")
     p.add_argument("--flips", action="store_true", help=FLIPS_HELP)
+    p.add_argument("--scale", type=_scale, help=SCALE_HELP)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("evaluate", help="IoU, Dice, precision and recall of a model on a split")
@@ -318,6 +332,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=_threshold)
     p.add_argument("--out", help="folder for metrics.json, per_image.csv, pr_curve.csv")
     p.add_argument("--flips", action="store_true", help=FLIPS_HELP)
+    p.add_argument("--scale", type=_scale, help=SCALE_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON object")
     _runs_dir_arg(p)
     p.set_defaults(func=cmd_evaluate)
@@ -325,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("calibrate", help="choose the threshold that maximises mean F1 over validation splits")
     p.add_argument("--data", nargs="+", required=True, help="validation split folder(s); each counts equally")
     p.add_argument("--model", help=".keras file (default: the bundled model)")
-    p.add_argument("--scales", nargs="+", type=float, metavar="S",
+    p.add_argument("--scales", nargs="+", type=_scale, metavar="S",
                    help="also choose the resize factor photos get before the model sees them, among these "
                         "(e.g. 1 0.875 0.75; one pass over the splits each; default: the model's own)")
     p.add_argument("--write", action="store_true", help="store the threshold (and scale) in the model's .json sidecar")

@@ -129,6 +129,15 @@ class Predictor:
             self._careful.flips = True
         return self._careful
 
+    def at_scale(self, scale: float | None) -> "Predictor":
+        """This predictor seeing photos at another scale (None: unchanged), sharing its model
+        copy, compiled graph and lock."""
+        if scale is None or check_scale(scale) == self.scale:
+            return self
+        other = copy.copy(self)
+        other.scale, other._careful = check_scale(scale), None
+        return other
+
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities (N, H, W) for a uint8 batch (N, H, W, 3), in fixed-size chunks."""
         n = len(batch)
@@ -296,19 +305,21 @@ def default_precision() -> str:
     return "bfloat16" if on_cpu and cpu_has_bf16() else "float32"
 
 
-def predictor(model, flips: bool = False) -> Predictor:
+def predictor(model, flips: bool = False, scale: float | None = None) -> Predictor:
     """A cached :class:`Predictor` with default settings for ``model`` (one per model object),
-    in careful mode when ``flips``."""
+    in careful mode when ``flips``, seeing photos at ``scale`` when given (else the model's)."""
     key = id(model)
     with _PREDICTORS_LOCK:
         hit = _PREDICTORS.get(key)
         if hit is None or hit[0] is not model:
             hit = (model, Predictor(model, precision=default_precision()))
             _PREDICTORS[key] = hit
-        return hit[1].careful() if flips else hit[1]
+        chosen = hit[1].at_scale(scale)
+        return chosen.careful() if flips else chosen
 
 
-def segment(model, image: np.ndarray, threshold: float | None = None, flips: bool = False) -> Segmentation:
+def segment(model, image: np.ndarray, threshold: float | None = None, flips: bool = False,
+            scale: float | None = None) -> Segmentation:
     """Find the damaged pixels of one photo.
 
     Args:
@@ -318,6 +329,8 @@ def segment(model, image: np.ndarray, threshold: float | None = None, flips: boo
             model's own threshold (from its model card), else 0.5.
         flips: average over the photo's mirror images too (4x the time; see
             :class:`Predictor`).
+        scale: resize the photo by this before the model sees it (the mask still comes
+            back at the photo's size); None uses the model's own (its card's, else 1).
 
     Returns:
         A :class:`Segmentation` at the photo's own resolution.
@@ -326,7 +339,7 @@ def segment(model, image: np.ndarray, threshold: float | None = None, flips: boo
         >>> seg = segment(load_model(), read_image("wall.jpg"))
         >>> f"{seg.damaged_pct:.1f}% damaged"
     """
-    return predictor(model, flips).segment(image, threshold)
+    return predictor(model, flips, scale).segment(image, threshold)
 
 
 # ---------------------------------------------------------------------------------
@@ -377,6 +390,7 @@ def predict_files(
     threshold: float | None = None,
     progress: Callable[[Iterable], Iterable] | None = None,
     flips: bool = False,
+    scale: float | None = None,
 ) -> list[dict]:
     """Segment files and folders; write ``<stem>_mask.png``, ``<stem>_overlay.png`` and ``results.csv``.
 
@@ -387,7 +401,7 @@ def predict_files(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    pred = predictor(model, flips)
+    pred = predictor(model, flips, scale)
     files = collect_images(inputs)
     rows, used = [], set()
     for path in progress(files) if progress else files:
