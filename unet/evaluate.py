@@ -1,9 +1,8 @@
 """Evaluating a model on a split: totals, a threshold sweep and per-image metrics.
 
 Each photo is segmented as in production (tiled, at the model's scale) and scored at
-its own resolution. Pixel counts
-are summed over the split for the aggregate numbers; per-image numbers follow the
-empty-mask rules in :mod:`unet.metrics`. The sweep comes from histograms of the
+its own resolution. Pixel counts are summed over the split for the aggregate numbers;
+per-image numbers follow the empty-mask rules in :mod:`unet.metrics`. The sweep comes from histograms of the
 predicted probability of damaged and intact pixels, so any threshold is evaluated
 without running the model again.
 
