@@ -2,9 +2,9 @@
 
 Each photo is segmented as in production (tiled, at the model's scale) and scored at
 its own resolution. Pixel counts are summed over the split for the aggregate numbers;
-per-image numbers follow the empty-mask rules in :mod:`unet.metrics`. The sweep comes from histograms of the
-predicted probability of damaged and intact pixels, so any threshold is evaluated
-without running the model again.
+per-image numbers follow the empty-mask rules in :mod:`unet.metrics`. The sweep comes
+from histograms of the predicted probability of damaged and intact pixels, so any
+threshold is evaluated without running the model again.
 
 Files written to ``out_dir``: ``metrics.json``, ``per_image.csv``, ``pr_curve.csv`` and
 ``pred/<id>.png`` (predicted masks at the chosen threshold, for side-by-side views).
