@@ -22,12 +22,13 @@ def _red_detector():
     return model
 
 
-def _write(root, name, pred, truth):
+def _write(root, name, red, truth):
+    """One sample: a photo whose red channel is ``red`` (0-255) and its mask."""
     d = root / name
     (d / "images").mkdir(parents=True)
     (d / "masks").mkdir()
-    img = np.zeros(pred.shape + (3,), np.uint8)
-    img[..., 0] = pred * 255
+    img = np.zeros(truth.shape + (3,), np.uint8)
+    img[..., 0] = np.clip(red, 0, 255)
     Image.fromarray(img).save(d / "images" / f"{name}.png")
     Image.fromarray(truth.astype(np.uint8) * 255).save(d / "masks" / f"{name}.png")
 
@@ -37,8 +38,8 @@ def test_known_case(tmp_path):
     a_true = np.zeros((20, 20), bool); a_true[5:15] = True  # 200 true, 100 overlap
     b_pred = np.zeros((20, 20), bool)                        # intact wall, left unmarked
     b_true = np.zeros((20, 20), bool)
-    _write(tmp_path / "split", "a", a_pred, a_true)
-    _write(tmp_path / "split", "b", b_pred, b_true)
+    _write(tmp_path / "split", "a", a_pred * 255, a_true)
+    _write(tmp_path / "split", "b", b_pred * 255, b_true)
     samples = scan_dataset(tmp_path / "split").split("all")
     out = tmp_path / "eval"
     result = evaluate(_red_detector(), samples, threshold=0.5, out_dir=out)
@@ -70,16 +71,10 @@ def test_calibrate_picks_the_threshold_that_is_best_on_average(tmp_path):
 
     # The red detector's probability is sigmoid(20 * (red/255 - 0.5)); a photo whose damaged
     # pixels have red 140 (p ~ 0.6) and intact pixels red 110 (p ~ 0.4) is best split near 0.5.
+    truth = np.zeros((16, 16), bool)
+    truth[4:8] = True
     for split in ("a", "b"):
-        d = tmp_path / split / "s1"
-        (d / "images").mkdir(parents=True)
-        (d / "masks").mkdir()
-        truth = np.zeros((16, 16), bool)
-        truth[4:8] = True
-        img = np.zeros((16, 16, 3), np.uint8)
-        img[..., 0] = np.where(truth, 140, 110)
-        Image.fromarray(img).save(d / "images" / "s1.png")
-        Image.fromarray(truth.astype(np.uint8) * 255).save(d / "masks" / "s1.png")
+        _write(tmp_path / split, "s1", np.where(truth, 140, 110), truth)
     result = calibrate(_red_detector(), [tmp_path / "a", tmp_path / "b"])
     assert 0.4 < result["threshold"] < 0.6
     assert result["mean_f1"] == pytest.approx(1.0)
@@ -94,14 +89,7 @@ def test_calibrate_chooses_the_scale_that_scores_best(tmp_path):
     # averages the noise away. So calibration must prefer scale 0.5 here...
     rng = np.random.default_rng(0)
     truth = np.kron(rng.random((8, 8)) < 0.3, np.ones((8, 8), bool))
-    red = np.where(truth, 150, 105) + rng.integers(-60, 61, truth.shape)
-    d = tmp_path / "noisy" / "s1"
-    (d / "images").mkdir(parents=True)
-    (d / "masks").mkdir()
-    img = np.zeros((64, 64, 3), np.uint8)
-    img[..., 0] = np.clip(red, 0, 255)
-    Image.fromarray(img).save(d / "images" / "s1.png")
-    Image.fromarray(truth.astype(np.uint8) * 255).save(d / "masks" / "s1.png")
+    _write(tmp_path / "noisy", "s1", np.where(truth, 150, 105) + rng.integers(-60, 61, truth.shape), truth)
     result = calibrate(_red_detector(), [tmp_path / "noisy"], scales=[1.0, 0.5])
     assert result["scale"] == 0.5
     assert result["scales"]["0.5"]["mean_f1"] > result["scales"]["1.0"]["mean_f1"] + 0.05
@@ -116,11 +104,5 @@ def test_calibrate_chooses_the_scale_that_scores_best(tmp_path):
     # Thin 1-pixel lines are the opposite case: halving blurs them away, so 1 wins.
     thin = np.zeros((64, 64), bool)
     thin[::8] = True
-    d = tmp_path / "thin" / "s1"
-    (d / "images").mkdir(parents=True)
-    (d / "masks").mkdir()
-    img = np.zeros((64, 64, 3), np.uint8)
-    img[..., 0] = np.where(thin, 200, 60)
-    Image.fromarray(img).save(d / "images" / "s1.png")
-    Image.fromarray(thin.astype(np.uint8) * 255).save(d / "masks" / "s1.png")
+    _write(tmp_path / "thin", "s1", np.where(thin, 200, 60), thin)
     assert calibrate(_red_detector(), [tmp_path / "thin"], scales=[0.5, 1.0])["scale"] == 1.0

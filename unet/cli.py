@@ -32,7 +32,7 @@ def _threshold(text: str) -> float:
 
 
 def _scale(text: str) -> float:
-    from .predict import check_scale
+    from .model import check_scale
 
     try:
         return check_scale(text)

@@ -222,8 +222,8 @@ def calibrate(model, splits: Sequence[str | Path], progress=None, scales: Sequen
         its own best; with several scales also ``scales``: each one's best threshold and
         mean F1.
     """
-    from .model import model_info
-    from .predict import Predictor, check_scale, default_precision, predictor
+    from .model import check_scale, model_info
+    from .predict import predictor
 
     own = model_info(model).scale
     candidates = [check_scale(s) for s in (scales or [own])]
@@ -236,7 +236,7 @@ def calibrate(model, splits: Sequence[str | Path], progress=None, scales: Sequen
     thresholds = np.arange(BINS) / BINS
     tried = {}
     for scale in dict.fromkeys(candidates):
-        runner = predictor(model) if scale == own else Predictor(model, precision=default_precision(), scale=scale)
+        runner = predictor(model, scale=scale)  # one model copy and graph for every candidate
         curves, per = [], {}
         for split, (found, problems) in samples.items():
             r = evaluate(model, found, threshold=0.5, progress=progress, problems=problems, with_curve=True,

@@ -201,6 +201,17 @@ class ModelError(ValueError):
     """A model file that cannot be used; the message names the file."""
 
 
+def check_scale(scale) -> float:
+    """A model's resize factor, validated: a number in [0.25, 4]."""
+    try:
+        value = float(scale)
+    except (TypeError, ValueError):
+        raise ValueError(f"scale must be a number, got {scale!r}") from None
+    if not 0.25 <= value <= 4.0:
+        raise ValueError(f"scale {value} is outside 0.25-4 (1 = the photo's own size)")
+    return value
+
+
 @dataclass(frozen=True)
 class ModelInfo:
     """What travels beside a model file in ``<name>.json``."""
@@ -303,7 +314,7 @@ def save_model(model, path: str | Path, **info) -> Path:
     # its rebuilt network accepts any size, so the size cannot be read off it again.
     known = _INFO.get(model)
     meta = {"input_size": _input_side(model)} if known is None else {
-        k: v for k, v in asdict(known).items() if k != "path" and v != "" and not (k == "scale" and v == 1.0)}
+        k: v for k, v in asdict(known).items() if k != "path" and v != ""}
     meta.update(info)
     side = path.with_suffix(".json")
     tmp_side = side.with_name(f".{side.name}.tmp")
@@ -348,8 +359,6 @@ def load_model(path: str | Path | None = None):
         raise ModelError(f"{path.name}: cannot be loaded: {text}") from None
     info = ModelInfo.read(path)
     try:
-        from .predict import check_scale
-
         info = replace(info, scale=check_scale(info.scale))
     except ValueError as exc:
         raise ModelError(f"{path.with_suffix('.json').name}: {exc}") from None

@@ -23,6 +23,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .imaging import IMAGE_EXTENSIONS, ImageError, read_image, save_png
+from .model import check_scale
 
 DEFAULT_THRESHOLD = 0.5
 OVERLAY_COLOR = (255, 32, 32)
@@ -132,10 +133,11 @@ class Predictor:
     def at_scale(self, scale: float | None) -> "Predictor":
         """This predictor seeing photos at another scale (None: unchanged), sharing its model
         copy, compiled graph and lock."""
-        if scale is None or check_scale(scale) == self.scale:
+        scale = self.scale if scale is None else check_scale(scale)
+        if scale == self.scale:
             return self
         other = copy.copy(self)
-        other.scale, other._careful = check_scale(scale), None
+        other.scale, other._careful = scale, None
         return other
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
@@ -159,12 +161,14 @@ class Predictor:
         back: the same answer whichever way round the photo was taken.
         """
         _check_rgb(image)
-        h, w = image.shape[:2]
-        image = self._resized(image)
+        return self._restored(self._seen_map(self._resized(image)), *image.shape[:2])
+
+    def _seen_map(self, seen: np.ndarray) -> np.ndarray:
+        """The map of a photo already resized by ``scale``; with ``flips`` averaged over its
+        mirror images, each mapped back."""
         if not self.flips:
-            return self._restored(self._probability(image), h, w)
-        prob = sum(flip(self._probability(flip(image))) for flip in _FLIPS) / len(_FLIPS)
-        return self._restored(prob, h, w)
+            return self._probability(seen)
+        return sum(flip(self._probability(flip(seen))) for flip in _FLIPS) / len(_FLIPS)
 
     def _resized(self, image: np.ndarray) -> np.ndarray:
         """The photo as the model sees it: resized by ``scale`` (antialiased when shrinking)."""
@@ -240,21 +244,12 @@ class Predictor:
                 prob = self._restored(prob, *images[i].shape[:2])
                 mask = prob >= t
                 results[i] = Segmentation(prob, mask, 100.0 * float(mask.mean()), t)
-        for i, im in enumerate(images):
+        for i, im in seen.items():  # larger photos: tiled one by one, resized only once
             if results[i] is None:
-                results[i] = self.segment(im, t)
+                prob = self._restored(self._seen_map(im), *images[i].shape[:2])
+                mask = prob >= t
+                results[i] = Segmentation(prob, mask, 100.0 * float(mask.mean()), t)
         return results  # type: ignore[return-value]
-
-
-def check_scale(scale) -> float:
-    """A model's resize factor, validated: a number in [0.25, 4]."""
-    try:
-        value = float(scale)
-    except (TypeError, ValueError):
-        raise ValueError(f"scale must be a number, got {scale!r}") from None
-    if not 0.25 <= value <= 4.0:
-        raise ValueError(f"scale {value} is outside 0.25-4 (1 = the photo's own size)")
-    return value
 
 
 def _check_rgb(image: np.ndarray) -> bool:
