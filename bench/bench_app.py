@@ -62,7 +62,6 @@ def main() -> None:
     from playwright.sync_api import sync_playwright
 
     from unet.model import DEFAULT_MODEL, load_model, save_model
-    from unet.predict import predictor
     from unet.synthetic import damaged_wall, write_sample_dataset
 
     ap = argparse.ArgumentParser()
@@ -143,7 +142,7 @@ def main() -> None:
             browser.close()
 
     model = load_model(run_dir / "model.keras")
-    pred = predictor(model)  # the very path the page uses (same precision, same tiling)
+    pred = model.predictor  # the very path the page uses (same precision, same tiling)
     image = np.asarray(Image.open(photos[1]).convert("RGB"))
     pred.segment(image)
     seg_times = []

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import streamlit as st
 
+from unet.runs import default_runs_dir
+
 ROOT = Path(__file__).resolve().parent.parent
-RUNS_DIR = Path(os.environ.get("UNET_RUNS_DIR", ROOT / "runs"))
+RUNS_DIR = default_runs_dir()
 DATA_DIR = Path(os.environ.get("UNET_DATA_DIR", ROOT / "data"))
 SAMPLE_DIR = DATA_DIR / "sample"
 MODEL_KEY = "model_choice"
@@ -25,13 +27,16 @@ _MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$])")
 def through_app() -> None:
     """Make sure the app's entry point runs before this page (call first on every page).
 
-    Our pages live in ``pages/``, which Streamlit (1.67) also treats as its legacy
-    multipage folder: until ``st.navigation`` has run once in the server process, a
-    visitor who opens a page URL directly (a bookmark, after a restart) gets that file run
-    on its own, with every file of the folder in the sidebar and no model picker. Leave
-    that mode and rerun: the entry point then runs, and its navigation opens this page.
-    Only a session the entry point has never run for needs it (AppTest, which re-creates
-    the legacy mode on every run, has run the entry point first).
+    The one workaround for Streamlit's legacy multipage mode (``PagesManager.
+    uses_pages_directory``, Streamlit 1.67): a ``pages/`` folder beside the entry point
+    (the layout this product keeps) makes Streamlit, until ``st.navigation`` has run once
+    in the server process, run a directly opened page URL (a bookmark, after a restart) as
+    a file on its own (``script_runner._mpa_v1``), with every file of the folder in the
+    sidebar and no model picker. Leave that mode and rerun: the entry point then runs, and
+    its navigation opens this page. Only a session the entry point has never run for needs
+    it (AppTest, which re-creates the legacy mode on every run, has run the entry point
+    first). ``tests/test_app.py::test_legacy_pages_mode_still_exists`` fails when a
+    Streamlit upgrade drops that mode: then delete this function and its calls.
     """
     from streamlit.runtime.pages_manager import PagesManager
 
@@ -60,25 +65,30 @@ def ensure_sample_data() -> Path:
     return SAMPLE_DIR
 
 
-def data_roots() -> list[Path]:
+def allowed_data_roots() -> list[Path]:
     """Folders a typed dataset path may point into: data/ plus UNET_DATA_ROOTS (os.pathsep-separated)."""
     extra = [Path(p) for p in os.environ.get("UNET_DATA_ROOTS", "").split(os.pathsep) if p]
     return [p.expanduser().resolve() for p in [DATA_DIR, *extra]]
 
 
 def resolve_dataset_path(typed: str) -> Path:
-    """A typed dataset folder, confined to :func:`data_roots` (``..`` and symlinks resolved first).
+    """A typed dataset folder, confined to :func:`allowed_data_roots` (``..`` and symlinks resolved first).
 
     Raises:
         ValueError: the path leads outside every allowed folder, or is not a folder.
     """
     raw = Path(typed.strip()).expanduser()
-    roots = data_roots()
-    path = (raw if raw.is_absolute() else DATA_DIR / raw).resolve()
+    roots = allowed_data_roots()
+    try:
+        path = (raw if raw.is_absolute() else DATA_DIR / raw).resolve()
+        is_dir = path.is_dir()
+    except OSError as exc:  # a name too long for the file system, a loop of links
+        raise ValueError(f"{typed[:80]}{'...' if len(typed) > 80 else ''}: not a usable folder path "
+                         f"({exc.strerror})") from None
     if not any(path == r or path.is_relative_to(r) for r in roots):
         allowed = ", ".join(str(r) for r in roots)
         raise ValueError(f"{typed}: datasets must be inside {allowed} (set UNET_DATA_ROOTS to allow more folders)")
-    if not path.is_dir():
+    if not is_dir:
         raise ValueError(f"{typed}: no such dataset folder")
     return path
 
@@ -160,17 +170,28 @@ def _keep_keras_session() -> None:
 
 @st.cache_resource(max_entries=4, show_spinner="Loading the model...")
 def _load_model(path: str, stamp: tuple):
-    from unet.model import load_model
+    from unet.damage_model import DamageModel
 
     _keep_keras_session()
-    return load_model(path)
+    return DamageModel.load(path)
 
 
 def get_model(path: str):
-    """A model loaded once per file (and again only if the file or its card changes: a
-    calibration rewrites the card's threshold and scale)."""
-    card = Path(path).with_suffix(".json")
-    return _load_model(path, (Path(path).stat().st_mtime, card.stat().st_mtime if card.is_file() else 0.0))
+    """The :class:`unet.DamageModel` of a file, loaded once (and again only if the file or its
+    card changes: a calibration rewrites the card's threshold and scale). At most four stay
+    in memory, each with its predictor and inference copy.
+
+    Raises:
+        ModelError: the file (or its card) cannot be used; the message names it.
+    """
+    from unet.damage_model import file_stamp
+    from unet.model import ModelError
+
+    try:
+        stamp = file_stamp(path)
+    except OSError as exc:
+        raise ModelError(f"{Path(path).name}: cannot be read ({exc.strerror})") from None
+    return _load_model(path, stamp)
 
 
 @st.cache_data(ttl=30, show_spinner="Scanning the dataset...")

@@ -16,7 +16,7 @@ from pages.common import (RUNS_DIR, ensure_sample_data, get_model, known_dataset
 from unet.data import load_pair, scan_dataset
 from unet.evaluate import evaluate_and_store, results_dir, stored_results
 from unet.imaging import ImageError
-from unet.model import ModelError
+from unet.errors import UnetError
 
 through_app()
 
@@ -64,7 +64,7 @@ if missing:
                         yield item
 
                 results[label] = evaluate_and_store(model, choices[label], data_dir, RUNS_DIR, progress=tick)
-            except (ModelError, ValueError) as exc:
+            except UnetError as exc:
                 st.error(f"{md_escape(label)}: {md_escape(exc)}")
         bar.empty()
         st.rerun()

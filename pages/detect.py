@@ -7,6 +7,7 @@ Uploaded names are only shown (escaped), never used as paths.
 
 import hashlib
 import io
+import os
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from PIL import Image
 from pages.common import (SAMPLE_DIR, active_model_path, ensure_sample_data, get_model, md_escape, safe_file_name,
                           through_app)
 from unet.imaging import ImageError, display_name, encode_png, read_image
-from unet.model import ModelError, model_info
+from unet.model import ModelError
 from unet.predict import heatmap, overlay
 
 through_app()
@@ -26,7 +27,12 @@ through_app()
 TYPES = ["jpg", "jpeg", "png", "tif", "tiff", "bmp"]
 PREVIEW = 640  # longest side shown on the page; downloads keep full resolution
 CACHE_KEY = "detect_results"
-MAX_CACHED = 24
+# What one browser session may hold: each photo keeps its pixels and its probability map
+# (7 bytes a pixel, 84 MB for a 12 MP photo) so the threshold moves without the model.
+CACHE_BYTES = int(float(os.environ.get("UNET_DETECT_CACHE_MB", "600")) * 2**20)
+# The page's photo limit, below the command line's 100 MP: a 1-bit PNG of a few KB can
+# declare 100 MP, which would take the server several GB per upload.
+APP_MAX_PIXELS = int(float(os.environ.get("UNET_APP_MAX_MP", "60")) * 1e6)
 
 st.title("Detect damage")
 st.write("Drop one or more photos. Each mask comes back at the photo's own resolution; large photos are "
@@ -42,9 +48,12 @@ except ModelError as exc:
     st.error(f"The chosen model cannot be used: {md_escape(exc)}")
     st.stop()
 
-info = model_info(model)
+# Each model brings its own threshold: a new model choice resets the slider to its card's.
+if st.session_state.get("detect_threshold_model") != (model_path, model.threshold):
+    st.session_state["detect_threshold_model"] = (model_path, model.threshold)
+    st.session_state["detect_threshold"] = min(0.95, max(0.05, float(round(model.threshold, 2))))
 threshold = st.slider("Damage threshold (probability at which a pixel counts as damaged)", 0.05, 0.95,
-                      float(round(info.threshold, 2)), 0.01, key="detect_threshold")
+                      step=0.01, key="detect_threshold")
 flips = st.toggle("Careful mode: also segment each photo's mirror images and average (4x the time, "
                   "slightly more accurate)", key="detect_flips")
 uploads = st.file_uploader("Photos", type=TYPES, accept_multiple_files=True, key="detect_upload")
@@ -65,18 +74,16 @@ cache: dict = st.session_state.setdefault(CACHE_KEY, {})
 def result(name: str, data: bytes) -> dict:
     """This photo's entry for this model and mode: image, probability and the seconds the model took,
     computed once."""
-    key = (hashlib.sha1(data).hexdigest(), model_path, info.scale, flips)
+    key = (hashlib.sha1(data).hexdigest(), model_path, model.scale, flips)
     if key not in cache:
-        image = read_image(data, name=name)
-        from unet.predict import predictor
-
+        image = read_image(data, name=name, max_pixels=APP_MAX_PIXELS)
         with st.spinner(f"Segmenting {name}..."):
             start = time.perf_counter()
-            prob = predictor(model, flips).probability(image)
+            prob = model.probability(image, flips=flips)
             seconds = time.perf_counter() - start
-        if len(cache) >= MAX_CACHED:
-            cache.pop(next(iter(cache)))
         cache[key] = {"image": image, "prob": prob, "seconds": seconds}
+        while len(cache) > 1 and sum(e["image"].nbytes + e["prob"].nbytes for e in cache.values()) > CACHE_BYTES:
+            cache.pop(next(iter(cache)))  # the oldest photo goes; it is segmented again if shown
     return cache[key]
 
 

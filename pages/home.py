@@ -1,6 +1,6 @@
 """Home: what the studio does, the active model, devices, datasets and latest runs."""
 
-import json
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -27,15 +27,20 @@ with left:
     if path is None:
         st.info("No trained model yet: start a run on the **Train** page.")
     else:
-        from pathlib import Path
+        from unet.damage_model import ModelCard
+        from unet.errors import UnetError
 
-        side = Path(path).with_suffix(".json")
-        info = json.loads(side.read_text()) if side.is_file() else {}
         st.markdown(md_code(Path(path).parent.name + "/" + Path(path).name))
-        scale = info.get("scale", 1.0)
-        st.caption(f"preset {info.get('preset', '?')} · threshold {info.get('threshold', 0.5)} · "
-                   f"trained at {info.get('input_size', '?')} px"
-                   + (f" · photos seen at {scale:g}x their size" if scale != 1.0 else ""))
+        try:
+            card = ModelCard.read(path) or ModelCard()
+        except UnetError as exc:  # a damaged card: say so here; Detect refuses the model too
+            st.error(md_escape(exc))
+        else:
+            st.caption(f"preset {card.preset or '?'} · threshold {card.threshold:g} · "
+                       f"trained at {card.input_size} px"
+                       + (f" · photos seen at {card.scale:g}x their size" if card.scale != 1.0 else ""))
+            if card.calibration and card.calibration.get("stale"):
+                st.warning(md_escape(card.calibration["stale"]))
 
 with mid:
     st.subheader("Compute devices")

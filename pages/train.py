@@ -11,8 +11,10 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from pages.common import RUNS_DIR, ensure_sample_data, known_datasets, md_escape, resolve_dataset_path, through_app
+from unet.config import DEVICES, LOSSES, TrainConfig
+from unet.errors import UnetError
 from unet.model import PRESETS
-from unet.runs import ACTIVE, TrainConfig, create_run, launch, list_runs, request_stop
+from unet.runs import ACTIVE, create_run, launch, list_runs, request_stop, start_waiting
 
 through_app()
 
@@ -32,12 +34,12 @@ with st.form("new_run"):
                           help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()))
     size = c3.select_slider("Input size (px)", [64, 96, 128, 192, 256, 320, 384, 512], value=defaults.size,
                             key="train_size")
-    loss = c1.selectbox("Loss", ["bce_dice", "dice", "bce"], key="train_loss",
-                        help="BCE + Dice suits thin, rare damage; BCE alone is the original recipe's loss")
+    loss = c1.selectbox("Loss", list(LOSSES), key="train_loss",
+                        help="; ".join(f"{k}: {v}" for k, v in LOSSES.items()))
     epochs = c2.number_input("Epochs", 1, 1000, defaults.epochs, key="train_epochs")
     batch = c3.number_input("Batch size", 1, 256, defaults.batch, key="train_batch")
     lr = c1.number_input("Learning rate", 1e-5, 0.1, defaults.learning_rate, format="%.5f", key="train_lr")
-    device = c2.selectbox("Device", ["auto", "cpu", "gpu"], key="train_device")
+    device = c2.selectbox("Device", DEVICES, key="train_device")
     augment = c3.checkbox("Augmentation (flips, rotations, crops, brightness)", True, key="train_augment")
     mixed = c3.checkbox("Mixed precision (bfloat16 on CPU, float16 on GPU)", False, key="train_mixed")
     steps = c1.number_input("Batches per epoch (0 = one pass over the photos)", 0, 10000, 20, key="train_steps",
@@ -60,12 +62,14 @@ if submitted:
                               batch=int(batch), learning_rate=float(lr), device=device, augment=augment,
                               steps_per_epoch=int(steps) or None, mixed_precision=mixed, name=name).validate()
             run = create_run(cfg, RUNS_DIR)
-            launch(run)
+            pid = launch(run)
             st.session_state[RUN_KEY] = run.id
-            st.success(f"Started run {run.id}.")
-        except (ValueError, RuntimeError, OSError) as exc:
+            st.success(f"Started run {run.id}." if pid else
+                       f"Queued run {run.id}: {md_escape(run.raw_status().get('waiting'))}.")
+        except (UnetError, OSError) as exc:
             st.error(f"Could not start the run: {md_escape(exc)}")
 
+start_waiting(RUNS_DIR)  # a queue whose last process was killed moves on
 runs = list_runs(RUNS_DIR)
 if not runs:
     st.info("No runs yet. Start one with the form above.")
@@ -113,10 +117,15 @@ def live_panel():
             "completed": ":green[:material/check_circle:]", "stopped": ":gray[:material/pause_circle:]",
             "failed": ":red[:material/error:]"}.get(state, ":material/help:")
     st.markdown(f"{icon} **{state}** · preset {cfg.get('preset')} · {cfg.get('size')} px · "
-                f"loss {cfg.get('loss')} · backend {cfg.get('backend', '…')}")
+                f"loss {cfg.get('loss')} · backend {run.environment().get('backend', cfg.get('backend', '…'))}")
     if status.get("error"):
         st.error(md_escape(status["error"]))
-    epochs = int(cfg.get("epochs", 1))
+    stalled = run.stalled(status)
+    if stalled:
+        st.warning(md_escape(stalled))
+    if status.get("waiting") and state == "queued":
+        st.info(f"Waiting: {md_escape(status['waiting'])}")
+    epochs = cfg.get("epochs") if isinstance(cfg.get("epochs"), int) and cfg.get("epochs") > 0 else 1
     if prog:
         done = (prog.get("epoch", 1) - 1 + prog.get("batch", 0) / max(1, prog.get("steps", 1))) / epochs
         eta = prog.get("eta_s")
@@ -134,7 +143,7 @@ def live_panel():
         try:
             launch(run, resume=True)
             st.toast("Resumed from the last checkpoint.")
-        except RuntimeError as exc:
+        except UnetError as exc:
             st.error(md_escape(exc))
     with st.expander("Log (last lines)"):
         st.code(run.log_tail(25) or "(empty)", language=None)

@@ -44,11 +44,59 @@ def _copy_run(trained, runs: Path, name: str | None = None) -> Path:
     return dest
 
 
-def test_home_renders(app_env):
+def test_home_shows_the_model_card_datasets_and_runs(app_env, trained_tiny):
+    _, runs = app_env
+    _copy_run(trained_tiny, runs, "run-a")
     at = _app()
-    text = " ".join(m.value for m in at.markdown)
-    assert "CPU" in text and "sample" in text
     assert at.title[0].value == "Damage segmentation studio"
+    from unet.damage_model import ModelCard
+    from unet.model import DEFAULT_MODEL
+
+    card = ModelCard.read(DEFAULT_MODEL)
+    caption = " ".join(c.value for c in at.caption)
+    assert f"threshold {card.threshold:g}" in caption and f"trained at {card.input_size} px" in caption
+    text = " ".join(m.value for m in at.markdown)
+    assert "default.keras" in text and "**sample \\(generated\\)**" in text and "**CPU**" in text
+    table = at.dataframe[0].value
+    assert list(table["run"]) == ["run-a"] and list(table["state"]) == ["completed"]
+
+
+def test_a_damaged_run_folder_or_model_card_never_takes_a_page_down(app_env, trained_tiny):
+    _, runs = app_env
+    _copy_run(trained_tiny, runs, "run-a")
+    bad = _copy_run(trained_tiny, runs, "run-b")
+    (bad / "status.json").write_text("[1]")
+    (bad / "config.json").write_text('{"created_at": 7, "preset": [1]}')
+    (runs / "run-a" / "model.json").write_text('{"threshold": "abc"')  # truncated, not JSON
+    at = _app()
+    table = at.dataframe[0].value
+    assert dict(zip(table["run"], table["state"])) == {"run-a": "completed", "run-b": "unreadable"}
+    # the sidebar's choice (AppTest reruns the page alone, so it is set where the picker keeps it)
+    at.session_state["model_path"] = str(runs / "run-a" / "model.keras")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("model\\.json: the model card is not valid JSON" in e.value for e in at.error)
+    for page in ("train", "detect", "compare"):
+        at.switch_page(f"pages/{page}.py").run()
+        assert not at.exception, (page, [e.value for e in at.exception])
+
+
+def test_legacy_pages_mode_still_exists():
+    """Why ``pages.common.through_app`` exists: with a ``pages/`` folder beside the entry point,
+    the pinned Streamlit still starts a server in its legacy multipage mode, where a directly
+    opened page URL runs that file alone. When this fails, Streamlit dropped the mode: delete
+    ``through_app`` and its calls."""
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.runtime.scriptrunner import script_runner
+
+    saved = PagesManager.uses_pages_directory
+    try:
+        PagesManager.uses_pages_directory = None
+        PagesManager(APP)
+        assert PagesManager.uses_pages_directory is True
+    finally:
+        PagesManager.uses_pages_directory = saved
+    assert callable(getattr(script_runner, "_mpa_v1", None))
 
 
 def test_dataset_page_summary_follows_the_choice(app_env, tmp_path):
@@ -127,6 +175,24 @@ def test_detect_threshold_changes_the_percentage(app_env, trained_tiny):
     assert "(careful mode)" in result_line()
     by_mode = {key[-1]: entry["prob"] for key, entry in at.session_state["detect_results"].items()}
     assert set(by_mode) == {False, True} and not np.array_equal(by_mode[False], by_mode[True])
+
+
+def test_detect_threshold_follows_the_chosen_models_card(app_env, trained_tiny):
+    from unet.damage_model import DamageModel
+
+    _, runs = app_env
+    for name, threshold in (("run-a", 0.48), ("run-b", 0.3)):
+        DamageModel.load(_copy_run(trained_tiny, runs, name) / "model.keras").update_card(threshold=threshold)
+    at = _app()
+    at.session_state["model_path"] = str(runs / "run-a" / "model.keras")  # the sidebar's choice
+    at.switch_page("pages/detect.py").run()
+    assert at.slider(key="detect_threshold").value == 0.48
+    at.session_state["model_path"] = str(runs / "run-b" / "model.keras")
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.slider(key="detect_threshold").value == 0.3  # not the previous model's 0.48
+    at.slider(key="detect_threshold").set_value(0.7).run()
+    assert at.slider(key="detect_threshold").value == 0.7  # the user's own choice stays
 
 
 def test_compare_two_runs(app_env, trained_tiny):

@@ -3,6 +3,7 @@
 import csv
 import json
 
+import pytest
 from PIL import Image
 
 from conftest import run_cli
@@ -27,24 +28,43 @@ def test_sample_data(tmp_path):
     assert len(list((tmp_path / "d").rglob("images/*.png"))) == 6
 
 
-def test_train_predict_evaluate_and_runs(tmp_path, sample_dir):
-    runs = tmp_path / "runs"
-    proc = run_cli("train", "--data", str(sample_dir), "--preset", "tiny", "--size", "64", "--epochs", "1",
-                   "--batch", "4", "--runs-dir", str(runs))
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory, sample_dir):
+    """A run trained from the command line, from a config file whose values flags override:
+    (runs folder, run id, its model file)."""
+    tmp = tmp_path_factory.mktemp("cli")
+    config = tmp / "c.json"
+    config.write_text(json.dumps({"data": str(sample_dir), "preset": "tiny", "size": 64, "epochs": 5, "batch": 4,
+                                  "crop_scale": [0.9, 1.1], "optimizer": "adamw"}))
+    runs = tmp / "runs"
+    proc = run_cli("train", "--config", str(config), "--epochs", "1", "--name", "flags", "--runs-dir", str(runs))
     assert proc.returncode == 0, proc.stderr
     run_id = proc.stdout.splitlines()[0].split()[1]
     model = runs / run_id / "model.keras"
     assert model.is_file()
+    return runs, run_id, model
 
+
+def test_predict_writes_a_row_per_file_and_keeps_going_after_a_bad_one(cli_run, sample_dir, tmp_path):
+    _, _, model = cli_run
     out = tmp_path / "pred"
     (tmp_path / "junk.png").write_text("not an image")
     proc = run_cli("predict", "--model", str(model), "--out", str(out), str(sample_dir / "test"),
                    str(tmp_path / "junk.png"), "--threshold", "0.4")
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(open(out / "results.csv")))
-    assert any(r["error"] for r in rows) and any(r["damaged_pct"] for r in rows)
+    photos = sorted((sample_dir / "test").rglob("images/*.png"))
+    assert len(rows) == len(photos) + 1
+    bad = [r for r in rows if r["error"]]
+    assert [r["file"] for r in bad] == [str(tmp_path / "junk.png")] and "not a photo" in bad[0]["error"]
+    for r in rows:
+        if not r["error"]:  # each row names its own outputs, and they exist
+            assert float(r["damaged_pct"]) >= 0 and (out / r["mask"]).is_file() and (out / r["overlay"]).is_file()
+    assert "1 failed" in proc.stdout
 
-    # careful mode: a photo and its mirror image come out the same
+
+def test_careful_mode_gives_a_photo_and_its_mirror_image_the_same_answer(cli_run, sample_dir, tmp_path):
+    _, _, model = cli_run
     photo = sorted((sample_dir / "test").rglob("images/*.png"))[0]
     Image.open(photo).transpose(Image.FLIP_LEFT_RIGHT).save(tmp_path / "mirrored.png")
     proc = run_cli("predict", "--model", str(model), "--out", str(tmp_path / "careful"), str(photo),
@@ -52,18 +72,27 @@ def test_train_predict_evaluate_and_runs(tmp_path, sample_dir):
     assert proc.returncode == 0, proc.stderr
     pcts = [float(r["damaged_pct"]) for r in csv.DictReader(open(tmp_path / "careful" / "results.csv"))]
     assert len(pcts) == 2 and abs(pcts[0] - pcts[1]) < 0.01
-    _one_line_error(run_cli("evaluate", "--run", run_id, "--runs-dir", str(runs), "--data",
-                            str(sample_dir / "test"), "--flips"))  # Compare shows plain predictions only
 
+
+def test_evaluate_a_run_stores_its_results_where_compare_finds_them(cli_run, sample_dir):
+    runs, run_id, _ = cli_run
     proc = run_cli("evaluate", "--run", run_id, "--runs-dir", str(runs), "--data", str(sample_dir / "test"), "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert {"iou", "dice", "precision", "recall", "threshold", "n_images"} <= set(result)
     assert result["n_images"] == 2
     assert list((runs / run_id / "eval").glob("*/metrics.json"))
+    # Compare shows the model's own predictions: careful mode or another scale needs --out
+    for extra in (["--flips"], ["--scale", "0.5"]):
+        _one_line_error(run_cli("evaluate", "--run", run_id, "--runs-dir", str(runs), "--data",
+                                str(sample_dir / "test"), *extra))
 
-    # calibrate chooses the threshold and, among --scales, the resize factor, and --write
-    # stores both in the model's card, where predict and evaluate then find them
+
+def test_calibrate_writes_threshold_and_scale_to_the_card(cli_run, sample_dir, tmp_path):
+    _, _, trained = cli_run
+    model = tmp_path / "m.keras"  # a copy: the other tests use the run's own card
+    model.write_bytes(trained.read_bytes())
+    model.with_suffix(".json").write_bytes(trained.with_suffix(".json").read_bytes())
     proc = run_cli("calibrate", "--model", str(model), "--data", str(sample_dir / "val"), "--scales", "1", "0.5",
                    "--write", "--json")
     assert proc.returncode == 0, proc.stderr
@@ -72,19 +101,70 @@ def test_train_predict_evaluate_and_runs(tmp_path, sample_dir):
     assert chosen["mean_f1"] == max(s["mean_f1"] for s in chosen["scales"].values())
     card = json.loads(model.with_suffix(".json").read_text())
     assert card["scale"] == chosen["scale"] and card["threshold"] == round(chosen["threshold"], 3)
+    assert card["calibration"]["mean_f1"] == chosen["mean_f1"] and card["preset"] == "tiny"
     proc = run_cli("calibrate", "--model", str(model), "--data", str(sample_dir / "val"), "--scales", "9")
     assert proc.returncode == 2 and "scale 9.0 is outside 0.25-4" in proc.stderr
+
+
+def test_predict_at_another_scale_keeps_the_photo_size(cli_run, sample_dir, tmp_path):
+    _, _, model = cli_run
+    photo = sorted((sample_dir / "test").rglob("images/*.png"))[0]
     proc = run_cli("predict", "--model", str(model), "--out", str(tmp_path / "half"), str(photo), "--scale", "0.5")
     assert proc.returncode == 0, proc.stderr
     with Image.open(tmp_path / "half" / f"{photo.stem}_mask.png") as mask, Image.open(photo) as original:
-        assert mask.size == original.size  # the mask keeps the photo's size at any scale
-    _one_line_error(run_cli("evaluate", "--run", run_id, "--runs-dir", str(runs), "--data",
-                            str(sample_dir / "test"), "--scale", "0.5"))
+        assert mask.size == original.size
 
+
+def test_runs_list_stop_resume_and_start(cli_run):
+    runs, run_id, _ = cli_run
     proc = run_cli("runs", "list", "--runs-dir", str(runs), "--json")
     assert json.loads(proc.stdout)[0]["state"] == "completed"
+    proc = run_cli("runs", "list", "--runs-dir", str(runs))
+    assert run_id in proc.stdout and "completed" in proc.stdout
     _one_line_error(run_cli("runs", "stop", run_id, "--runs-dir", str(runs)))  # not running
     _one_line_error(run_cli("runs", "resume", "nope", "--runs-dir", str(runs)))
+    # starting a run that has trained again would replace its history and model: asked for
+    proc = run_cli("runs", "start", run_id, "--runs-dir", str(runs))
+    _one_line_error(proc)
+    assert "runs start --restart" in proc.stderr
+
+
+def test_a_config_file_with_flags_that_override_it(cli_run, tmp_path, sample_dir):
+    runs, run_id, _ = cli_run
+    stored = json.loads((runs / run_id / "config.json").read_text())
+    assert (stored["epochs"], stored["name"], stored["optimizer"], stored["crop_scale"]) == (1, "flags", "adamw",
+                                                                                              [0.9, 1.1])
+    assert "-flags-" in run_id
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"data": str(sample_dir), "threshold": 5, "crop_scale": [0, 0]}))
+    proc = run_cli("train", "--config", str(bad), "--runs-dir", str(tmp_path / "runs"))
+    _one_line_error(proc)
+    assert "threshold must be between 0 and 1" in proc.stderr and "crop_scale" in proc.stderr
+    bad.write_text("{not json")
+    _one_line_error(run_cli("train", "--config", str(bad), "--runs-dir", str(tmp_path / "runs")))
+    assert not (tmp_path / "runs").exists()  # refused before any run folder is made
+
+
+def test_a_bug_shows_its_traceback_and_exit_code_1(monkeypatch, capsys):
+    """Only the package's own errors are bad input; anything else is a bug and must not be
+    dressed up as the user's mistake."""
+    import unet.devices
+    from unet.cli import main
+
+    def broken():
+        raise RuntimeError("an internal bug")
+
+    monkeypatch.setattr(unet.devices, "list_devices", broken)
+    with pytest.raises(RuntimeError, match="an internal bug"):
+        main(["devices"])  # not caught: Python prints the traceback and exits with 1
+    from unet.errors import UnetError
+
+    def refused():
+        raise UnetError("x.png: a problem with the input")
+
+    monkeypatch.setattr(unet.devices, "list_devices", refused)
+    assert main(["devices"]) == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "error: x.png: a problem with the input"
 
 
 def test_bad_input_is_one_line_with_exit_code_2(tmp_path):

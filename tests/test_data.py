@@ -89,9 +89,10 @@ def test_truncated_image_found_at_load_is_reported_not_raised(tmp_path):
     _img(good / "images" / "g.png")
     _mask(good / "masks" / "g.png", (0, 2, 0, 2))
     bad = tmp_path / "b"
-    data = (_img(bad / "images" / "b.png", 64, 64)).read_bytes()
-    rng_img = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
-    rng_img.save(bad / "images" / "b.png")
+    # noise does not compress: cutting the file in half cuts into the pixel data
+    noise = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    (bad / "images").mkdir(parents=True)
+    noise.save(bad / "images" / "b.png")
     data = (bad / "images" / "b.png").read_bytes()
     (bad / "images" / "b.png").write_bytes(data[: len(data) // 2])
     _mask(bad / "masks" / "b.png", (0, 2, 0, 2), 64, 64)
@@ -134,8 +135,8 @@ def test_augmentation_keeps_image_and_mask_aligned():
         y, x = rng.integers(0, 70), rng.integers(0, 90)
         mask[y : y + 10, x : x + 4] = True
     image = np.repeat((mask * 255).astype(np.uint8)[..., None], 3, axis=2)
-    exact = Augment(scale=(1.0, 1.0), brightness=0, contrast=0)
-    scaled = Augment(scale=(0.6, 1.5), brightness=0, contrast=0)
+    exact = Augment(crop_scale=(1.0, 1.0), brightness=0, contrast=0)
+    scaled = Augment(crop_scale=(0.6, 1.5), brightness=0, contrast=0)
     for i in range(20):
         img, msk = random_pair(image, mask, 64, np.random.default_rng(i), exact)
         np.testing.assert_array_equal(img[..., 0] > 127, msk)

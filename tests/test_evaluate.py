@@ -106,3 +106,27 @@ def test_calibrate_chooses_the_scale_that_scores_best(tmp_path):
     thin[::8] = True
     _write(tmp_path / "thin", "s1", np.where(thin, 200, 60), thin)
     assert calibrate(_red_detector(), [tmp_path / "thin"], scales=[0.5, 1.0])["scale"] == 1.0
+
+
+def test_stored_results_are_used_until_the_model_file_changes(tmp_path):
+    import os
+
+    from unet.damage_model import DamageModel
+    from unet.evaluate import evaluate_and_store, results_dir, stored_results
+
+    truth = np.zeros((16, 16), bool)
+    truth[:8] = True
+    _write(tmp_path / "split", "a", truth * 255, truth)
+    path = DamageModel(_red_detector(), precision="float32").save(tmp_path / "red.keras")
+    runs = tmp_path / "runs"
+    assert stored_results(path, tmp_path / "split", runs) is None  # not evaluated yet
+    model = DamageModel.load(path, precision="float32")
+    result = evaluate_and_store(model, path, tmp_path / "split", runs)
+    again = stored_results(path, tmp_path / "split", runs)
+    assert again is not None and again["dice"] == result["dice"] == pytest.approx(1.0)
+    assert results_dir(path, tmp_path / "split", runs).is_relative_to(runs / "_models")
+    stamp = path.stat().st_mtime
+    os.utime(path, (stamp + 10, stamp + 10))  # retrained or replaced: a new model file
+    assert stored_results(path, tmp_path / "split", runs) is None
+    (results_dir(path, tmp_path / "split", runs) / "metrics.json").write_text("[1]")  # damaged results
+    assert stored_results(path, tmp_path / "split", runs) is None

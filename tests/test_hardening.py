@@ -179,6 +179,8 @@ def test_dataset_paths_stay_inside_the_allowed_folders(tmp_path, monkeypatch):
             resolve_dataset_path(bad)
     monkeypatch.setenv("UNET_DATA_ROOTS", str(outside))
     assert resolve_dataset_path(str(outside)) == outside.resolve()
+    with pytest.raises(ValueError, match="not a usable folder path"):  # ENAMETOOLONG, said in one line
+        resolve_dataset_path("a" * 5000)
 
 
 def test_server_settings_are_deliberate():
@@ -187,3 +189,125 @@ def test_server_settings_are_deliberate():
     assert cfg["server"]["enableXsrfProtection"] is True
     assert 1 <= cfg["server"]["maxUploadSize"] <= 200
     assert cfg["client"]["showErrorDetails"] == "none"
+
+
+def _cli_respecting_permissions(*args, preexec=None):
+    try:
+        return subprocess.run([sys.executable, "-m", "unet", *args], cwd=ROOT,
+                              env={**os.environ, "PYTHONPATH": str(ROOT)}, preexec_fn=preexec or _respect_permissions,
+                              capture_output=True, text=True, timeout=180)
+    except subprocess.SubprocessError as exc:
+        if "preexec_fn" in str(exc):
+            pytest.skip(f"cannot make file permissions apply to the process here: {exc}")
+        raise
+
+
+@pytest.fixture()
+def tiny_model_file(tmp_path):
+    from unet.model import build_unet, save_model
+
+    return save_model(build_unet("tiny", 64), tmp_path / "tiny.keras")
+
+
+def _one_line(proc):
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def test_an_unreadable_photo_or_mask_is_named_and_the_rest_still_run(tmp_path, tiny_model_file, sample_dir):
+    import csv
+    import shutil
+
+    photos = tmp_path / "photos"
+    for i in range(3):
+        photos.mkdir(exist_ok=True)
+        Image.fromarray(np.full((24, 24, 3), 40 * i, np.uint8)).save(photos / f"{i}.png")
+    (photos / "1.png").chmod(0o000)
+    data = tmp_path / "data"
+    shutil.copytree(sample_dir, data)
+    mask = sorted((data / "test").rglob("masks/*.png"))[0]
+    mask.chmod(0o000)
+    try:
+        proc = _cli_respecting_permissions("predict", "--model", str(tiny_model_file), "--out", str(tmp_path / "o"),
+                                           str(photos))
+        evaluated = _cli_respecting_permissions("evaluate", "--model", str(tiny_model_file), "--data",
+                                                str(data / "test"), "--json")
+    finally:
+        (photos / "1.png").chmod(0o644)
+        mask.chmod(0o644)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(open(tmp_path / "o" / "results.csv")))
+    assert [r["error"] for r in rows] == ["", "cannot be read (Permission denied)", ""]
+    assert evaluated.returncode == 0, evaluated.stderr
+    result = json.loads(evaluated.stdout)
+    assert result["n_images"] == 1 and any("Permission denied" in p and mask.name in p for p in result["problems"])
+
+
+def test_training_skips_an_unreadable_mask_and_a_scan_an_unreadable_folder(tmp_path, sample_dir):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(sample_dir, data)
+    mask = sorted((data / "train").rglob("masks/*.png"))[0]
+    sample = sorted(p for p in (data / "val").iterdir() if p.is_dir())[0]
+    run = create_run(TrainConfig(data=str(data), preset="tiny", size=64, epochs=1, batch=4), tmp_path / "runs")
+    mask.chmod(0o000)
+    try:
+        proc = _start_run_respecting_permissions(run, tmp_path / "runs")
+    finally:
+        mask.chmod(0o644)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert run.status()["state"] == "completed" and run.status()["data_problems"] >= 1
+    assert f"{mask.name}: cannot be read (Permission denied)" in proc.stdout
+    # a sample folder that cannot be read (or vanishes) during a scan is a problem, not a crash
+    sample.chmod(0o000)
+    try:
+        scanned = _cli_respecting_permissions("evaluate", "--model", str(run.model_path), "--data", str(data / "val"),
+                                              "--json")
+    finally:
+        sample.chmod(0o755)
+    assert scanned.returncode == 0, scanned.stderr
+    result = json.loads(scanned.stdout)
+    assert result["n_images"] == 1 and any(p.startswith(f"{sample.name}: sample folder has no image")
+                                           for p in result["problems"])
+
+
+def test_a_read_only_output_folder_is_one_line_with_exit_code_2(tmp_path, tiny_model_file):
+    Image.fromarray(np.zeros((16, 16, 3), np.uint8)).save(tmp_path / "p.png")
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        proc = _cli_respecting_permissions("predict", "--model", str(tiny_model_file), "--out", str(locked),
+                                           str(tmp_path / "p.png"))
+    finally:
+        locked.chmod(0o755)
+    _one_line(proc)
+    assert "locked: the output folder cannot be written" in proc.stderr
+    (tmp_path / "file").write_text("x")
+    proc = _cli_respecting_permissions("predict", "--model", str(tiny_model_file), "--out", str(tmp_path / "file"),
+                                       str(tmp_path / "p.png"))
+    _one_line(proc)
+    assert "the output folder is a file" in proc.stderr
+
+
+def test_a_full_disk_during_predict_stops_cleanly_with_results_csv(tmp_path, tiny_model_file):
+    import csv
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(3):  # noise: PNGs that do not compress, larger than the limit below
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (200, 200, 3), dtype=np.uint8)).save(
+            photos / f"{i}.png")
+    out = tmp_path / "out"
+
+    def small_files():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (16 * 1024, 16 * 1024))
+
+    proc = _cli_respecting_permissions("predict", "--model", str(tiny_model_file), "--out", str(out), str(photos),
+                                       preexec=small_files)
+    _one_line(proc)
+    assert "cannot write the results" in proc.stderr and "results.csv lists what was done" in proc.stderr
+    rows = list(csv.DictReader(open(out / "results.csv")))
+    assert len(rows) == 3 and all(r["error"].startswith("not processed (writing the results failed") for r in rows)
+    assert not [p for p in out.iterdir() if ".tmp" in p.name]  # nothing half-written left behind

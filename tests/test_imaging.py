@@ -101,6 +101,14 @@ def test_huge_header_is_refused_before_decoding():
     assert "bomb.png" in str(err.value)
 
 
+def test_a_photo_just_over_the_limit_says_by_how_much():
+    with pytest.raises(ImageError) as err:
+        read_image(_png_header_only(10001, 10000), name="big.png")
+    assert "is 10001x10000 pixels (100.01 MP); the limit is 100 MP" in str(err.value)
+    with pytest.raises(ImageError, match=r"\(20 MP\); the limit is 12\.5 MP"):
+        read_image(_png_header_only(5000, 4000), name="phone.png", max_pixels=12_500_000)
+
+
 def test_one_pixel_image(tmp_path):
     out = read_image(_save(Image.new("RGB", (1, 1), (1, 2, 3)), tmp_path / "dot.png"))
     assert out.shape == (1, 1, 3) and tuple(out[0, 0]) == (1, 2, 3)

@@ -31,10 +31,12 @@ def test_tiny_run_leaves_a_complete_run_folder(trained_tiny):
     assert {"loss", "val_loss", "val_iou", "val_dice", "val_precision", "val_recall"} <= set(row)
     assert run.last_checkpoint.is_file() and run.best_checkpoint.is_file() and run.model_path.is_file()
     cfg = run.config()
-    for key in ("data", "preset", "size", "loss", "optimizer", "learning_rate", "epochs", "batch", "augment",
-                "seed", "backend", "devices"):
-        assert key in cfg, key
-    assert cfg["backend"] == "tensorflow"
+    # config.json is the definition alone, exactly as created (the trainer never rewrites it)...
+    assert set(cfg) == set(TrainConfig().to_dict())
+    assert TrainConfig.from_dict(cfg).validate().preset == "tiny"
+    # ...and where it trained has its own file
+    env = run.environment()
+    assert env["backend"] == "tensorflow" and env["devices"] and env["keras"] and env["precision"] == "float32"
     assert run.progress()["epoch"] == 2 and run.progress()["batch_losses"]
     assert any((run.dir / "tensorboard").rglob("events.out.tfevents*"))
     assert [r.id for r in list_runs(run.dir.parent)] == [run.id]
@@ -113,3 +115,155 @@ def test_fine_tune_from_a_saved_model(tmp_path, sample_dir, trained_tiny, capsys
                                    init_from=str(trained_tiny.model_path)), tmp_path)
     assert execute(wrong) == "failed"
     assert "is not preset 'lite'" in wrong.status()["error"]
+
+
+def test_a_reused_pid_is_not_taken_for_the_training_process(tmp_path, sample_dir):
+    from unet.runs import process_identity
+
+    run = create_run(TrainConfig(data=str(sample_dir), preset="tiny"), tmp_path)
+    me = process_identity()
+    run.set_status(state="running", **me)
+    assert run.status()["state"] == "running"  # this very process: alive
+    # the same pid, started at another time: the training process died and the pid was reused
+    run.set_status(state="running", pid=me["pid"], pid_created=me["pid_created"] - 1000)
+    st = run.status()
+    assert st["state"] == "failed" and "ended unexpectedly" in st["error"] and "before its first checkpoint" in st["error"]
+
+
+def test_resuming_never_loses_a_calibrated_card(tmp_path, trained_tiny, capsys):
+    import json
+    import shutil
+
+    from unet.damage_model import DamageModel
+    from unet.train import execute
+
+    copy = tmp_path / trained_tiny.id
+    shutil.copytree(trained_tiny.dir, copy)
+    run = get_run(copy.name, tmp_path)
+    DamageModel.load(run.model_path).update_card(threshold=0.19, calibration={"mean_f1": 0.7})
+    before = run.model_path.with_suffix(".json").read_text()
+    assert execute(run, resume=True) == "completed"  # all epochs done: nothing to train
+    assert "all 2 epochs already done; nothing to train" in capsys.readouterr().out
+    assert run.model_path.with_suffix(".json").read_text() == before
+    # trained on: the calibrated threshold stays, its record says it is stale
+    cfg = json.loads(run.config_path.read_text())
+    run.config_path.write_text(json.dumps({**cfg, "epochs": cfg["epochs"] + 1}))
+    assert execute(run, resume=True) == "completed"
+    card = json.loads(run.model_path.with_suffix(".json").read_text())
+    assert card["threshold"] == 0.19 and card["calibration"]["mean_f1"] == 0.7 and "stale" in card["calibration"]
+
+
+def test_damaged_run_folders_are_listed_as_unreadable_and_the_rest_carry_on(tmp_path, trained_tiny):
+    import json
+    import shutil
+
+    from conftest import run_cli
+
+    for name in ("good", "list-status", "int-status", "truncated", "int-created"):
+        shutil.copytree(trained_tiny.dir, tmp_path / name)
+    (tmp_path / "list-status" / "status.json").write_text("[1]")
+    (tmp_path / "int-status" / "config.json").write_text("7")
+    (tmp_path / "truncated" / "status.json").write_text('{"state": "runn')
+    cfg = json.loads((tmp_path / "int-created" / "config.json").read_text())
+    (tmp_path / "int-created" / "config.json").write_text(json.dumps({**cfg, "created_at": 5}))
+    proc = run_cli("runs", "list", "--runs-dir", str(tmp_path), "--json")
+    assert proc.returncode == 0, proc.stderr
+    states = {r["run"]: r["state"] for r in json.loads(proc.stdout)}
+    assert states == {"good": "completed", "list-status": "unreadable", "int-status": "unreadable",
+                      "truncated": "unreadable", "int-created": "completed"}
+    proc = run_cli("runs", "resume", "truncated", "--runs-dir", str(tmp_path), "--detach")
+    assert proc.returncode == 2 and "damaged" in proc.stderr
+
+
+def test_a_run_too_large_for_memory_is_refused_before_it_is_killed(tmp_path, sample_dir):
+    from unet.train import execute
+
+    run = create_run(TrainConfig(data=str(sample_dir), preset="lite", size=4096, epochs=1, batch=64), tmp_path)
+    assert execute(run) == "failed"
+    error = run.status()["error"]
+    assert "size 4096 at batch 64 needs about" in error and "lower the batch or the size" in error
+    assert not run.last_checkpoint.exists()
+
+
+def test_training_memory_estimate_grows_with_batch_and_size():
+    from unet.model import build_unet
+    from unet.train import training_memory
+
+    small, big = build_unet("tiny", 64), build_unet("tiny", 128)
+    one = training_memory(small, 1, False)
+    assert training_memory(small, 2, False) > one and training_memory(big, 1, False) > 3 * one // 2
+    assert training_memory(small, 8, True) < training_memory(small, 8, False)  # bfloat16 activations
+
+
+def test_runs_beyond_the_limit_wait_and_a_paused_one_is_flagged(tmp_path, sample_dir, monkeypatch):
+    """Three Starts with room for one: the first trains, the others wait; one leaves the queue,
+    the other starts when the first ends. The first, paused meanwhile, is flagged."""
+    import keras
+    import numpy as np
+
+    monkeypatch.setenv("UNET_MAX_RUNS", "1")  # the training processes inherit it
+    busy = create_run(TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=30, batch=4,
+                                  steps_per_epoch=8), tmp_path)
+    left = create_run(TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=1, batch=4), tmp_path)
+    # the one that waits also trains with AdamW, a constant learning rate and mixed precision
+    # (its own process: mixed precision sets a process-wide Keras policy)
+    later = create_run(TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=1, batch=4,
+                                   optimizer="adamw", schedule="constant", learning_rate=0.002,
+                                   mixed_precision=True), tmp_path)
+    assert launch(busy) is not None
+    assert launch(left) is None and launch(later) is None  # queued, no process
+    st = later.status()
+    assert st["state"] == "queued" and "the limit is 1" in st["waiting"] and not st.get("pid")
+    assert "the limit is 1" in later.summary()["error"]
+    assert request_stop(left) and left.status()["state"] == "stopped"  # leaves the queue
+
+    assert _wait_for(lambda: busy.status()["state"] == "running" and busy.progress()), busy.log_tail()
+    assert busy.stalled() is None
+    pid = busy.raw_status()["pid"]
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        assert _wait_for(lambda: busy.stalled() is not None, timeout=10)
+        assert "paused" in busy.stalled() and f"kill -CONT {pid}" in busy.summary()["error"]
+        assert busy.status()["state"] == "running"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert _wait_for(lambda: busy.stalled() is None, timeout=10)
+    assert later.status()["state"] == "queued"  # still waiting for the slot
+
+    assert request_stop(busy)
+    assert wait(busy, timeout=120)["state"] == "stopped", busy.log_tail()
+    # the busy run's process started the waiting one as it ended; the one that left did not start
+    assert wait(later, timeout=180)["state"] == "completed", later.log_tail()
+    assert f"started waiting run {later.id}" in busy.log_tail(50)
+    assert later.raw_status()["started_at"] >= busy.raw_status()["ended_at"]
+    assert left.status()["state"] == "stopped" and not left.history()
+
+    assert np.isfinite(later.history()[0]["loss"])
+    assert later.environment()["precision"] == "mixed_bfloat16"
+    checkpoint = keras.saving.load_model(later.last_checkpoint, safe_mode=True)
+    assert type(checkpoint.optimizer).__name__ == "AdamW"
+    assert float(keras.ops.convert_to_numpy(checkpoint.optimizer.learning_rate)) == pytest.approx(0.002)
+    assert checkpoint.layers[2].dtype_policy.name == "mixed_bfloat16"
+    from unet.damage_model import DamageModel
+
+    # the model for inference computes in float32 (the precision is chosen where it runs)
+    assert {layer.dtype_policy.name for layer in DamageModel.load(later.model_path).network.layers} == {"float32"}
+
+
+def test_pooled_datasets_and_a_time_budget(tmp_path, sample_dir, capsys):
+    from unet.data import training_splits
+    from unet.synthetic import write_sample_dataset
+    from unet.train import execute
+
+    other = tmp_path / "other"
+    write_sample_dataset(other, count=6, seed=11, size=(64, 80))
+    expected = sum(len(training_splits(str(d))[0]) for d in (sample_dir, other))
+    run = create_run(TrainConfig(data=[str(sample_dir), str(other)], preset="tiny", size=64, epochs=20, batch=4,
+                                 time_budget_min=0.0001), tmp_path / "runs")
+    assert execute(run) == "completed"
+    out = capsys.readouterr().out
+    assert f"data: {expected} training" in out  # both datasets' photos
+    assert run.config()["data"] == [str(sample_dir.resolve()), str(other.resolve())]
+    # the budget ran out in the first epoch, which still counts, and the run completes
+    assert "time budget of 0.0001 min reached: this epoch is the last" in out
+    assert _epochs(run) == [1] and run.model_path.is_file()

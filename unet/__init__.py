@@ -5,9 +5,12 @@ TensorFlow; Keras is loaded when a model is first built or loaded.
 
 Example:
     >>> import unet
-    >>> model = unet.load_model()                # the bundled default model
-    >>> seg = unet.segment(model, unet.read_image("wall.jpg"))
+    >>> model = unet.load_model()                # a DamageModel: the bundled default model
+    >>> seg = unet.segment(model, unet.read_image("wall.jpg"))   # or model.segment(...)
     >>> seg.mask.shape, round(seg.damaged_pct, 2)
+
+Errors: everything the package refuses because of its input raises a
+:class:`unet.UnetError` (one line, naming the file or value); anything else is a bug.
 """
 
 from __future__ import annotations
@@ -21,13 +24,14 @@ __version__ = "0.1.0"
 
 _API = {
     "build_unet": "model", "load_model": "model", "save_model": "model", "PRESETS": "model",
-    "ModelError": "model", "model_info": "model",
+    "ModelError": "model", "model_info": "model", "DamageModel": "damage_model", "ModelCard": "damage_model",
+    "UnetError": "errors", "ConfigError": "errors", "RunError": "errors", "DatasetError": "data",
     "segment": "predict", "Segmentation": "predict", "Predictor": "predict", "overlay": "predict",
     "heatmap": "predict", "predict_files": "predict",
     "read_image": "imaging", "read_mask": "imaging", "ImageError": "imaging",
     "scan_dataset": "data", "load_pair": "data",
     "evaluate": "evaluate",
-    "TrainConfig": "runs", "create_run": "runs", "list_runs": "runs", "get_run": "runs",
+    "TrainConfig": "config", "create_run": "runs", "list_runs": "runs", "get_run": "runs",
     "write_sample_dataset": "synthetic",
 }
 

@@ -1,20 +1,23 @@
 """``python -m unet``: every dashboard action as a command for batch work.
 
-Bad input ends with exit code 2 and one line saying what is wrong (no traceback);
-a training run that fails exits with 1.
+Bad input (any :class:`unet.UnetError`) ends with exit code 2 and one line saying what is
+wrong; a training run that fails exits with 1; anything else is a bug in this package and
+shows its traceback (exit code 1), so it can be reported and fixed.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
-from .runs import TrainConfig
+from .config import DEVICES, LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
+from .errors import UnetError
 
 
-class CliError(Exception):
+class CliError(UnetError):
     """A one-line reason for exit code 2."""
 
 
@@ -41,7 +44,8 @@ def _scale(text: str) -> float:
 
 
 def _runs_dir_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--runs-dir", default=None, help="folder of training runs (default: runs/, or $UNET_RUNS_DIR)")
+    p.add_argument("--runs-dir", default=None, help="folder of training runs (default: $UNET_RUNS_DIR, else the "
+                   "project's runs/, wherever the command runs from)")
 
 
 # ---------------------------------------------------------------------------------
@@ -84,11 +88,9 @@ def _train_config(a) -> TrainConfig:
         raise CliError("--data is required (a dataset folder), or a --config that names one")
     try:
         cfg = TrainConfig.from_dict(base).validate()
-    except (TypeError, ValueError) as exc:
-        raise CliError(f"invalid training config: {exc}")
-    from .runs import data_roots
-
-    for root in data_roots(cfg.data):
+    except (TypeError, UnetError) as exc:
+        raise CliError(f"invalid training config: {exc}") from None
+    for root in cfg.dataset_folders():
         if not Path(root).expanduser().is_dir():
             raise CliError(f"{root}: dataset folder does not exist")
     return cfg
@@ -102,10 +104,12 @@ def cmd_train(a) -> int:
     print(f"run {run.id}\nfolder {run.dir}", flush=True)
     if a.detach:
         pid = launch(run)
-        print(f"training in the background (pid {pid}); follow it with: python -m unet runs list", flush=True)
+        print(f"training in the background (pid {pid})" if pid else f"queued: {run.raw_status().get('waiting')}",
+              f"; follow it with: python -m unet runs list", sep="", flush=True)
         return 0
     from .train import execute
 
+    run.stop_path.unlink(missing_ok=True)
     return _final(run, execute(run))
 
 
@@ -120,22 +124,27 @@ def _final(run, state: str) -> int:
 
 
 def _load(model_path):
-    from .model import load_model
+    from .damage_model import DamageModel
 
-    return load_model(model_path)
+    return DamageModel.load(model_path)
 
 
 def cmd_predict(a) -> int:
-    from .predict import collect_images, predict_files
+    from .predict import output_folder, collect_images, predict_files
 
     missing = [p for p in a.inputs if not Path(p).exists()]
     if missing:
         raise CliError(f"{missing[0]}: no such file or folder")
-    if not collect_images(a.inputs):
+    if not collect_images(a.inputs, skip=[a.out]):
         raise CliError("no image files found in the given folders")
+    output_folder(a.out)  # a folder that cannot take the results is said before the model loads
     model = _load(a.model)
-    rows = predict_files(model, a.inputs, a.out, threshold=a.threshold, progress=_progress("segmenting"),
-                         flips=a.flips, scale=a.scale)
+    try:
+        rows = predict_files(model, a.inputs, a.out, threshold=a.threshold, progress=_progress("segmenting"),
+                             flips=a.flips, scale=a.scale)
+    except KeyboardInterrupt:
+        print(f"interrupted; {Path(a.out) / 'results.csv'} lists what was done", file=sys.stderr)
+        return 130
     bad = [r for r in rows if r["error"]]
     for r in rows:
         print(f"{r['file']}: " + (f"error: {r['error']}" if r["error"] else f"{r['damaged_pct']:.2f}% damaged"))
@@ -153,10 +162,7 @@ def cmd_evaluate(a) -> int:
     if a.run:
         from .runs import get_run
 
-        try:
-            run = get_run(a.run, a.runs_dir)
-        except (ValueError, FileNotFoundError) as exc:
-            raise CliError(str(exc))
+        run = get_run(a.run, a.runs_dir)
         model_path = run.best_model_path()
         if model_path is None:
             raise CliError(f"run {run.id} has no saved model yet")
@@ -170,12 +176,9 @@ def cmd_evaluate(a) -> int:
         result = evaluate_and_store(model, model_path, a.data, run.dir.parent, threshold=a.threshold,
                                     progress=_progress("evaluating"), samples=samples, problems=problems)
     else:
-        from .predict import predictor
-
         result = evaluate(model, samples, threshold=a.threshold, out_dir=out, problems=problems,
-                          progress=_progress("evaluating"), runner=predictor(model, a.flips, a.scale),
-                          meta={"data": str(Path(a.data).resolve()), "model": str(model_path or "default"),
-                                "flips": a.flips})
+                          progress=_progress("evaluating"), flips=a.flips, scale=a.scale,
+                          meta={"data": str(Path(a.data).resolve()), "model": str(model_path or "default")})
     if a.json:
         print(json.dumps(result))
     else:
@@ -191,27 +194,23 @@ def cmd_evaluate(a) -> int:
 
 def cmd_calibrate(a) -> int:
     from .evaluate import calibrate
-    from .model import DEFAULT_MODEL
 
     for split in a.data:
         if not Path(split).is_dir():
             raise CliError(f"{split}: no such split folder")
-    path = Path(a.model) if a.model else DEFAULT_MODEL
-    model = _load(path)
+    model = _load(a.model)
     result = calibrate(model, a.data, progress=_progress("calibrating"), scales=a.scales)
     if a.write:
-        side = path.with_suffix(".json")
-        meta = json.loads(side.read_text()) if side.is_file() else {}
-        meta.update(threshold=round(result["threshold"], 3), scale=result["scale"], calibration=result)
-        side.write_text(json.dumps(meta, indent=2))
+        model.update_card(threshold=round(result["threshold"], 3), scale=result["scale"], calibration=result)
     print(json.dumps(result, indent=None if a.json else 2))
     return 0
 
 
 def cmd_runs(a) -> int:
-    from .runs import get_run, launch, list_runs, request_stop
+    from .runs import get_run, launch, list_runs, request_stop, start_waiting
 
     if a.action == "list":
+        start_waiting(a.runs_dir)  # a queue whose last process was killed moves on
         rows = [r.summary() for r in list_runs(a.runs_dir)]
         if a.json:
             print(json.dumps(rows))
@@ -226,10 +225,7 @@ def cmd_runs(a) -> int:
         return 0
     if not a.id:
         raise CliError(f"runs {a.action} needs a run id (see: python -m unet runs list)")
-    try:
-        run = get_run(a.id, a.runs_dir)
-    except (ValueError, FileNotFoundError) as exc:
-        raise CliError(str(exc))
+    run = get_run(a.id, a.runs_dir)
     if a.action == "stop":
         if request_stop(run):
             print(f"asked run {run.id} to stop after its current batch")
@@ -238,12 +234,18 @@ def cmd_runs(a) -> int:
     resume = a.action == "resume"
     if resume and not run.last_checkpoint.exists():
         raise CliError(f"run {run.id} has no checkpoint to resume from")
+    if not resume and run.epochs_done() and not a.restart:
+        raise CliError(f"run {run.id} already trained {run.epochs_done()} epochs: `runs resume` continues it; "
+                       "`runs start --restart` trains it again from scratch, replacing its history and model")
     if a.detach:
-        pid = launch(run, resume=resume)
-        print(f"run {run.id} {'resumed' if resume else 'started'} in the background (pid {pid})")
+        pid = launch(run, resume=resume, restart=a.restart)
+        print(f"run {run.id} {'resumed' if resume else 'started'} in the background (pid {pid})" if pid
+              else f"run {run.id} queued: {run.raw_status().get('waiting')}")
         return 0
     from .train import execute
 
+    if not os.environ.get("UNET_LAUNCHED"):  # by hand: an old stop request is no longer meant
+        run.stop_path.unlink(missing_ok=True)
     return _final(run, execute(run, resume=resume))
 
 
@@ -281,6 +283,8 @@ SCALE_HELP = ("resize photos by this before the model sees them; masks keep the 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .model import PRESETS
+
     parser = argparse.ArgumentParser(prog="python -m unet", description="Damage segmentation: data, training, "
                                      "prediction and evaluation.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -296,17 +300,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", nargs="+", help="dataset folder(s) (train/ and val/ inside, or one pool to split); "
                    "several are pooled")
     p.add_argument("--config", help="JSON training config; flags override its values")
-    p.add_argument("--preset", help="seed, standard, lite or tiny")
+    p.add_argument("--preset", help=", ".join(PRESETS))
     p.add_argument("--size", type=int, help="training input side, a multiple of 16")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch", type=int)
-    p.add_argument("--loss", choices=["bce", "dice", "bce_dice"])
+    p.add_argument("--loss", choices=list(LOSSES))
     p.add_argument("--lr", type=float, help="learning rate")
-    p.add_argument("--optimizer", choices=["adam", "adamw"])
-    p.add_argument("--schedule", choices=["constant", "cosine"])
+    p.add_argument("--optimizer", choices=OPTIMIZERS)
+    p.add_argument("--schedule", choices=SCHEDULES)
     p.add_argument("--steps-per-epoch", type=int)
     p.add_argument("--seed", type=int)
-    p.add_argument("--device", choices=["auto", "cpu", "gpu"])
+    p.add_argument("--device", choices=DEVICES)
     p.add_argument("--mixed-precision", action="store_true", help="bfloat16 on CPU, float16 on GPU")
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--name", help="a label for the run id")
@@ -351,6 +355,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "stop", "resume", "start"])
     p.add_argument("id", nargs="?", help="run id")
     p.add_argument("--detach", action="store_true", help="resume/start in a background process")
+    p.add_argument("--restart", action="store_true", help="start: train a run that has epochs again from scratch")
     p.add_argument("--json", action="store_true", help="list as JSON")
     _runs_dir_arg(p)
     p.set_defaults(func=cmd_runs)
@@ -361,14 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from .data import DatasetError
-    from .imaging import ImageError
-    from .model import ModelError
-
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (CliError, DatasetError, ImageError, ModelError, FileNotFoundError, ValueError, RuntimeError) as exc:
+    except UnetError as exc:  # bad input; any other exception is a bug and keeps its traceback
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -23,6 +23,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image
 
+from .errors import UnetError
 from .imaging import IMAGE_EXTENSIONS, ImageError, image_size, read_image, read_mask
 
 SPLITS = ("train", "val", "test")
@@ -69,7 +70,7 @@ class Scan:
         return self.splits.get(name, [])
 
 
-class DatasetError(ValueError):
+class DatasetError(UnetError, ValueError):
     """The dataset as a whole cannot be used (missing folder, no samples at all)."""
 
 
@@ -78,7 +79,26 @@ def _is_image(p: Path) -> bool:
 
 
 def _files(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if _is_image(p)) if folder.is_dir() else []
+    """The image files of a folder; none when it is missing, unreadable or vanished meanwhile."""
+    try:
+        return sorted(p for p in folder.iterdir() if _is_image(p)) if _is_dir(folder) else []
+    except OSError:
+        return []
+
+
+def _is_dir(p: Path) -> bool:
+    """Like ``Path.is_dir``, but False for a folder that cannot be looked into (permissions)."""
+    try:
+        return p.is_dir()
+    except OSError:
+        return False
+
+
+def _subfolders(folder: Path) -> list[Path]:
+    try:
+        return sorted(p for p in folder.iterdir() if not p.name.startswith(".") and p.is_dir())
+    except OSError:
+        return []
 
 
 def _strip_tag(stem: str, tags: Sequence[str]) -> tuple[str, bool]:
@@ -122,7 +142,7 @@ def _check_sizes(image: Path, masks: Sequence[Path], root: Path, problems: list[
 
 def _scan_per_sample(folder: Path, root: Path, split: str, problems: list[Problem]) -> list[Sample]:
     samples = []
-    for d in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for d in _subfolders(folder):
         images = _files(d / "images")
         masks = _files(d / "masks")
         if not images:
@@ -168,10 +188,9 @@ def _scan_flat(folder: Path, root: Path, split: str, problems: list[Problem]) ->
 
 def detect_layout(folder: Path) -> str:
     """'paired', 'per-sample', 'flat' or 'empty' for one split folder."""
-    if (folder / "images").is_dir() and (folder / "masks").is_dir():
+    if _is_dir(folder / "images") and _is_dir(folder / "masks"):
         return "paired"
-    subdirs = [p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")]
-    if any((d / "images").is_dir() for d in subdirs):
+    if any(_is_dir(d / "images") for d in _subfolders(folder)):
         return "per-sample"
     if _files(folder):
         return "flat"
@@ -219,7 +238,12 @@ def scan_dataset(root: str | Path) -> Scan:
         split_dirs = {"all": root}
     layouts = set()
     for name, folder in split_dirs.items():
-        samples, problems, layout = scan_folder(folder, root, name)
+        try:
+            samples, problems, layout = scan_folder(folder, root, name)
+        except OSError as exc:  # renamed, removed or made unreadable while it was scanned
+            samples, layout = [], "empty"
+            problems = [Problem(_rel(folder, root) if folder != root else folder.name,
+                                f"could not be read ({exc.strerror or exc})")]
         scan.splits[name] = samples
         scan.problems.extend(problems)
         if layout != "empty":
@@ -350,20 +374,20 @@ def sample_stats(samples: Sequence[Sample]) -> tuple[list[SampleStats], list[Pro
 class Augment:
     """Random changes applied identically to a photo and its mask.
 
-    ``scale`` bounds the side of the random crop relative to the model input
+    ``crop_scale`` bounds the side of the random crop relative to the model input
     (a crop of ``size * s`` pixels is resized to ``size``); brightness and contrast
     change the photo only.
     """
 
     flip: bool = True
     rotate90: bool = True
-    scale: tuple[float, float] = (0.75, 1.33)
+    crop_scale: tuple[float, float] = (0.75, 1.33)
     brightness: float = 0.15
     contrast: float = 0.15
 
     @classmethod
     def none(cls) -> "Augment":
-        return cls(flip=False, rotate90=False, scale=(1.0, 1.0), brightness=0.0, contrast=0.0)
+        return cls(flip=False, rotate90=False, crop_scale=(1.0, 1.0), brightness=0.0, contrast=0.0)
 
 
 def mirror_pad(arr: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -389,7 +413,7 @@ def random_pair(
     image: np.ndarray, mask: np.ndarray, size: int, rng: np.random.Generator, aug: Augment
 ) -> tuple[np.ndarray, np.ndarray]:
     """A random size x size training crop of one pair, augmented identically."""
-    lo, hi = aug.scale
+    lo, hi = aug.crop_scale
     s = float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) if hi > lo else lo
     crop = max(8, int(round(size * s)))
     image = mirror_pad(image, crop, crop)

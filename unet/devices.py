@@ -105,3 +105,24 @@ def detect_hardware() -> list[dict]:
         except (OSError, subprocess.SubprocessError):
             pass
     return found
+
+
+def describe_environment(devices: list[dict], mixed_precision: bool) -> dict:
+    """Where a run trains (written once per start to the run's ``environment.json``):
+    the backend, its devices and the versions that shape the numbers."""
+    import socket
+    import sys
+
+    import keras
+    import numpy
+
+    from . import __version__
+
+    env = {"backend": backend(), "devices": [d["name"] for d in devices],
+           "precision": keras.mixed_precision.global_policy().name if mixed_precision else "float32",
+           "keras": keras.__version__, "numpy": numpy.__version__, "python": sys.version.split()[0],
+           "unet": __version__, "host": socket.gethostname()}
+    if env["backend"] in ("tensorflow", "jax", "torch"):
+        module = __import__(env["backend"])
+        env[env["backend"]] = getattr(module, "__version__", "?")
+    return env

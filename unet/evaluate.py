@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -24,7 +23,8 @@ import numpy as np
 from .data import Problem, Sample, load_pair, scan_dataset
 from .imaging import ImageError, save_png
 from .metrics import Counts, confusion, scores
-from .runs import write_csv_atomic
+from .errors import UnetError
+from .files import read_json, write_csv_atomic, write_json_atomic
 
 BINS = 1000
 
@@ -85,6 +85,8 @@ def evaluate(
     meta: dict | None = None,
     with_curve: bool = False,
     runner=None,
+    flips: bool = False,
+    scale: float | None = None,
 ) -> dict:
     """Evaluate ``model`` on ``samples``; write the results to ``out_dir`` when given.
 
@@ -93,12 +95,15 @@ def evaluate(
         the sweep's ``best_threshold`` and ``best_f1``, and ``problems``; with
         ``with_curve`` also ``curve``: F1 at each of the 1000 sweep thresholds.
         ``runner`` is a :class:`~unet.predict.Predictor` to use instead of the model's
-        shared one (another precision or tile size).
+        own (another precision or tile size); ``flips`` and ``scale`` are passed to it
+        per photo (careful mode; another resize factor than the card's).
     """
-    from .predict import predictor
+    from .damage_model import DamageModel
+    from .model import check_scale
 
-    pred = runner or predictor(model)
+    pred = runner or DamageModel.of(model).predictor
     t = pred.default_threshold if threshold is None else float(threshold)
+    scale = pred.scale if scale is None else check_scale(scale)
     total = Counts()
     pos_hist = np.zeros(BINS, np.int64)
     neg_hist = np.zeros(BINS, np.int64)
@@ -113,7 +118,7 @@ def evaluate(
         except ImageError as exc:
             skipped.append(Problem(exc.name, exc.problem))
             continue
-        prob = pred.probability(image)
+        prob = pred.probability(image, flips=flips, scale=scale)
         mask = prob >= t
         counts = confusion(mask, truth)
         total = total + counts
@@ -129,7 +134,8 @@ def evaluate(
     result = {
         **scores(total.tp, total.fp, total.fn),
         "threshold": t,
-        "scale": pred.scale,
+        "scale": scale,
+        "flips": bool(flips),
         "n_images": len(rows),
         "best_threshold": sw["best_threshold"],
         "best_f1": sw["best_f1"],
@@ -149,18 +155,16 @@ def evaluate(
              "recall": round(float(sw["recall"][i]), 6), "f1": round(float(sw["f1"][i]), 6)}
             for i in range(0, BINS, step)
         ])
-        tmp = out / ".metrics.json.tmp"
-        tmp.write_text(json.dumps({k: v for k, v in result.items() if k != "curve"}, indent=2))
-        tmp.replace(out / "metrics.json")  # written last: its presence means "complete"
+        # written last: its presence means "complete"
+        write_json_atomic(out / "metrics.json", {k: v for k, v in result.items() if k != "curve"})
     return result
 
 
 def read_results(out_dir: str | Path) -> dict | None:
     """A stored evaluation: metrics dict plus ``per_image`` and ``pr_curve`` row lists."""
     out = Path(out_dir)
-    try:
-        result = json.loads((out / "metrics.json").read_text())
-    except (OSError, ValueError):
+    result = read_json(out / "metrics.json")
+    if not isinstance(result, dict):
         return None
     for name in ("per_image", "pr_curve"):
         try:
@@ -222,25 +226,24 @@ def calibrate(model, splits: Sequence[str | Path], progress=None, scales: Sequen
         its own best; with several scales also ``scales``: each one's best threshold and
         mean F1.
     """
-    from .model import check_scale, model_info
-    from .predict import predictor
+    from .damage_model import DamageModel
+    from .model import check_scale
 
-    own = model_info(model).scale
-    candidates = [check_scale(s) for s in (scales or [own])]
+    model = DamageModel.of(model)
+    candidates = [check_scale(s) for s in (scales or [model.scale])]
     samples = {}
     for split in splits:
         found, problems = eval_samples(split)
         if not found:
-            raise ValueError(f"{split}: no usable image/mask pairs")
+            raise UnetError(f"{split}: no usable image/mask pairs")
         samples[str(split)] = (found, problems)
     thresholds = np.arange(BINS) / BINS
     tried = {}
-    for scale in dict.fromkeys(candidates):
-        runner = predictor(model, scale=scale)  # one model copy and graph for every candidate
+    for scale in dict.fromkeys(candidates):  # one model copy and graph for every candidate
         curves, per = [], {}
         for split, (found, problems) in samples.items():
             r = evaluate(model, found, threshold=0.5, progress=progress, problems=problems, with_curve=True,
-                         runner=runner)
+                         scale=scale)
             curves.append(np.asarray(r["curve"]["f1"]))
             per[split] = {"best_threshold": r["best_threshold"], "best_f1": r["best_f1"], "n_images": r["n_images"]}
         mean = np.mean(curves, axis=0)

@@ -16,6 +16,8 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from .errors import UnetError
+
 # Photos larger than this are refused from their header, before any pixel is decoded,
 # so a file that claims 30000x30000 pixels cannot exhaust memory. 100 MP covers every
 # phone and most DSLR photos (a 12 MP phone photo is 4000x3000).
@@ -30,7 +32,7 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".
 Source = Union[str, os.PathLike, bytes, BinaryIO]
 
 
-class ImageError(ValueError):
+class ImageError(UnetError, ValueError):
     """A file that cannot be used as a photo or a mask; the message names the file."""
 
     def __init__(self, name: str, problem: str):
@@ -56,13 +58,16 @@ def _open(source: Source, name: str, max_pixels: int) -> Image.Image:
         fp: BinaryIO = io.BytesIO(bytes(source))
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source)
-        if not path.exists():
-            raise ImageError(name, "the file does not exist")
-        if path.is_dir():
-            raise ImageError(name, "is a folder, not an image file")
-        if path.stat().st_size == 0:
-            raise ImageError(name, "the file is empty (0 bytes)")
-        fp = open(path, "rb")
+        try:
+            if path.is_dir():
+                raise ImageError(name, "is a folder, not an image file")
+            if path.stat().st_size == 0:
+                raise ImageError(name, "the file is empty (0 bytes)")
+            fp = open(path, "rb")
+        except FileNotFoundError:  # also a file that vanished while a folder was scanned
+            raise ImageError(name, "the file does not exist") from None
+        except OSError as exc:  # permissions, a name too long, an I/O error
+            raise ImageError(name, f"cannot be read ({exc.strerror or exc})") from None
     else:
         fp = source
     try:
@@ -84,10 +89,15 @@ def _open(source: Source, name: str, max_pixels: int) -> Image.Image:
     if w * h > max_pixels:
         raise ImageError(
             name,
-            f"is {w}x{h} pixels ({w * h / 1e6:.0f} MP); the limit is "
-            f"{max_pixels / 1e6:.0f} MP. Downscale or crop the photo first",
+            f"is {w}x{h} pixels ({_megapixels(w * h)} MP); the limit is "
+            f"{_megapixels(max_pixels)} MP. Downscale or crop the photo first",
         )
     return img
+
+
+def _megapixels(pixels: int) -> str:
+    """Megapixels to two decimals, trailing zeros dropped: 900, 12.19, 100.01 (never "100 > 100")."""
+    return f"{pixels / 1e6:.2f}".rstrip("0").rstrip(".")
 
 
 def _load(img: Image.Image, name: str) -> Image.Image:
@@ -209,7 +219,6 @@ def encode_png(arr: np.ndarray) -> bytes:
 
 def save_png(arr: np.ndarray, path: str | os.PathLike) -> None:
     """Write a uint8 image or a bool mask (0/255) as PNG, atomically."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(encode_png(arr))
-    os.replace(tmp, path)
+    from .files import write_bytes_atomic
+
+    write_bytes_atomic(path, encode_png(arr))

@@ -10,6 +10,9 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from .config import LOSSES
+from .errors import ConfigError
+
 _EPS = 1e-7
 
 
@@ -59,15 +62,12 @@ class BceDiceLoss(keras.losses.Loss):
                 "dice_weight": self.dice_weight, "smooth": self.smooth}
 
 
-LOSSES = ("bce", "dice", "bce_dice")
-
-
 def get_loss(name: str) -> keras.losses.Loss:
-    """The loss for a name in :data:`LOSSES`."""
+    """The loss for a name in :data:`unet.config.LOSSES`."""
     if name == "bce":
         return keras.losses.BinaryCrossentropy(name="bce")
     if name == "dice":
         return DiceLoss()
     if name == "bce_dice":
         return BceDiceLoss()
-    raise ValueError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
+    raise ConfigError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")

@@ -9,13 +9,11 @@ prediction. It saves as ``.keras`` with built-in layers only, so it loads with
 
 from __future__ import annotations
 
-import json
-import os
-import weakref
-import zipfile
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from .errors import ConfigError, UnetError
 
 if TYPE_CHECKING:  # Keras is imported when a model is built, not when presets are listed.
     import keras
@@ -57,9 +55,6 @@ class UNetConfig:
     def multiple(self) -> int:
         """Input sides must be multiples of this."""
         return 2 ** self.depth
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 PRESETS: dict[str, UNetConfig] = {
@@ -103,7 +98,7 @@ def get_preset(name: str) -> UNetConfig:
     try:
         return PRESETS[name]
     except KeyError:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
+        raise ConfigError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None
 
 
 # =================================================================================
@@ -197,63 +192,32 @@ def build_unet(
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.keras"
 
 
-class ModelError(ValueError):
-    """A model file that cannot be used; the message names the file."""
+class ModelError(UnetError, ValueError):
+    """A model file (or its card) that cannot be used; the message names the file."""
 
 
 def check_scale(scale) -> float:
-    """A model's resize factor, validated: a number in [0.25, 4]."""
+    """A model's inference resize factor, validated: a number in [0.25, 4]."""
     try:
         value = float(scale)
     except (TypeError, ValueError):
-        raise ValueError(f"scale must be a number, got {scale!r}") from None
-    if not 0.25 <= value <= 4.0:
-        raise ValueError(f"scale {value} is outside 0.25-4 (1 = the photo's own size)")
+        raise ConfigError(f"scale must be a number, got {scale!r}") from None
+    if not 0.25 <= value <= 4.0:  # also refuses NaN
+        raise ConfigError(f"scale {value} is outside 0.25-4 (1 = the photo's own size)")
     return value
 
 
-@dataclass(frozen=True)
-class ModelInfo:
-    """What travels beside a model file in ``<name>.json``."""
-
-    path: str = ""
-    threshold: float = 0.5
-    input_size: int = 256
-    preset: str = ""
-    source: str = ""
-    scale: float = 1.0  # photos are resized by this before the model sees them (see Predictor)
-
-    @classmethod
-    def read(cls, model_path: Path) -> "ModelInfo":
-        side = model_path.with_suffix(".json")
-        data = {}
-        if side.is_file():
-            try:
-                data = json.loads(side.read_text())
-            except ValueError:
-                data = {}
-        known = {k: data[k] for k in ("threshold", "input_size", "preset", "source", "scale") if k in data}
-        return cls(path=str(model_path), **known)
-
-
-def model_info(model) -> ModelInfo:
-    """The :class:`ModelInfo` of a model loaded by :func:`load_model` (defaults otherwise)."""
-    return _INFO.get(model) or ModelInfo(input_size=_input_side(model))
-
-
-_INFO: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-
-def _input_side(model) -> int:
+def input_side(model) -> int:
+    """The square input side a network was built for (256 when it takes any size)."""
     shape = model.input_shape
-    return int(shape[1]) if shape and shape[1] else 256
+    return int(shape[1]) if shape and len(shape) > 1 and shape[1] else 256
 
 
 def _policy(name: str) -> dict:
     return {"module": "keras", "class_name": "DTypePolicy", "config": {"name": name}, "registered_name": None}
 
 
-def _rebuild(model):
+def rebuilt(model):
     """A fresh copy of the network with the same weights, accepting any input size."""
     import keras
 
@@ -299,28 +263,18 @@ def cpu_has_bf16() -> bool:
 def flexible(model):
     """The model itself if it accepts any input size, else a copy that does."""
     shape = model.input_shape
-    return model if shape[1] is None and shape[2] is None else _rebuild(model)
+    return model if shape[1] is None and shape[2] is None else rebuilt(model)
 
 
-def save_model(model, path: str | Path, **info) -> Path:
-    """Save an inference copy (no optimizer state, any input size) and its ``.json`` sidecar, atomically."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean = _rebuild(model)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.keras")
-    clean.save(tmp)
-    os.replace(tmp, path)
-    # A model from `load_model` keeps what its sidecar said (training size, threshold, ...):
-    # its rebuilt network accepts any size, so the size cannot be read off it again.
-    known = _INFO.get(model)
-    meta = {"input_size": _input_side(model)} if known is None else {
-        k: v for k, v in asdict(known).items() if k != "path" and v != ""}
-    meta.update(info)
-    side = path.with_suffix(".json")
-    tmp_side = side.with_name(f".{side.name}.tmp")
-    tmp_side.write_text(json.dumps(meta, indent=2))
-    os.replace(tmp_side, side)
-    return path
+def save_model(model, path: str | Path, **card) -> Path:
+    """Save an inference copy (no optimizer state, any input size) and its card, atomically.
+
+    ``model`` is a Keras network or a :class:`~unet.DamageModel` (whose card is kept);
+    ``card`` changes card fields (threshold, preset, source, scale...).
+    """
+    from .damage_model import DamageModel
+
+    return DamageModel.of(model).save(path, **card)
 
 
 def load_model(path: str | Path | None = None):
@@ -330,40 +284,20 @@ def load_model(path: str | Path | None = None):
         path: a ``.keras`` file; None loads the bundled default model.
 
     Returns:
-        The uncompiled ``keras.Model``; :func:`model_info` gives its threshold and size.
+        A :class:`~unet.DamageModel`: the network with its card (threshold, training
+        size, scale) and predictor.
 
     Raises:
-        ModelError: the file is missing, is not a Keras model, or carries code
-            (a ``Lambda`` layer), which safe mode refuses.
+        ModelError: the file is missing, is not a Keras model, carries code (a
+            ``Lambda`` layer), or its card is corrupt or out of range.
     """
-    path = Path(path) if path is not None else DEFAULT_MODEL
-    if not path.is_file():
-        if path == DEFAULT_MODEL:
-            raise ModelError(f"{path.name}: no bundled default model yet; train one or name a .keras file")
-        raise ModelError(f"{path}: model file does not exist")
-    if path.suffix != ".keras" or not zipfile.is_zipfile(path):
-        raise ModelError(f"{path.name}: not a Keras model file (.keras)")
-    with zipfile.ZipFile(path) as zf:
-        if "config.json" not in zf.namelist():
-            raise ModelError(f"{path.name}: not a Keras model file (no config.json inside)")
-    import keras
+    from .damage_model import DamageModel
 
-    from . import losses, metrics  # noqa: F401  registers the training objects
+    return DamageModel.load(path)
 
-    try:
-        model = keras.saving.load_model(path, compile=False, safe_mode=True)
-    except Exception as exc:  # Keras raises many types; every one means "unusable file"
-        text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        if "safe_mode" in text or "lambda" in text.lower():
-            text = "it contains code (a Lambda layer), which is refused for safety"
-        raise ModelError(f"{path.name}: cannot be loaded: {text}") from None
-    info = ModelInfo.read(path)
-    try:
-        info = replace(info, scale=check_scale(info.scale))
-    except ValueError as exc:
-        raise ModelError(f"{path.with_suffix('.json').name}: {exc}") from None
-    if not path.with_suffix(".json").is_file():
-        info = replace(info, input_size=_input_side(model))
-    model = flexible(model)
-    _INFO[model] = info
-    return model
+
+def model_info(model):
+    """The :class:`~unet.damage_model.ModelCard` of a model (one read off the network for a bare one)."""
+    from .damage_model import DamageModel
+
+    return DamageModel.of(model).card

@@ -13,19 +13,19 @@ photo's own size.
 
 from __future__ import annotations
 
-import copy
 import os
 import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from .errors import ConfigError, UnetError
 from .imaging import IMAGE_EXTENSIONS, ImageError, read_image, save_png
 from .model import check_scale
 
-DEFAULT_THRESHOLD = 0.5
 OVERLAY_COLOR = (255, 32, 32)
 
 
@@ -45,10 +45,14 @@ class Segmentation:
     damaged_pct: float
     threshold: float
 
+    @classmethod
+    def from_probability(cls, probability: np.ndarray, threshold: float) -> "Segmentation":
+        mask = probability >= threshold
+        return cls(probability, mask, 100.0 * float(mask.mean()), float(threshold))
+
     def at(self, threshold: float) -> "Segmentation":
         """The same probabilities at another threshold (no model call)."""
-        mask = self.probability >= threshold
-        return replace(self, mask=mask, damaged_pct=100.0 * float(mask.mean()), threshold=float(threshold))
+        return Segmentation.from_probability(self.probability, threshold)
 
 
 def _window(tile: int, margin: int) -> np.ndarray:
@@ -75,10 +79,15 @@ PASS_PIXELS = 4 * 256 * 256  # pixels per forward pass when no batch size is nam
 
 
 class Predictor:
-    """Runs one model over tiles in fixed-shape batches (one compiled graph).
+    """Runs one network over tiles in fixed-shape batches (one compiled graph).
+
+    A :class:`~unet.DamageModel` owns one predictor and passes the per-call options
+    (threshold, careful mode, scale) to it; build one yourself only to choose the tile,
+    the pass size or the precision.
 
     Args:
-        model: a U-Net from :func:`unet.build_unet` or :func:`unet.load_model`.
+        model: a :class:`~unet.DamageModel` (its card gives the threshold, the training
+            size and the scale) or a bare Keras U-Net (threshold 0.5, scale 1).
         tile: tile side in pixels (a multiple of 16); defaults to the larger of the
             model's training size and 256.
         margin: overlap margin; defaults to tile // 8.
@@ -88,57 +97,43 @@ class Predictor:
             1.42 s in passes of 1 (bfloat16, 2 cores; docs/benchmarks.md).
         precision: ``float32``, or ``bfloat16`` for about twice the speed on CPUs with
             native bfloat16 (see docs/benchmarks.md for the accuracy cost).
-        flips: test-time augmentation ("careful mode"). ``True`` averages the maps of the
-            photo and its three mirror images (left-right, up-down, both), each mapped
-            back: four times the work, for a few thousandths of F1 (MODEL_CARD.md).
-        scale: resize factor applied to each photo before the model sees it (the map is
-            resized back); defaults to the model's own (its card's ``scale``, else 1).
-            Below 1 the model sees more of the photo per tile, and a pass costs about
-            ``scale**2`` as much.
+        flips: the default for careful mode (test-time augmentation): ``True`` averages the
+            maps of the photo and its three mirror images, each mapped back: four times
+            the work, for a few thousandths of F1 (MODEL_CARD.md).
+        scale: the default resize factor applied to each photo before the model sees it
+            (the map is resized back); None takes the model card's. Below 1 the model sees
+            more of the photo per tile, and a pass costs about ``scale**2`` as much.
+
+    ``flips`` and ``scale`` can also be given per call to :meth:`probability`,
+    :meth:`segment` and :meth:`segment_many`.
     """
 
     def __init__(self, model, tile: int | None = None, margin: int | None = None, batch_size: int | None = None,
                  precision: str = "float32", flips: bool = False, scale: float | None = None):
-        from .model import model_info, with_precision
+        from .damage_model import DamageModel
+        from .model import with_precision
 
-        info = model_info(model)
+        owner = DamageModel.of(model)
+        card = owner.card
         if precision not in ("float32", "bfloat16"):
-            raise ValueError("precision must be float32 or bfloat16")
+            raise ConfigError("precision must be float32 or bfloat16")
         self.precision = precision
-        self.model = with_precision(model, "mixed_bfloat16") if precision == "bfloat16" else model
-        self.default_threshold = float(info.threshold)
-        self.tile = int(tile or max(256, info.input_size))
+        self.model = with_precision(owner.network, "mixed_bfloat16") if precision == "bfloat16" else owner.network
+        self.default_threshold = float(card.threshold)
+        self.tile = int(tile or max(256, card.input_size))
         if self.tile % 16:
-            raise ValueError(f"tile size {self.tile} is not a multiple of 16")
+            raise ConfigError(f"tile size {self.tile} is not a multiple of 16")
         self.margin = int(self.tile // 8 if margin is None else margin)
         self.batch_size = int(batch_size or max(1, PASS_PIXELS // self.tile**2))
         self.window = _window(self.tile, self.margin)
         self.flips = bool(flips)
-        self.scale = check_scale(info.scale if scale is None else scale)
-        self._careful: Predictor | None = None
+        self.scale = check_scale(card.scale if scale is None else scale)
         # One model object serves every browser session of the app; Keras builds its
         # predict function lazily and is not guaranteed thread-safe, so calls take turns.
         self._lock = threading.Lock()
 
-    def careful(self) -> "Predictor":
-        """This predictor in careful mode (``flips``), sharing its model copy, compiled graph
-        and lock: switching modes neither rebuilds the model nor runs two calls at once."""
-        if self.flips:
-            return self
-        if self._careful is None:
-            self._careful = copy.copy(self)
-            self._careful.flips = True
-        return self._careful
-
-    def at_scale(self, scale: float | None) -> "Predictor":
-        """This predictor seeing photos at another scale (None: unchanged), sharing its model
-        copy, compiled graph and lock."""
-        scale = self.scale if scale is None else check_scale(scale)
-        if scale == self.scale:
-            return self
-        other = copy.copy(self)
-        other.scale, other._careful = scale, None
-        return other
+    def _options(self, flips: bool | None, scale: float | None) -> tuple[bool, float]:
+        return (self.flips if flips is None else bool(flips)), (self.scale if scale is None else check_scale(scale))
 
     def forward(self, batch: np.ndarray) -> np.ndarray:
         """Probabilities (N, H, W) for a uint8 batch (N, H, W, 3), in fixed-size chunks."""
@@ -154,40 +149,20 @@ class Predictor:
             out.append(probs[:k])
         return np.concatenate(out)
 
-    def probability(self, image: np.ndarray) -> np.ndarray:
+    def probability(self, image: np.ndarray, flips: bool | None = None, scale: float | None = None) -> np.ndarray:
         """Damage probability (H, W) for an RGB uint8 photo of any size.
 
         With ``flips``, the mean of the maps of the photo and its mirror images, each mapped
         back: the same answer whichever way round the photo was taken.
         """
+        flips, scale = self._options(flips, scale)
         _check_rgb(image)
-        return self._restored(self._seen_map(self._resized(image)), *image.shape[:2])
+        return _restored(self._seen_map(_resized(image, scale), flips), *image.shape[:2])
 
-    def _seen_map(self, seen: np.ndarray) -> np.ndarray:
-        """The map of a photo already resized by ``scale``; with ``flips`` averaged over its
-        mirror images, each mapped back."""
-        if not self.flips:
-            return self._probability(seen)
-        return sum(flip(self._probability(flip(seen))) for flip in _FLIPS) / len(_FLIPS)
-
-    def _resized(self, image: np.ndarray) -> np.ndarray:
-        """The photo as the model sees it: resized by ``scale`` (antialiased when shrinking)."""
-        if self.scale == 1.0:
-            return image
-        from PIL import Image
-
-        h, w = image.shape[:2]
-        size = (max(1, round(w * self.scale)), max(1, round(h * self.scale)))
-        return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
-
-    @staticmethod
-    def _restored(prob: np.ndarray, h: int, w: int) -> np.ndarray:
-        """A map back at the photo's own size (bilinear)."""
-        if prob.shape == (h, w):
-            return prob
-        from PIL import Image
-
-        return np.asarray(Image.fromarray(np.asarray(prob, np.float32), "F").resize((w, h), Image.BILINEAR))
+    def _seen_map(self, seen: np.ndarray, flips: bool) -> np.ndarray:
+        """The map of a photo already resized; with ``flips`` averaged over its mirror images."""
+        views = _FLIPS if flips else _FLIPS[:1]
+        return _mean_of_views([flip(self._probability(flip(seen))) for flip in views])
 
     def _probability(self, image: np.ndarray) -> np.ndarray:
         """The map of one photo, one way round.
@@ -220,36 +195,56 @@ class Predictor:
             weight = np.concatenate([weight[done:], np.zeros((done, pw), np.float32)])
         return out
 
-    def segment(self, image: np.ndarray, threshold: float | None = None) -> Segmentation:
+    def segment(self, image: np.ndarray, threshold: float | None = None, flips: bool | None = None,
+                scale: float | None = None) -> Segmentation:
         t = self.default_threshold if threshold is None else float(threshold)
-        prob = self.probability(image)
-        mask = prob >= t
-        return Segmentation(prob, mask, 100.0 * float(mask.mean()), t)
+        return Segmentation.from_probability(self.probability(image, flips, scale), t)
 
-    def segment_many(self, images: Sequence[np.ndarray], threshold: float | None = None) -> list[Segmentation]:
+    def segment_many(self, images: Sequence[np.ndarray], threshold: float | None = None,
+                     flips: bool | None = None, scale: float | None = None) -> list[Segmentation]:
         """Segment many photos; those that fit one tile share full batches (the batch path)."""
+        flips, scale = self._options(flips, scale)
         t = self.default_threshold if threshold is None else float(threshold)
-        results: list[Segmentation | None] = [None] * len(images)
-        seen = {i: self._resized(im) for i, im in enumerate(images) if _check_rgb(im)}
-        small = [i for i, im in seen.items() if im.shape[0] <= self.tile and im.shape[1] <= self.tile]
-        flips = _FLIPS if self.flips else _FLIPS[:1]
+        seen = [_resized(im, scale) for im in images if _check_rgb(im)]
+        maps: list[np.ndarray | None] = [None] * len(images)
+        small = [i for i, im in enumerate(seen) if im.shape[0] <= self.tile and im.shape[1] <= self.tile]
+        views = _FLIPS if flips else _FLIPS[:1]
         for start in range(0, len(small), self.batch_size):
             idx = small[start : start + self.batch_size]
             probs = self.forward(np.stack([_mirror_tile(flip(seen[i]), 0, 0, self.tile) for i in idx
-                                           for flip in flips]))
+                                           for flip in views]))
             for j, i in enumerate(idx):
                 h, w = seen[i].shape[:2]
-                views = probs[j * len(flips) : (j + 1) * len(flips)]
-                prob = sum(flip(p[:h, :w]) for flip, p in zip(flips, views)) / len(flips)
-                prob = self._restored(prob, *images[i].shape[:2])
-                mask = prob >= t
-                results[i] = Segmentation(prob, mask, 100.0 * float(mask.mean()), t)
-        for i, im in seen.items():  # larger photos: tiled one by one, resized only once
-            if results[i] is None:
-                prob = self._restored(self._seen_map(im), *images[i].shape[:2])
-                mask = prob >= t
-                results[i] = Segmentation(prob, mask, 100.0 * float(mask.mean()), t)
-        return results  # type: ignore[return-value]
+                per_view = probs[j * len(views) : (j + 1) * len(views)]
+                maps[i] = _mean_of_views([flip(p[:h, :w]) for flip, p in zip(views, per_view)])
+        for i, im in enumerate(seen):  # larger photos: tiled one by one, resized only once
+            if maps[i] is None:
+                maps[i] = self._seen_map(im, flips)
+        return [Segmentation.from_probability(_restored(m, *im.shape[:2]), t) for m, im in zip(maps, images)]
+
+
+def _mean_of_views(maps: list[np.ndarray]) -> np.ndarray:
+    return maps[0] if len(maps) == 1 else sum(maps) / len(maps)
+
+
+def _resized(image: np.ndarray, scale: float) -> np.ndarray:
+    """The photo as the model sees it: resized by ``scale`` (antialiased when shrinking)."""
+    if scale == 1.0:
+        return image
+    from PIL import Image
+
+    h, w = image.shape[:2]
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return np.asarray(Image.fromarray(image).resize(size, Image.BILINEAR))
+
+
+def _restored(prob: np.ndarray, h: int, w: int) -> np.ndarray:
+    """A map back at the photo's own size (bilinear)."""
+    if prob.shape == (h, w):
+        return prob
+    from PIL import Image
+
+    return np.asarray(Image.fromarray(np.asarray(prob, np.float32), "F").resize((w, h), Image.BILINEAR))
 
 
 def _check_rgb(image: np.ndarray) -> bool:
@@ -282,10 +277,6 @@ def _emit(out, acc, weight, y0, m, h, w) -> None:
     out[top:bottom] = a / np.maximum(wt, 1e-6)
 
 
-_PREDICTORS: "dict[int, tuple[object, Predictor]]" = {}
-_PREDICTORS_LOCK = threading.Lock()
-
-
 def default_precision() -> str:
     """The inference precision: ``UNET_PRECISION`` (float32 or bfloat16) when set; otherwise
     bfloat16 on a CPU-only machine whose CPU has native bfloat16 (measured 1.9x faster,
@@ -300,25 +291,13 @@ def default_precision() -> str:
     return "bfloat16" if on_cpu and cpu_has_bf16() else "float32"
 
 
-def predictor(model, flips: bool = False, scale: float | None = None) -> Predictor:
-    """A cached :class:`Predictor` with default settings for ``model`` (one per model object),
-    in careful mode when ``flips``, seeing photos at ``scale`` when given (else the model's)."""
-    key = id(model)
-    with _PREDICTORS_LOCK:
-        hit = _PREDICTORS.get(key)
-        if hit is None or hit[0] is not model:
-            hit = (model, Predictor(model, precision=default_precision()))
-            _PREDICTORS[key] = hit
-        chosen = hit[1].at_scale(scale)
-        return chosen.careful() if flips else chosen
-
-
 def segment(model, image: np.ndarray, threshold: float | None = None, flips: bool = False,
             scale: float | None = None) -> Segmentation:
     """Find the damaged pixels of one photo.
 
     Args:
-        model: a loaded U-Net.
+        model: a :class:`~unet.DamageModel` (from :func:`unet.load_model`), or a bare
+            Keras U-Net (run as it is, in float32).
         image: RGB uint8 array (H, W, 3) of any size.
         threshold: probability at which a pixel counts as damaged; None uses the
             model's own threshold (from its model card), else 0.5.
@@ -334,7 +313,9 @@ def segment(model, image: np.ndarray, threshold: float | None = None, flips: boo
         >>> seg = segment(load_model(), read_image("wall.jpg"))
         >>> f"{seg.damaged_pct:.1f}% damaged"
     """
-    return predictor(model, flips, scale).segment(image, threshold)
+    from .damage_model import DamageModel
+
+    return DamageModel.of(model).segment(image, threshold, flips=flips, scale=scale)
 
 
 # ---------------------------------------------------------------------------------
@@ -366,16 +347,69 @@ def heatmap(probability: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------
 
 
-def collect_images(inputs: Iterable[str | Path]) -> list[Path]:
-    """Files named directly, plus the images inside named folders (sorted)."""
-    found: list[Path] = []
+OUTPUT_SUFFIXES = ("_mask", "_overlay")
+# Names datasets give their masks (see unet.data): never photos to segment.
+_MASK_TAGS = ("_mask", "_lab", "_label", "_gt")
+RESULT_FIELDS = ["file", "damaged_pct", "error", "mask", "overlay"]  # the first three as before
+
+
+def _is_mask_or_output(path: Path) -> bool:
+    """A dataset mask (in a ``masks/`` folder, or named ``*_mask``/``*_lab``) or one of our outputs."""
+    stem = path.stem.lower()
+    return path.parent.name.lower() in ("masks", "mask") or stem.endswith(_MASK_TAGS + OUTPUT_SUFFIXES)
+
+
+def collect_images(inputs: Iterable[str | Path], skip: Iterable[str | Path] = ()) -> list[tuple[Path, str]]:
+    """The photos to segment, each with an unambiguous output name.
+
+    Files named directly are taken as they are; inside named folders, images are found
+    recursively, skipping dataset masks, this tool's own outputs and anything under a
+    ``skip`` folder (an output folder inside the input folder). The output name is the path relative to its named
+    folder with ``/`` turned into ``__`` (``d2/x.png`` -> ``d2__x``); where two photos would
+    still share a name (``x.png`` beside ``x.jpg``) the extension is added (``x.jpg`` ->
+    ``x_jpg``), and then a counter after ``~``.
+    """
+    skip_dirs = [Path(p).resolve() for p in skip]
+    found: list[tuple[Path, str]] = []
     for item in inputs:
         p = Path(item)
         if p.is_dir():
-            found.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_EXTENSIONS))
+            root = p.resolve()
+            for f in sorted(p.rglob("*")):
+                if not (f.suffix.lower() in IMAGE_EXTENSIONS and f.is_file()) or _is_mask_or_output(f):
+                    continue
+                if any(d != root and f.resolve().is_relative_to(d) for d in skip_dirs):
+                    continue  # an output folder inside the input folder (its own outputs are filtered by name)
+                rel = f.resolve().relative_to(root) if f.resolve().is_relative_to(root) else Path(f.name)
+                found.append((f, "__".join(rel.with_suffix("").parts)))
         else:
-            found.append(p)
-    return found
+            found.append((p, p.stem))
+    used: set[str] = set()
+    named = []
+    for path, base in found:
+        name = base
+        if name in used:
+            name = f"{base}_{path.suffix.lstrip('.').lower()}"
+        n = 2
+        while name in used:
+            name, n = f"{base}~{n}", n + 1
+        used.add(name)
+        named.append((path, name))
+    return named
+
+
+def output_folder(out_dir: str | Path) -> Path:
+    """The output folder, made if needed; a clear :class:`UnetError` when it cannot be used."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UnetError(f"{out}: the output folder is a file")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UnetError(f"{out}: the output folder cannot be made ({exc.strerror})") from None
+    if not os.access(out, os.W_OK | os.X_OK):
+        raise UnetError(f"{out}: the output folder cannot be written (permission denied or read-only)")
+    return out
 
 
 def predict_files(
@@ -387,33 +421,98 @@ def predict_files(
     flips: bool = False,
     scale: float | None = None,
 ) -> list[dict]:
-    """Segment files and folders; write ``<stem>_mask.png``, ``<stem>_overlay.png`` and ``results.csv``.
+    """Segment files and folders; write ``<name>_mask.png``, ``<name>_overlay.png`` and ``results.csv``.
 
-    A file that cannot be read gets its error in the CSV; the others still run.
+    Nothing is lost:
+
+    - a photo that cannot be read (corrupt, unreadable, vanished) gets its error in its
+      row; the others still run;
+    - ``results.csv`` has a row per input and exists after every run: it is rewritten as
+      the work goes (every 5 s), and on an interruption (Ctrl-C) or a failure to write
+      (full disk) the photos not done are listed as "not processed";
+    - an output never replaces an input: the output folder, dataset masks and earlier
+      outputs are not taken as photos, and a name that would land on an input is refused.
 
     Returns:
-        One row per input file: ``file, damaged_pct, error``.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    pred = predictor(model, flips, scale)
-    files = collect_images(inputs)
-    rows, used = [], set()
-    for path in progress(files) if progress else files:
-        stem = path.stem
-        n = 2
-        while stem in used:
-            stem, n = f"{path.stem}_{n}", n + 1
-        used.add(stem)
-        try:
-            image = read_image(path)
-            seg = pred.segment(image, threshold)
-            save_png(seg.mask, out / f"{stem}_mask.png")
-            save_png(overlay(image, seg.mask), out / f"{stem}_overlay.png")
-            rows.append({"file": str(path), "damaged_pct": round(seg.damaged_pct, 4), "error": ""})
-        except ImageError as exc:
-            rows.append({"file": str(path), "damaged_pct": "", "error": exc.problem})
-    from .runs import write_csv_atomic
+        One row per input file: ``file, damaged_pct, error, mask, overlay``.
 
-    write_csv_atomic(out / "results.csv", rows, ["file", "damaged_pct", "error"])
+    Raises:
+        UnetError: the output folder cannot be made or written (nothing is processed), or
+            the disk filled up (after ``results.csv`` records how far it got).
+    """
+    from .damage_model import DamageModel
+    from .files import write_csv_atomic
+
+    out = output_folder(out_dir)
+    dm = DamageModel.of(model)
+    files = collect_images(inputs, skip=[out])
+    inputs_resolved = {p.resolve() for p, _ in files}
+    csv_path = out / "results.csv"
+    earlier = _earlier_outputs(csv_path)  # files an earlier run wrote here may be written again
+    rows = [{"file": str(p), "damaged_pct": "", "error": "not processed", "mask": "", "overlay": ""}
+            for p, _ in files]
+
+    def flush() -> None:
+        write_csv_atomic(csv_path, rows, RESULT_FIELDS)
+
+    flush()
+    last = time.monotonic()
+    order = range(len(files))
+    try:
+        for i in progress(order) if progress else order:
+            path, name = files[i]
+            row = rows[i]
+            targets = {"mask": out / f"{name}_mask.png", "overlay": out / f"{name}_overlay.png"}
+            clash = [t for t in targets.values()
+                     if t.resolve() in inputs_resolved or (t.exists() and t.name not in earlier)]
+            if clash:
+                row["error"] = (f"not processed: its output {clash[0].name} would replace a file this tool did not "
+                                "write (an input, or a dataset's mask); choose another --out")
+                continue
+            try:
+                image = read_image(path)
+            except ImageError as exc:
+                row["error"] = exc.problem
+                continue
+            except OSError as exc:  # unreadable (permissions), vanished mid-run, I/O error
+                row["error"] = f"cannot be read ({exc.strerror or exc})"
+                continue
+            seg = dm.segment(image, threshold, flips=flips, scale=scale)
+            save_png(seg.mask, targets["mask"])
+            save_png(overlay(image, seg.mask), targets["overlay"])
+            row.update(damaged_pct=round(seg.damaged_pct, 4), mask=targets["mask"].name,
+                       overlay=targets["overlay"].name, error="")
+            if time.monotonic() - last > 5:
+                flush()
+                last = time.monotonic()
+    except KeyboardInterrupt:
+        _mark_left(rows, "not processed (interrupted)")
+        flush()
+        raise
+    except OSError as exc:  # writing an output failed: full disk, folder gone or made read-only
+        _mark_left(rows, f"not processed (writing the results failed: {exc.strerror})")
+        try:
+            flush()
+        except OSError:
+            pass
+        raise UnetError(f"{out}: cannot write the results ({exc.strerror}); results.csv lists what was done"
+                        if csv_path.is_file() else f"{out}: cannot write the results ({exc.strerror})") from None
+    flush()
     return rows
+
+
+def _earlier_outputs(csv_path: Path) -> set[str]:
+    """The output files an earlier ``results.csv`` in this folder lists (ours to replace)."""
+    import csv
+
+    try:
+        with open(csv_path, newline="") as f:
+            return {row[k] for row in csv.DictReader(f) for k in ("mask", "overlay") if row.get(k)}
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return set()
+
+
+def _mark_left(rows: list[dict], why: str) -> None:
+    for row in rows:
+        if row["error"] == "not processed":
+            row["error"] = why

@@ -5,7 +5,7 @@ the epoch in progress and never leaves a gap or a duplicate in the history:
 
 1. ``checkpoints/last.keras`` (and ``best.keras`` when validation improved), atomically;
 2. the epoch's row in ``history.csv``;
-3. ``state.json`` with ``epochs_done``.
+3. ``checkpoint.json`` with ``epochs_done``.
 
 Resume loads ``last.keras`` (weights + optimizer state), drops history rows at or after
 ``epochs_done`` and continues with that epoch. A stop request (STOP file, SIGTERM or
@@ -24,7 +24,10 @@ import time
 import traceback
 from pathlib import Path
 
-from .runs import ACTIVE, Run, TrainConfig, _now, process_alive, process_identity, write_csv_atomic, write_json_atomic
+from .config import TrainConfig
+from .errors import ConfigError, RunError, UnetError
+from .files import atomic_path, write_csv_atomic, write_json_atomic
+from .runs import ACTIVE, Run, _now, _owner_alive, process_identity
 
 
 class StopRequested(Exception):
@@ -33,14 +36,8 @@ class StopRequested(Exception):
 
 def _atomic_save(model, path: Path) -> None:
     """Save a checkpoint so that a crash or a full disk never leaves a half-written one."""
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    try:
+    with atomic_path(path, suffix=".keras") as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise OSError(exc.errno, exc.strerror, str(path)) from exc  # name the checkpoint, not a temp file
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _callbacks(run: Run, cfg: TrainConfig, steps: int, val_steps: int, initial_epoch: int):
@@ -107,7 +104,7 @@ def _callbacks(run: Run, cfg: TrainConfig, steps: int, val_steps: int, initial_e
                    "seconds": round(time.monotonic() - self.epoch_t0, 2), "best": int(improved)}
             self.history = [r for r in self.history if int(r["epoch"]) < epoch + 1] + [row]
             write_csv_atomic(run.history_path, self.history)
-            write_json_atomic(run.state_path, {"epochs_done": epoch + 1, "best_val_dice": self.best})
+            write_json_atomic(run.checkpoint_info_path, {"epochs_done": epoch + 1, "best_val_dice": self.best})
             self._progress(steps, logs.get("loss", float("nan")), force=True)
             print(f"epoch {epoch + 1}/{cfg.epochs} " + " ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items())),
                   flush=True)
@@ -139,8 +136,10 @@ def _data(cfg: TrainConfig, log):
     for p in problems:
         log(f"skipped {p}")
     if not train_pairs:
-        raise ValueError(f"{cfg.data}: no training photo could be read")
-    aug = Augment(scale=tuple(cfg.scale)) if cfg.augment else Augment.none()
+        from .data import DatasetError
+
+        raise DatasetError(f"{cfg.data}: no training photo could be read")
+    aug = Augment(crop_scale=tuple(cfg.crop_scale)) if cfg.augment else Augment.none()
     steps = cfg.steps_per_epoch or max(1, math.ceil(len(train_pairs) / cfg.batch))
     train_b = PairBatcher(train_pairs, cfg.size, cfg.batch, aug, steps=steps, seed=cfg.seed)
     val_b = PairBatcher(val_pairs, cfg.size, cfg.batch, None) if val_pairs else None
@@ -183,6 +182,158 @@ def _compile(model, cfg: TrainConfig, total_steps: int):
     model.compile(optimizer=opt, loss=get_loss(cfg.loss), metrics=keras_metrics(cfg.threshold))
 
 
+def _claim(run: Run, resume: bool) -> dict:
+    """Mark the run as running in this process.
+
+    Raises:
+        RunError: another live process is already training this run (nothing is touched).
+    """
+    status = run.raw_status()
+    owner = status.get("pid")
+    if status.get("state") in ACTIVE and owner not in (None, os.getpid()) and _owner_alive(status):
+        raise RunError(f"run {run.id} is already {status['state']} (process {owner})")
+    _install_stop_signals(run)  # a stop asked for while the process started (STOP file) still counts
+    status.update(state="running", error=None, **process_identity())
+    status.setdefault("started_at", _now())
+    if resume:
+        status.setdefault("resumed_at", []).append(_now())
+    write_json_atomic(run.status_path, status)
+    return status
+
+
+def _start_backend(run: Run, cfg: TrainConfig, log):
+    """Prepare the device, the precision policy and (several GPUs) a distribution strategy;
+    record them in ``environment.json``. Returns the strategy's scope and the devices."""
+    from .devices import describe_environment, prepare
+
+    prepare(cfg.device)
+    import keras
+
+    from . import losses, metrics  # noqa: F401  registers the objects checkpoints refer to
+    from .devices import setup_training
+
+    strategy, devices = setup_training(cfg.mixed_precision)
+    if cfg.device == "gpu" and not any(d["kind"] == "GPU" for d in devices):
+        raise RunError("device 'gpu' was chosen but no GPU is visible to Keras")
+    env = describe_environment(devices, cfg.mixed_precision)
+    write_json_atomic(run.environment_path, env)
+    log(f"run {run.id}: backend {env['backend']}, devices: {', '.join(env['devices'])}")
+    keras.utils.set_random_seed(cfg.seed)
+    return (strategy.scope() if strategy is not None else contextlib.nullcontext()), devices
+
+
+def _network(run: Run, cfg: TrainConfig, resume: bool, total_steps: int, log):
+    """The network to train: the last checkpoint (resume), or a new one, from ``init_from``'s
+    weights when given, compiled."""
+    import keras
+
+    from .model import build_unet
+
+    if resume and run.last_checkpoint.exists():
+        model = keras.saving.load_model(run.last_checkpoint, safe_mode=True)
+        log(f"resumed from {run.last_checkpoint.name} after {run.epochs_done()} completed epochs")
+        return model
+    model = build_unet(cfg.preset, cfg.size)
+    if cfg.init_from:
+        from .model import ModelError, load_model
+
+        source = load_model(cfg.init_from)
+        try:
+            model.set_weights(source.get_weights())
+        except ValueError:
+            raise ModelError(f"{cfg.init_from}: its architecture is not preset {cfg.preset!r}") from None
+        log(f"weights initialised from {cfg.init_from}")
+    _compile(model, cfg, total_steps)
+    return model
+
+
+def training_memory(model, batch: int, mixed_precision: bool) -> int:
+    """Bytes one training step needs, estimated from the network: the weights with their
+    gradients and Adam's two moments (4 copies, float32), and every layer's output for the
+    batch kept for the backward pass together with its gradient (2 copies)."""
+    import numpy as np
+
+    act_bytes = 2 if mixed_precision else 4
+    params = model.count_params() * 4 * 4
+    outputs = sum(int(np.prod(layer.output.shape[1:])) for layer in model.layers if layer.output is not None)
+    return params + 2 * outputs * batch * act_bytes
+
+
+def _check_memory(model, cfg: TrainConfig, devices: list[dict]) -> None:
+    """Refuse a run whose training step cannot fit in this machine's free memory (CPU
+    training), before it is killed for it: the message says what to lower."""
+    import psutil
+
+    if any(d["kind"] == "GPU" for d in devices):
+        return  # the GPU's own allocator reports what does not fit, as an error the run records
+    need = training_memory(model, cfg.batch, cfg.mixed_precision)
+    free = psutil.virtual_memory().available
+    if need > 0.8 * free:
+        raise ConfigError(f"size {cfg.size} at batch {cfg.batch} needs about {need / 2**30:.1f} GiB to train "
+                          f"({cfg.preset} preset); this machine has {free / 2**30:.1f} GiB free: lower the batch "
+                          "or the size")
+
+
+def _fit(run: Run, cfg: TrainConfig, model, train_b, val_b, initial_epoch: int, log) -> str:
+    """Train from ``initial_epoch``; "completed", or "stopped" on a stop request (checkpoint written)."""
+    callbacks = _callbacks(run, cfg, len(train_b), len(val_b) if val_b else 0, initial_epoch)
+    try:
+        model.fit(
+            keras_dataset(train_b),
+            validation_data=keras_dataset(val_b) if val_b else None,
+            epochs=cfg.epochs,
+            initial_epoch=initial_epoch,
+            callbacks=callbacks,
+            verbose=1 if sys.stdout.isatty() else 2,
+        )
+        return "completed"
+    except StopRequested:
+        _atomic_save(model, run.last_checkpoint)
+        log("stopped on request after the current batch; checkpoint written")
+        return "stopped"
+
+
+def _export(run: Run, cfg: TrainConfig) -> None:
+    """Save the best checkpoint as the run's inference model (``model.keras`` + its card).
+
+    A card that ``calibrate --write`` tuned keeps its threshold, scale and calibration record
+    (a resumed run never loses them); as the weights changed since, the record is marked
+    stale, and the Home page and ``calibrate`` say to measure again.
+    """
+    import keras
+
+    from .damage_model import DamageModel, ModelCard
+    from .model import save_model
+
+    if not run.best_checkpoint.exists():
+        return
+    final = keras.saving.load_model(run.best_checkpoint, safe_mode=True)
+    card = {"threshold": cfg.threshold, "preset": cfg.preset, "source": f"run {run.id}"}
+    try:
+        old = ModelCard.read(run.model_path)
+    except UnetError:
+        old = None
+    if old is not None and old.calibration:
+        stale = {**old.calibration, "stale": f"the weights changed after calibration (run trained on, {_now()}); "
+                                              "calibrate again"}
+        card.update(threshold=old.threshold, scale=old.scale, calibration=stale)
+    save_model(DamageModel(final, ModelCard(input_size=cfg.size)), run.model_path, **card)
+
+
+def _failure_message(run: Run, exc: Exception) -> str:
+    """The one line a user reads in the status for a failed run."""
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
+        return (f"the disk is full (or a file-size limit was reached) while writing "
+                f"{exc.filename or 'the run folder'}: {exc.strerror}")
+    if isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
+        where = Path(exc.filename) if exc.filename else run.dir
+        inside = where == run.dir or run.dir in where.parents
+        what = "the run folder cannot be written" if inside else "a file cannot be read"
+        return f"{what} ({where}): {exc.strerror}"
+    return f"{type(exc).__name__}: {exc}".splitlines()[0] if not isinstance(exc, UnetError) \
+        else str(exc).splitlines()[0]
+
+
 def execute(run: Run, resume: bool = False) -> str:
     """Train the run in this process; returns the final state.
 
@@ -190,100 +341,37 @@ def execute(run: Run, resume: bool = False) -> str:
     log, and the state is ``failed``.
 
     Raises:
-        RuntimeError: another live process is already training this run (nothing is touched).
+        RunError: another live process is already training this run (nothing is touched).
     """
-    cfg = TrainConfig.from_dict(run.config())
 
     def log(msg: str) -> None:
         print(msg, flush=True)
 
-    status = run.raw_status()
-    owner = status.get("pid")
-    if (status.get("state") in ACTIVE and owner not in (None, os.getpid())
-            and process_alive(owner, status.get("pid_start"))):
-        raise RuntimeError(f"run {run.id} is already {status['state']} (process {owner})")
-    _install_stop_signals(run)
-    run.stop_path.unlink(missing_ok=True)
-    status.update(state="running", error=None, **process_identity())
-    status.setdefault("started_at", _now())
-    if resume:
-        status.setdefault("resumed_at", []).append(_now())
     try:
-        write_json_atomic(run.status_path, status)
+        _claim(run, resume)
     except OSError as exc:
         print(f"cannot write to the run folder {run.dir}: {exc}", file=sys.stderr, flush=True)
         return "failed"
 
     state, error = "failed", None
     try:
-        from .devices import prepare
-
-        prepare(cfg.device)
-        import keras
-
-        from . import losses, metrics  # noqa: F401  registers the objects checkpoints refer to
-        from .devices import setup_training
-        from .model import build_unet, save_model
-
-        strategy, devices = setup_training(cfg.mixed_precision)
-        if cfg.device == "gpu" and not any(d["kind"] == "GPU" for d in devices):
-            raise RuntimeError("device 'gpu' was chosen but no GPU is visible to Keras")
-        conf = run.config()
-        conf.update(backend=keras.backend.backend(), devices=[d["name"] for d in devices])
-        write_json_atomic(run.config_path, conf)
-        log(f"run {run.id}: backend {conf['backend']}, devices: {', '.join(conf['devices'])}")
-        keras.utils.set_random_seed(cfg.seed)
-
-        train_b, val_b, n_problems = _data(cfg, log)
-        run.set_status(data_problems=n_problems)
+        cfg = run.train_config()
         initial_epoch = run.epochs_done() if resume else 0
-        if resume and initial_epoch >= cfg.epochs:
-            log("all epochs already done")
-        train_b.epoch = initial_epoch
-        scope = strategy.scope() if strategy is not None else contextlib.nullcontext()
-        with scope:
-            if resume and run.last_checkpoint.exists():
-                model = keras.saving.load_model(run.last_checkpoint, safe_mode=True)
-                log(f"resumed from {run.last_checkpoint.name} after {initial_epoch} completed epochs")
-            else:
-                model = build_unet(cfg.preset, cfg.size)
-                if cfg.init_from:
-                    from .model import load_model
-
-                    source = load_model(cfg.init_from)
-                    try:
-                        model.set_weights(source.get_weights())
-                    except ValueError:
-                        raise ValueError(f"{cfg.init_from}: its architecture is not preset {cfg.preset!r}") from None
-                    log(f"weights initialised from {cfg.init_from}")
-                _compile(model, cfg, cfg.epochs * len(train_b))
-        callbacks = _callbacks(run, cfg, len(train_b), len(val_b) if val_b else 0, initial_epoch)
-        try:
-            model.fit(
-                keras_dataset(train_b),
-                validation_data=keras_dataset(val_b) if val_b else None,
-                epochs=cfg.epochs,
-                initial_epoch=initial_epoch,
-                callbacks=callbacks,
-                verbose=1 if sys.stdout.isatty() else 2,
-            )
+        if resume and initial_epoch >= cfg.epochs and run.model_path.exists():
+            log(f"all {cfg.epochs} epochs already done; nothing to train (the model and its card are unchanged)")
             state = "completed"
-        except StopRequested:
-            _atomic_save(model, run.last_checkpoint)
-            log("stopped on request after the current batch; checkpoint written")
-            state = "stopped"
-        best = run.best_checkpoint if run.best_checkpoint.exists() else None
-        if best is not None:
-            final = keras.saving.load_model(best, safe_mode=True)
-            save_model(final, run.model_path, threshold=cfg.threshold, preset=cfg.preset,
-                       source=f"run {run.id}")
+        else:
+            scope, devices = _start_backend(run, cfg, log)
+            train_b, val_b, n_problems = _data(cfg, log)
+            run.set_status(data_problems=n_problems)
+            train_b.epoch = initial_epoch
+            with scope:
+                model = _network(run, cfg, resume, cfg.epochs * len(train_b), log)
+            _check_memory(model, cfg, devices)
+            state = _fit(run, cfg, model, train_b, val_b, initial_epoch, log)
+            _export(run, cfg)
     except Exception as exc:  # any failure ends this run only, recorded for the user
-        error = f"{type(exc).__name__}: {exc}".splitlines()[0]
-        if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EFBIG, errno.EDQUOT):
-            error = (f"the disk is full (or a file-size limit was reached) while writing "
-                     f"{exc.filename or 'the run folder'}: {exc.strerror}")
-        elif isinstance(exc, (PermissionError, OSError)) and exc.errno in (errno.EACCES, errno.EROFS, errno.EPERM):
-            error = f"the run folder cannot be written ({exc.filename or run.dir}): {exc.strerror}"
+        error = _failure_message(run, exc)
         traceback.print_exc()
         state = "failed"
     try:
@@ -291,4 +379,11 @@ def execute(run: Run, resume: bool = False) -> str:
     except OSError as exc:
         print(f"could not record the final state {state}: {exc}", file=sys.stderr, flush=True)
     log(f"run {run.id} {state}" + (f": {error}" if error else ""))
+    try:  # this run's slot is free: the next waiting run may start
+        from .runs import start_waiting
+
+        for other in start_waiting(run.dir.parent):
+            log(f"started waiting run {other}")
+    except OSError as exc:
+        print(f"could not start the waiting runs: {exc}", file=sys.stderr, flush=True)
     return state

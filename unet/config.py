@@ -1,0 +1,128 @@
+"""A training run's definition (``TrainConfig``) and the vocabularies it draws from.
+
+Each choice a user can make (preset, loss, optimizer, schedule, device) is listed once,
+here or, for presets, in :mod:`unet.model`; the command line, the Train page and the
+trainer all read these lists. This module never imports Keras.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+
+from .errors import ConfigError
+
+LOSSES = {
+    "bce_dice": "BCE + Dice: suits thin, rare damage (the default)",
+    "dice": "Dice alone",
+    "bce": "binary cross-entropy alone (the original recipe's loss)",
+}
+OPTIMIZERS = ("adam", "adamw")
+SCHEDULES = ("cosine", "constant")
+DEVICES = ("auto", "cpu", "gpu")
+
+# Keys older run folders wrote into config.json that are not part of the definition (the
+# environment now has its own file, environment.json; run id and creation time live in
+# status.json). Read and dropped, so every run ever made still opens.
+_LEGACY_KEYS = {"backend", "devices", "created_at", "run_id", "unet_version"}
+# Renamed keys: ``scale`` was the crop range, a word the inference resize also uses.
+_RENAMED = {"scale": "crop_scale"}
+
+
+def _one_of(name: str, value, allowed) -> str | None:
+    return None if value in allowed else f"{name} must be one of {', '.join(allowed)} (got {value!r})"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run (saved as the run's ``config.json``).
+
+    Defaults finish in a few minutes on a 2-core CPU with the generated sample data.
+    """
+
+    data: str | list[str] = "data/sample"  # one dataset folder, or several pooled
+    preset: str = "lite"
+    size: int = 128
+    loss: str = "bce_dice"
+    optimizer: str = "adam"
+    learning_rate: float = 1e-3
+    schedule: str = "cosine"
+    epochs: int = 10
+    batch: int = 8
+    steps_per_epoch: int | None = None  # None: one pass over the training photos
+    augment: bool = True
+    # Random crops are this many times the input side (log-uniform), then resized to it.
+    crop_scale: tuple[float, float] = (0.75, 1.33)
+    val_fraction: float = 0.15  # used only when the dataset has no val/ folder
+    threshold: float = 0.5  # for validation metrics, and the saved model's first threshold
+    seed: int = 0
+    device: str = "auto"
+    mixed_precision: bool = False
+    time_budget_min: float | None = None  # end training (as completed) after this many minutes
+    init_from: str | None = None  # a .keras model of the same preset whose weights start the run
+    name: str = ""
+
+    def validate(self) -> "TrainConfig":
+        """This config, or a :class:`ConfigError` listing every problem."""
+        from .model import PRESETS  # model.py imports Keras only when a model is built
+
+        def number(name, value, integer=False):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if ok and integer and value != int(value):
+                ok = False
+            if not ok:
+                problems.append(f"{name} must be {'a whole number' if integer else 'a number'} (got {value!r})")
+            return ok
+
+        problems = [p for p in (
+            _one_of("preset", self.preset, list(PRESETS)), _one_of("loss", self.loss, list(LOSSES)),
+            _one_of("optimizer", self.optimizer, OPTIMIZERS), _one_of("schedule", self.schedule, SCHEDULES),
+            _one_of("device", self.device, DEVICES)) if p]
+        if number("size", self.size, True) and (self.size < 16 or self.size > 4096 or self.size % 16):
+            problems.append("size must be a multiple of 16 between 16 and 4096")
+        if number("epochs", self.epochs, True) and number("batch", self.batch, True) and \
+                (self.epochs < 1 or self.batch < 1):
+            problems.append("epochs and batch must be at least 1")
+        if number("learning rate", self.learning_rate) and not 0 < self.learning_rate < 1:
+            problems.append("learning rate must be between 0 and 1")
+        if number("threshold", self.threshold) and not 0 < self.threshold < 1:
+            problems.append("threshold must be between 0 and 1")
+        if number("val_fraction", self.val_fraction) and not 0 < self.val_fraction < 1:
+            problems.append("val_fraction must be between 0 and 1")
+        if self.steps_per_epoch is not None and number("steps_per_epoch", self.steps_per_epoch, True) \
+                and self.steps_per_epoch < 1:
+            problems.append("steps_per_epoch must be at least 1 (or left out: one pass over the photos)")
+        if self.time_budget_min is not None and number("time budget", self.time_budget_min) \
+                and self.time_budget_min <= 0:
+            problems.append("time budget must be positive")
+        crop = self.crop_scale
+        if not (isinstance(crop, (tuple, list)) and len(crop) == 2 and all(
+                isinstance(v, (int, float)) and math.isfinite(v) for v in crop) and 0.1 <= crop[0] <= crop[1] <= 10):
+            problems.append(f"crop_scale must be two numbers, low <= high, within 0.1-10 (got {crop!r})")
+        if not isinstance(self.data, str) and not (
+                isinstance(self.data, list) and self.data and all(isinstance(d, str) for d in self.data)):
+            problems.append("data must be a folder or a list of folders")
+        if problems:
+            raise ConfigError("; ".join(problems))
+        return self
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """A config from its JSON form; unknown keys are refused, legacy ones read."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"a training config is a JSON object, not {type(d).__name__}")
+        d = {_RENAMED.get(k, k): v for k, v in d.items() if k not in _LEGACY_KEYS}
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(sorted(unknown))}")
+        if isinstance(d.get("crop_scale"), list):
+            d["crop_scale"] = tuple(d["crop_scale"])
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def dataset_folders(self) -> list[str]:
+        """The dataset folders named by ``data`` (one path or a list of paths)."""
+        return [self.data] if isinstance(self.data, str) else list(self.data)
