@@ -195,6 +195,28 @@ def test_detect_threshold_follows_the_chosen_models_card(app_env, trained_tiny):
     assert at.slider(key="detect_threshold").value == 0.7  # the user's own choice stays
 
 
+def test_detect_keeps_a_sessions_memory_within_its_budget(app_env, trained_tiny, monkeypatch):
+    import io
+
+    _, runs = app_env
+    _copy_run(trained_tiny, runs, "run-a")
+    monkeypatch.setenv("UNET_DETECT_CACHE_MB", "0.3")  # room for about one 200x200 photo (7 bytes a pixel)
+    at = _app()
+    at.session_state["model_path"] = str(runs / "run-a" / "model.keras")
+    at.switch_page("pages/detect.py").run()
+    photos = []
+    for i in range(3):
+        buf = io.BytesIO()
+        Image.fromarray(np.random.default_rng(i).integers(0, 256, (200, 200, 3), dtype=np.uint8)).save(buf, "PNG")
+        photos.append((f"p{i}.png", buf.getvalue(), "image/png"))
+    at.file_uploader(key="detect_upload").set_value(photos).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert sum("% damaged" in m.value for m in at.markdown) == 3  # every photo still shown
+    cache = at.session_state["detect_results"]
+    assert len(cache) == 1  # only the newest stays in memory; the others are segmented again when needed
+    assert sum(e["image"].nbytes + e["prob"].nbytes for e in cache.values()) <= 0.3 * 2**20
+
+
 def test_compare_two_runs(app_env, trained_tiny):
     _, runs = app_env
     _copy_run(trained_tiny, runs, "run-a")

@@ -63,15 +63,20 @@ def test_predict_writes_a_row_per_file_and_keeps_going_after_a_bad_one(cli_run, 
     assert "1 failed" in proc.stdout
 
 
-def test_careful_mode_gives_a_photo_and_its_mirror_image_the_same_answer(cli_run, sample_dir, tmp_path):
+def test_careful_mode_and_a_scale_in_one_call(cli_run, sample_dir, tmp_path):
+    """Careful mode gives a photo and its mirror image the same answer; at another scale the
+    mask keeps the photo's size."""
     _, _, model = cli_run
     photo = sorted((sample_dir / "test").rglob("images/*.png"))[0]
     Image.open(photo).transpose(Image.FLIP_LEFT_RIGHT).save(tmp_path / "mirrored.png")
-    proc = run_cli("predict", "--model", str(model), "--out", str(tmp_path / "careful"), str(photo),
-                   str(tmp_path / "mirrored.png"), "--flips")
+    out = tmp_path / "careful"
+    proc = run_cli("predict", "--model", str(model), "--out", str(out), str(photo), str(tmp_path / "mirrored.png"),
+                   "--flips", "--scale", "0.5")
     assert proc.returncode == 0, proc.stderr
-    pcts = [float(r["damaged_pct"]) for r in csv.DictReader(open(tmp_path / "careful" / "results.csv"))]
+    pcts = [float(r["damaged_pct"]) for r in csv.DictReader(open(out / "results.csv"))]
     assert len(pcts) == 2 and abs(pcts[0] - pcts[1]) < 0.01
+    with Image.open(out / f"{photo.stem}_mask.png") as mask, Image.open(photo) as original:
+        assert mask.size == original.size
 
 
 def test_evaluate_a_run_stores_its_results_where_compare_finds_them(cli_run, sample_dir):
@@ -104,15 +109,6 @@ def test_calibrate_writes_threshold_and_scale_to_the_card(cli_run, sample_dir, t
     assert card["calibration"]["mean_f1"] == chosen["mean_f1"] and card["preset"] == "tiny"
     proc = run_cli("calibrate", "--model", str(model), "--data", str(sample_dir / "val"), "--scales", "9")
     assert proc.returncode == 2 and "scale 9.0 is outside 0.25-4" in proc.stderr
-
-
-def test_predict_at_another_scale_keeps_the_photo_size(cli_run, sample_dir, tmp_path):
-    _, _, model = cli_run
-    photo = sorted((sample_dir / "test").rglob("images/*.png"))[0]
-    proc = run_cli("predict", "--model", str(model), "--out", str(tmp_path / "half"), str(photo), "--scale", "0.5")
-    assert proc.returncode == 0, proc.stderr
-    with Image.open(tmp_path / "half" / f"{photo.stem}_mask.png") as mask, Image.open(photo) as original:
-        assert mask.size == original.size
 
 
 def test_runs_list_stop_resume_and_start(cli_run):
