@@ -24,7 +24,7 @@ DEVICES = ("auto", "cpu", "gpu")
 # Keys older run folders wrote into config.json that are not part of the definition (the
 # environment now has its own file, environment.json; run id and creation time live in
 # status.json). Read and dropped, so every run ever made still opens.
-_LEGACY_KEYS = {"backend", "devices", "created_at", "run_id", "unet_version"}
+_LEGACY_KEYS = {"backend", "devices", "created_at", "run_id"}
 # Renamed keys: ``scale`` was the crop range, a word the inference resize also uses.
 _RENAMED = {"scale": "crop_scale"}
 

@@ -9,7 +9,6 @@ photo from the same geometry. Everything is deterministic by seed.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -231,5 +230,7 @@ def write_sample_dataset(
         "size": list(size),
         "mean_damaged_pct": round(100 * float(np.mean(damaged)), 3),
     }
-    (root / "dataset.json").write_text(json.dumps(summary, indent=2))
+    from .files import write_json_atomic
+
+    write_json_atomic(root / "dataset.json", summary)  # written last: its presence means "complete"
     return summary
