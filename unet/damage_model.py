@@ -165,6 +165,8 @@ class DamageModel:
         path: the ``.keras`` file it came from (where :meth:`update_card` writes).
         precision: ``float32`` or ``bfloat16`` for inference; None picks
             :func:`unet.predict.default_precision` when the predictor is first needed.
+        any_size: use a copy of the network that accepts any input size (a network built
+            for one size is rebuilt once, here).
 
     A DamageModel also answers the Keras model's own attributes (``predict_on_batch``,
     ``count_params``...), so code written for the Keras object returned by earlier
@@ -172,8 +174,10 @@ class DamageModel:
     """
 
     def __init__(self, network, card: ModelCard | None = None, path: str | Path | None = None,
-                 precision: str | None = None):
-        self.network = flexible(network)
+                 precision: str | None = None, any_size: bool = True):
+        # A rebuilt copy takes any input size; a bare network wrapped for one call (`of`) is
+        # used as it is, as the predictor's tiles are never smaller than its own size.
+        self.network = flexible(network) if any_size else network
         self.card = card if card is not None else ModelCard(input_size=input_side(network))
         self.path = Path(path) if path is not None else None
         self.precision = precision
@@ -235,7 +239,12 @@ class DamageModel:
     def of(cls, model) -> "DamageModel":
         """``model`` itself if it is a DamageModel; a bare Keras network is wrapped as it is
         (float32, no copy: wrap it yourself, once, for the bfloat16 copy)."""
-        return model if isinstance(model, DamageModel) else cls(model, precision="float32")
+        if isinstance(model, DamageModel):
+            return model
+        # Tiles are at least 256 px and never smaller than the network's own size: only a
+        # network built for a smaller size needs the (slower) any-size copy.
+        side = model.input_shape[1] if len(model.input_shape) > 1 else None
+        return cls(model, precision="float32", any_size=side is not None and side < 256)
 
     # ------------------------------------------------------------------ the card
 
