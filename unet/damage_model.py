@@ -202,7 +202,12 @@ class DamageModel:
             raise ModelError(f"{path}: model file does not exist")
         try:
             is_zip = path.suffix == ".keras" and zipfile.is_zipfile(path)
-            names = zipfile.ZipFile(path).namelist() if is_zip else []
+            names = []
+            if is_zip:
+                with zipfile.ZipFile(path) as zf:
+                    names = zf.namelist()
+        except zipfile.BadZipFile:
+            is_zip = False
         except OSError as exc:
             raise ModelError(f"{path.name}: cannot be read ({exc.strerror})") from None
         if not is_zip:
