@@ -15,16 +15,14 @@ import argparse
 import os
 import re
 import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+from bench._app import CHROMIUM_ARGS, chromium, start_app, wait_healthy  # noqa: E402
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # Installed before each drop: times, on the page's own clock, from the file input's change
 # event (the drop) to the moment the photo's result line is shown and the four pictures of
@@ -52,8 +50,6 @@ WATCH = """name => { window.__seen = new Promise(resolve => {
   document.addEventListener('load', check, true);
   document.addEventListener('change', onChange, true);
 }); }"""
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
 
 def main() -> None:
@@ -81,28 +77,14 @@ def main() -> None:
         photos.append(work / f"photo_{i}.jpg")
         Image.fromarray(image).save(photos[-1], quality=90)
 
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "UNET_DATA_DIR": str(work / "data"), "UNET_RUNS_DIR": str(work / "runs"),
-           "PYTHONPATH": str(ROOT)}
-    chromium = shutil.which("chromium")
     with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=chromium, args=ARGS)
+        browser = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.set_default_timeout(180_000)
         t0 = time.perf_counter()
-        server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
-                                   "--server.port", str(port), "--server.address", "127.0.0.1"],
-                                  cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        server, url = start_app(work)
         try:
-            url = f"http://127.0.0.1:{port}"
-            while True:
-                try:
-                    urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-                    break
-                except OSError:
-                    time.sleep(0.05)
+            wait_healthy(url)
             t_server = time.perf_counter() - t0
             page.goto(url)
             page.get_by_text("Damage segmentation studio").first.wait_for()

@@ -18,19 +18,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import shutil
-import socket
-import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+from bench._app import CHROMIUM_ARGS, chromium, start_app, wait_healthy  # noqa: E402
 
 
 def rss_mib(pid: int) -> float:
@@ -61,27 +56,14 @@ def main() -> None:
         image, _, _ = damaged_wall(70 + i, h, a.side)
         photos.append(work / f"photo_{i}.jpg")
         Image.fromarray(image).save(photos[-1], quality=90)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    env = {**os.environ, "UNET_DATA_DIR": str(work / "data"), "UNET_RUNS_DIR": str(work / "runs"),
-           "PYTHONPATH": str(ROOT)}
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
-                               "--server.port", str(port), "--server.address", "127.0.0.1"],
-                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
+    server, url = start_app(work)
     try:
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_healthy(url, poll=0.1)
         print(f"# session memory benchmark: {os.cpu_count()} CPU cores, {a.sessions} sessions, "
               f"photos {a.side}x{h} ({a.side * h / 1e6:.1f} MP), bundled model")
         print(f"server started: {rss_mib(server.pid):.0f} MiB")
         with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=ARGS)
+            browser = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
             contexts, after = [], []
             for i, photo in enumerate(photos):
                 ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
@@ -101,7 +83,7 @@ def main() -> None:
             time.sleep(5)
         gone = rss_mib(server.pid)
         with sync_playwright() as p:  # a new visitor: Streamlit now drops the expired sessions
-            browser = p.chromium.launch(executable_path=shutil.which("chromium"), args=ARGS)
+            browser = p.chromium.launch(executable_path=chromium(), args=CHROMIUM_ARGS)
             page = browser.new_page()
             page.goto(url)
             page.get_by_text("Latest runs").wait_for()

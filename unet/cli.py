@@ -105,7 +105,7 @@ def cmd_train(a) -> int:
     if a.detach:
         pid = launch(run)
         print(f"training in the background (pid {pid})" if pid else f"queued: {run.raw_status().get('waiting')}",
-              f"; follow it with: python -m unet runs list", sep="", flush=True)
+              "; follow it with: python -m unet runs list", sep="", flush=True)
         return 0
     from .train import execute
 

@@ -31,11 +31,10 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from .config import TrainConfig
 from .errors import RunError
-from .files import read_json, write_csv_atomic, write_json_atomic  # noqa: F401  (re-exported)
+from .files import read_json, write_json_atomic
 
 ACTIVE = ("queued", "running")
 FINAL = ("completed", "failed", "stopped")
