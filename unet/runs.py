@@ -153,15 +153,11 @@ class Run:
     def raw_status(self) -> dict:
         return _object(self.status_path)
 
-    def readable(self) -> bool:
-        """Whether config.json and status.json hold JSON objects (a damaged folder is listed, not opened)."""
-        return isinstance(read_json(self.config_path), dict) and isinstance(read_json(self.status_path), dict)
-
     def status(self) -> dict:
         """The status, with a dead process detected and recorded as failed."""
-        if not self.readable():
+        st = read_json(self.status_path)  # read once: the Train page asks every 2 s
+        if not isinstance(st, dict) or not isinstance(read_json(self.config_path), dict):
             return {"state": UNREADABLE, "error": "config.json or status.json is damaged (not a JSON object)"}
-        st = self.raw_status()
         if st.get("state") in ACTIVE and st.get("pid") and not _owner_alive(st):
             time.sleep(0.05)  # the process may have written its final state just now
             st = self.raw_status()
@@ -421,10 +417,19 @@ def start_waiting(runs_dir: str | Path | None = None) -> list[str]:
     base = Path(runs_dir or default_runs_dir())
     if not base.is_dir():
         return []
+    def waiting_runs() -> list[Run]:
+        found = []
+        for r in reversed(list_runs(base)):
+            st = r.raw_status()
+            if st.get("state") == "queued" and st.get("waiting"):
+                found.append(r)
+        return found
+
+    if not waiting_runs():  # the usual case, on every Train page visit: no lock taken
+        return []
     started = []
     with _launch_lock(base):
-        waiting = [r for r in reversed(list_runs(base))
-                   if r.raw_status().get("state") == "queued" and r.raw_status().get("waiting")]
+        waiting = waiting_runs()  # again under the lock: another launcher may have taken them
         free = max_runs() - len(_training(base))
         for run in waiting[:max(0, free)]:
             how = run.raw_status().get("launch") or {}
