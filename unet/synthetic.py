@@ -9,6 +9,8 @@ photo from the same geometry. Everything is deterministic by seed.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -234,3 +236,109 @@ def write_sample_dataset(
 
     write_json_atomic(root / "dataset.json", summary)  # written last: its presence means "complete"
     return summary
+
+
+# --------------------------------------------------------------------------- cracks of known geometry
+
+CRACK_KINDS = ("horizontal", "vertical", "diagonal", "branching")
+
+
+@dataclass(frozen=True)
+class TrueCrack:
+    """The geometry a generated crack was drawn from (the answer a measurement should give).
+
+    Attributes:
+        kind: 'horizontal', 'vertical', 'diagonal' or 'branching'.
+        width: its width in pixels (constant along the crack).
+        length: tip to tip along its centre line, in pixels: the centre line's length plus
+            half a width at each free end (the drawn crack has round tips).
+        angle: the direction it was drawn in, degrees counter-clockwise from horizontal
+            (0-180); for a branching crack, its first arm's.
+        arms: the centre line as polylines, each ``[(x, y), ...]`` in pixels.
+    """
+
+    kind: str
+    width: float
+    length: float
+    angle: float
+    arms: tuple
+
+
+def _polyline(rng, x, y, angle_deg, length, wiggle):
+    """A slightly wavy line from (x, y): points every ~12 px, bending by at most ``wiggle`` of its length."""
+    n = max(2, int(length / 12))
+    t = np.linspace(0.0, 1.0, n + 1)
+    a = math.radians(angle_deg)
+    ux, uy = math.cos(a), -math.sin(a)  # y grows downwards in the photo
+    bend = wiggle * length * np.sin(np.pi * t * rng.uniform(1, 2.5) + rng.uniform(0, np.pi)) * (t > 0)
+    pts = [(x + length * ti * ux - b * uy, y + length * ti * uy + b * ux) for ti, b in zip(t, bend)]
+    return pts
+
+
+def _line_length(pts) -> float:
+    return float(sum(math.dist(p, q) for p, q in zip(pts, pts[1:])))
+
+
+def _render(arms, width, h, w) -> np.ndarray:
+    """Pixels whose centre lies within width/2 of any arm (exact, no anti-aliasing)."""
+    pts = np.array([p for arm in arms for p in arm])
+    r = width / 2
+    x0, y0 = max(0, int(pts[:, 0].min() - r - 1)), max(0, int(pts[:, 1].min() - r - 1))
+    x1, y1 = min(w, int(pts[:, 0].max() + r + 2)), min(h, int(pts[:, 1].max() + r + 2))
+    yy, xx = np.mgrid[y0:y1, x0:x1].astype(np.float64)
+    best = np.full(yy.shape, np.inf)
+    for arm in arms:
+        for (ax, ay), (bx, by) in zip(arm, arm[1:]):
+            dx, dy = bx - ax, by - ay
+            t = np.clip(((xx - ax) * dx + (yy - ay) * dy) / max(dx * dx + dy * dy, 1e-12), 0, 1)
+            best = np.minimum(best, np.hypot(xx - ax - t * dx, yy - ay - t * dy))
+    out = np.zeros((h, w), bool)
+    out[y0:y1, x0:x1] = best <= r
+    return out
+
+
+def measured_cracks(seed: int, height: int = 480, width: int = 480, per_side: int = 3,
+                    kinds: tuple[str, ...] = CRACK_KINDS, widths: tuple[float, float] = (1.0, 12.0),
+                    surface: str | None = None) -> tuple[np.ndarray, np.ndarray, list[TrueCrack]]:
+    """A photo of separate cracks whose true length, width and direction are recorded.
+
+    The photo is cut into ``per_side`` x ``per_side`` cells with one crack in each (so no
+    two touch): a slightly wavy line in one of the four directions, or two to four arms
+    from a common point for 'branching'. Each crack has one width throughout.
+
+    Returns:
+        (image uint8 HxWx3, mask bool HxW, the cracks' geometry in cell order).
+    """
+    rng = np.random.default_rng(seed)
+    surface = surface or SURFACES[int(rng.integers(0, len(SURFACES)))]
+    h, w = height, width
+    cell_h, cell_w = h / per_side, w / per_side
+    side = min(cell_h, cell_w)
+    mask = np.zeros((h, w), bool)
+    truths: list[TrueCrack] = []
+    for i in range(per_side * per_side):
+        cy, cx = (i // per_side + 0.5) * cell_h, (i % per_side + 0.5) * cell_w
+        kind = kinds[int(rng.integers(0, len(kinds)))]
+        wd = float(rng.uniform(*widths))
+        if kind == "branching":
+            n_arms = int(rng.integers(3, 5))
+            start = rng.uniform(0, 360)
+            angles = [start + k * 360 / n_arms + rng.uniform(-15, 15) for k in range(n_arms)]
+            arms = tuple(_polyline(rng, cx, cy, a, rng.uniform(0.28, 0.4) * side, 0.04) for a in angles)
+            length = sum(_line_length(a) for a in arms) + n_arms * wd / 2
+            angle = angles[0] % 180
+        else:
+            base = {"horizontal": 0.0, "vertical": 90.0, "diagonal": float(rng.choice([45.0, 135.0]))}[kind]
+            angle = (base + rng.uniform(-12, 12)) % 180
+            ln = rng.uniform(0.55, 0.85) * side
+            wd = min(wd, ln / 8)
+            a = math.radians(angle)
+            sx, sy = cx - ln / 2 * math.cos(a), cy + ln / 2 * math.sin(a)
+            arms = (tuple(_polyline(rng, sx, sy, angle, ln, 0.03)),)
+            length = _line_length(arms[0]) + wd
+        mask |= _render(arms, wd, h, w)
+        truths.append(TrueCrack(kind, wd, float(length), float(angle), arms))
+    img = {"brick": _brick, "concrete": _concrete, "plaster": _plaster}[surface](rng, h, w)
+    img[mask] *= rng.uniform(0.25, 0.45)
+    img += rng.normal(0, 3, img.shape).astype(np.float32)
+    return np.clip(img, 0, 255).astype(np.uint8), mask, truths
