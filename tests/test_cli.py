@@ -16,7 +16,7 @@ def _one_line_error(proc):
 
 
 def test_help_for_every_subcommand():
-    for sub in ["sample-data", "train", "predict", "evaluate", "calibrate", "runs", "devices"]:
+    for sub in ["sample-data", "train", "predict", "survey", "evaluate", "calibrate", "runs", "devices"]:
         proc = run_cli(sub, "--help", timeout=60)
         assert proc.returncode == 0 and "usage:" in proc.stdout
 
@@ -61,6 +61,24 @@ def test_predict_writes_a_row_per_file_and_keeps_going_after_a_bad_one(cli_run, 
         if not r["error"]:  # each row names its own outputs, and they exist
             assert float(r["damaged_pct"]) >= 0 and (out / r["mask"]).is_file() and (out / r["overlay"]).is_file()
     assert "1 failed" in proc.stdout
+
+
+def test_predict_measure_and_a_survey_from_the_shell(cli_run, sample_dir, tmp_path):
+    _, _, model = cli_run
+    photos = str(sample_dir / "test")
+    proc = run_cli("predict", "--model", str(model), "--out", str(tmp_path / "p"), photos, "--mm-per-px", "0.5")
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(open(tmp_path / "p" / "results.csv")))
+    assert rows and all(r["grade"] != "" and (tmp_path / "p" / r["cracks_csv"]).is_file() for r in rows)
+    proc = run_cli("survey", "--model", str(model), "--out", str(tmp_path / "s"), photos, "--title", "t")
+    assert proc.returncode == 0, proc.stderr
+    assert "worst first" in proc.stdout and (tmp_path / "s" / "report.html").is_file()
+    ranked = list(csv.DictReader(open(tmp_path / "s" / "survey.csv")))
+    assert len(ranked) == len(rows) and "grade" not in ranked[0]  # no scale: no grade column
+    for bad in ("abc", "0", "-2"):
+        proc = run_cli("survey", "--out", str(tmp_path / "x"), photos, "--mm-per-px", bad)
+        assert proc.returncode == 2 and "millimetres per pixel" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x").exists()
 
 
 def test_careful_mode_and_a_scale_in_one_call(cli_run, sample_dir, tmp_path):

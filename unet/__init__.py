@@ -33,6 +33,7 @@ _API = {
     "evaluate": "evaluate",
     "TrainConfig": "config", "create_run": "runs", "list_runs": "runs", "get_run": "runs",
     "write_sample_dataset": "synthetic",
+    "measure": "cracks", "Measurement": "cracks", "Crack": "cracks", "run_survey": "survey",
 }
 
 __all__ = sorted(_API)

@@ -34,6 +34,15 @@ def _threshold(text: str) -> float:
     return t
 
 
+def _mm_per_px(text: str) -> float:
+    from .cracks import check_mm_per_px
+
+    try:
+        return check_mm_per_px(text, "--mm-per-px")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _scale(text: str) -> float:
     from .model import check_scale
 
@@ -141,14 +150,52 @@ def cmd_predict(a) -> int:
     model = _load(a.model)
     try:
         rows = predict_files(model, a.inputs, a.out, threshold=a.threshold, progress=_progress("segmenting"),
-                             flips=a.flips, scale=a.scale)
+                             flips=a.flips, scale=a.scale, measure=a.measure or a.mm_per_px is not None,
+                             mm_per_px=a.mm_per_px)
     except KeyboardInterrupt:
         print(f"interrupted; {Path(a.out) / 'results.csv'} lists what was done", file=sys.stderr)
         return 130
     bad = [r for r in rows if r["error"]]
     for r in rows:
-        print(f"{r['file']}: " + (f"error: {r['error']}" if r["error"] else f"{r['damaged_pct']:.2f}% damaged"))
+        print(f"{r['file']}: " + (f"error: {r['error']}" if r["error"] else _result_line(r)))
     print(f"{len(rows) - len(bad)} segmented, {len(bad)} failed; results in {Path(a.out) / 'results.csv'}")
+    return 0
+
+
+def _result_line(r: dict) -> str:
+    line = f"{r['damaged_pct']:.2f}% damaged"
+    if "cracks" in r:
+        line += f", {r['cracks']} crack(s), widest {r['max_width_px']:.1f} px"
+        if "grade" in r:
+            line += f" = {r['max_width_mm']:.2f} mm, grade {r['grade']} ({r['grade_name']})"
+    return line
+
+
+def cmd_survey(a) -> int:
+    from .predict import collect_images, output_folder
+    from .survey import run_survey
+
+    missing = [p for p in a.inputs if not Path(p).exists()]
+    if missing:
+        raise CliError(f"{missing[0]}: no such file or folder")
+    if not collect_images(a.inputs, skip=[a.out]):
+        raise CliError("no image files found in the given folders")
+    output_folder(a.out)
+    model = _load(a.model)
+    try:
+        rows = run_survey(model, a.inputs, a.out, mm_per_px=a.mm_per_px, threshold=a.threshold,
+                          progress=_progress("surveying"), flips=a.flips, scale=a.scale, title=a.title)
+    except KeyboardInterrupt:
+        print(f"interrupted; {Path(a.out) / 'report.html'} covers what was done", file=sys.stderr)
+        return 130
+    bad = [r for r in rows if r["error"]]
+    print("worst first:")
+    for r in rows[:10]:
+        print(f"  {r['file']}: " + (f"error: {r['error']}" if r["error"] else _result_line(r)))
+    if len(rows) > 10:
+        print(f"  ... {len(rows) - 10} more in survey.csv")
+    print(f"{len(rows) - len(bad)} measured, {len(bad)} failed; report: {Path(a.out) / 'report.html'}, "
+          f"table: {Path(a.out) / 'survey.csv'}")
     return 0
 
 
@@ -275,6 +322,8 @@ def _size(text: str) -> tuple[int, int]:
     return h, w
 
 
+MM_HELP = ("the photos' scale at the wall, millimetres per pixel (for example the wall's real width in mm / the "
+           "photo's width in px): lengths and widths in mm and a damage grade by the widest crack")
 FLIPS_HELP = ("careful mode: also segment each photo's mirror images and average "
               "(4x the time, slightly more accurate)")
 SCALE_HELP = ("resize photos by this before the model sees them; masks keep the photo's size (default: the "
@@ -326,7 +375,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=_threshold, help="damage probability threshold (default: the model's)")
     p.add_argument("--flips", action="store_true", help=FLIPS_HELP)
     p.add_argument("--scale", type=_scale, help=SCALE_HELP)
+    p.add_argument("--measure", action="store_true",
+                   help="measure the cracks: per-photo columns in results.csv, <name>_cracks.csv and _cracks.png "
+                        "(implied by --mm-per-px)")
+    p.add_argument("--mm-per-px", type=_mm_per_px, help=MM_HELP)
     p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("survey", help="segment and measure a folder of photos; rank them and write report.html")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("--out", required=True, help="output folder (masks, survey.csv, report.html)")
+    p.add_argument("--model", help=".keras file (default: the bundled model)")
+    p.add_argument("--threshold", type=_threshold, help="damage probability threshold (default: the model's)")
+    p.add_argument("--mm-per-px", type=_mm_per_px, help=MM_HELP)
+    p.add_argument("--title", help="the report's title")
+    p.add_argument("--flips", action="store_true", help=FLIPS_HELP)
+    p.add_argument("--scale", type=_scale, help=SCALE_HELP)
+    p.set_defaults(func=cmd_survey)
 
     p = sub.add_parser("evaluate", help="IoU, Dice, precision and recall of a model on a split")
     p.add_argument("--data", required=True, help="a split folder (or a dataset: its test/ or val/ split)")

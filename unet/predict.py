@@ -347,10 +347,21 @@ def heatmap(probability: np.ndarray) -> np.ndarray:
 # ---------------------------------------------------------------------------------
 
 
-OUTPUT_SUFFIXES = ("_mask", "_overlay")
+OUTPUT_SUFFIXES = ("_mask", "_overlay", "_cracks")
 # Names datasets give their masks (see unet.data): never photos to segment.
 _MASK_TAGS = ("_mask", "_lab", "_label", "_gt")
 RESULT_FIELDS = ["file", "damaged_pct", "error", "mask", "overlay"]  # the first three as before
+OUTPUT_COLUMNS = ("mask", "overlay", "cracks_csv", "cracks_png")  # columns that name a file we wrote
+
+
+def result_fields(measure: bool = False, mm_per_px: float | None = None) -> list[str]:
+    """The columns of ``results.csv``: with ``measure``, the per-photo crack measurements too."""
+    if not measure:
+        return list(RESULT_FIELDS)
+    from .cracks import SUMMARY_FIELDS, SUMMARY_FIELDS_MM
+
+    return RESULT_FIELDS + (SUMMARY_FIELDS_MM if mm_per_px is not None else SUMMARY_FIELDS) + ["cracks_csv",
+                                                                                                "cracks_png"]
 
 
 def _is_mask_or_output(path: Path) -> bool:
@@ -420,8 +431,17 @@ def predict_files(
     progress: Callable[[Iterable], Iterable] | None = None,
     flips: bool = False,
     scale: float | None = None,
+    measure: bool = False,
+    mm_per_px: float | None = None,
+    on_result: Callable | None = None,
 ) -> list[dict]:
     """Segment files and folders; write ``<name>_mask.png``, ``<name>_overlay.png`` and ``results.csv``.
+
+    With ``measure``, each photo's cracks are measured (:func:`unet.measure`): the
+    per-photo numbers become columns of ``results.csv``, each crack a row of
+    ``<name>_cracks.csv``, and ``<name>_cracks.png`` shows the centre lines coloured by
+    width. ``mm_per_px`` (the photos' scale) adds millimetres and a grade.
+    ``on_result(path, image, segmentation, measurement_or_None)`` is called after each photo.
 
     Nothing is lost:
 
@@ -434,26 +454,32 @@ def predict_files(
       outputs are not taken as photos, and a name that would land on an input is refused.
 
     Returns:
-        One row per input file: ``file, damaged_pct, error, mask, overlay``.
+        One row per input file: ``file, damaged_pct, error, mask, overlay`` (and the
+        measurement columns with ``measure``).
 
     Raises:
         UnetError: the output folder cannot be made or written (nothing is processed), or
             the disk filled up (after ``results.csv`` records how far it got).
+        ConfigError: ``mm_per_px`` is not a positive number.
     """
+    from .cracks import check_mm_per_px
+    from .cracks import measure as measure_mask
+    from .cracks import width_picture
     from .damage_model import DamageModel
     from .files import write_csv_atomic
 
+    mm_per_px = check_mm_per_px(mm_per_px)
+    fields = result_fields(measure, mm_per_px)
     out = output_folder(out_dir)
     dm = DamageModel.of(model)
     files = collect_images(inputs, skip=[out])
     inputs_resolved = {p.resolve() for p, _ in files}
     csv_path = out / "results.csv"
     earlier = _earlier_outputs(csv_path)  # files an earlier run wrote here may be written again
-    rows = [{"file": str(p), "damaged_pct": "", "error": "not processed", "mask": "", "overlay": ""}
-            for p, _ in files]
+    rows = [{**dict.fromkeys(fields, ""), "file": str(p), "error": "not processed"} for p, _ in files]
 
     def flush() -> None:
-        write_csv_atomic(csv_path, rows, RESULT_FIELDS)
+        write_csv_atomic(csv_path, rows, fields)
 
     flush()
     last = time.monotonic()
@@ -463,6 +489,8 @@ def predict_files(
             path, name = files[i]
             row = rows[i]
             targets = {"mask": out / f"{name}_mask.png", "overlay": out / f"{name}_overlay.png"}
+            if measure:
+                targets.update(cracks_csv=out / f"{name}_cracks.csv", cracks_png=out / f"{name}_cracks.png")
             clash = [t for t in targets.values()
                      if t.resolve() in inputs_resolved or (t.exists() and t.name not in earlier)]
             if clash:
@@ -480,8 +508,15 @@ def predict_files(
             seg = dm.segment(image, threshold, flips=flips, scale=scale)
             save_png(seg.mask, targets["mask"])
             save_png(overlay(image, seg.mask), targets["overlay"])
-            row.update(damaged_pct=round(seg.damaged_pct, 4), mask=targets["mask"].name,
-                       overlay=targets["overlay"].name, error="")
+            found = None
+            if measure:
+                found = measure_mask(seg.mask, mm_per_px)
+                write_csv_atomic(targets["cracks_csv"], found.rows(), found.fields)
+                save_png(width_picture(image, found), targets["cracks_png"])
+                row.update(found.summary())
+            row.update({k: t.name for k, t in targets.items()}, damaged_pct=round(seg.damaged_pct, 4), error="")
+            if on_result is not None:
+                on_result(path, image, seg, found)
             if time.monotonic() - last > 5:
                 flush()
                 last = time.monotonic()
@@ -507,7 +542,7 @@ def _earlier_outputs(csv_path: Path) -> set[str]:
 
     try:
         with open(csv_path, newline="") as f:
-            return {row[k] for row in csv.DictReader(f) for k in ("mask", "overlay") if row.get(k)}
+            return {row[k] for row in csv.DictReader(f) for k in OUTPUT_COLUMNS if row.get(k)}
     except (OSError, csv.Error, UnicodeDecodeError):
         return set()
 
