@@ -202,3 +202,86 @@ def scan(path: str):
     result = scan_dataset(path)
     stats, problems = sample_stats(result.samples)
     return result, stats, problems
+
+
+SCALE_UNKNOWN = "Not known (pixels only, no grade)"
+SCALE_MM_PER_PX = "Millimetres per pixel"
+SCALE_REAL_WIDTH = "Real width the photo shows (mm)"
+SCALE_HELP = ("The grade reads the widest crack in millimetres, so it needs the photo's scale at the wall: "
+              "millimetres per pixel, or the real width of what the photo shows (a 4 m wall filling a "
+              "4000-pixel-wide photo is 1 mm per pixel). Put a ruler or a brick of known size in the photo "
+              "to find it. Kept for this browser session.")
+
+
+def scale_input(key: str, modes: tuple[str, ...] = (SCALE_UNKNOWN, SCALE_MM_PER_PX, SCALE_REAL_WIDTH)
+                ) -> tuple[str, str]:
+    """The photos' scale, as the user gives it: (mode, typed value). Kept for the browser session.
+
+    Streamlit drops a widget's state when its page is left, so each value lives under a
+    plain session key, is copied into the widget before it is drawn and back when it changes.
+    """
+    saved = st.session_state.setdefault("scale_saved", {})
+    mode_key, value_key = f"{key}_scale_mode", f"{key}_scale_value"
+
+    def keep(widget_key: str) -> None:
+        saved[widget_key] = st.session_state[widget_key]
+
+    st.session_state[mode_key] = saved.get(mode_key, modes[0]) if saved.get(mode_key) in modes else modes[0]
+    st.session_state[value_key] = saved.get(value_key, "")
+    left, right = st.columns([3, 2])
+    mode = left.radio("Scale of the photos", modes, key=mode_key, horizontal=True, help=SCALE_HELP,
+                      on_change=keep, args=(mode_key,))
+    value = ""
+    if mode != SCALE_UNKNOWN:
+        label = "millimetres per pixel" if mode == SCALE_MM_PER_PX else "real width shown, in mm"
+        value = right.text_input(label, key=value_key, placeholder="0.5" if mode == SCALE_MM_PER_PX else "4000",
+                                 on_change=keep, args=(value_key,))
+    return mode, value
+
+
+def mm_per_px_for(mode: str, value: str, width_px: int) -> float | None:
+    """The scale of one photo from :func:`scale_input`'s answer.
+
+    Raises:
+        ConfigError: the typed value is not a positive number (the message says what was typed).
+    """
+    from unet.cracks import check_mm_per_px, mm_per_px_from_width
+
+    if mode == SCALE_MM_PER_PX:
+        return check_mm_per_px(value)
+    if mode == SCALE_REAL_WIDTH:
+        return mm_per_px_from_width(value, width_px)
+    return None
+
+
+def measurement_panel(box, measurement, picture: bytes, key: str, stem: str) -> None:
+    """The cracks of one photo: grade, widest crack, total length, centre lines by width, a table and its CSV."""
+    from unet.cracks import DISCLAIMER
+
+    m = measurement
+    g = m.grade
+    widest = m.widest
+    mm = m.mm_per_px
+    c1, c2, c3, c4 = box.columns(4)
+    c1.metric("Grade", g.label if g else "not graded",
+              help=("Burland/BRE 251 damage category by the widest crack. " + DISCLAIMER) if g else
+              "Give the photo's scale above to grade it.")
+    c2.metric("Widest crack", "none" if widest is None else
+              (f"{widest.max_width_mm:.2f} mm" if mm else f"{widest.max_width_px:.1f} px"),
+              help=None if widest is None else f"{widest.max_width_px:.1f} px wide, crack #{widest.id}")
+    c3.metric("Total crack length", f"{m.total_length_px * mm / 1000:.2f} m" if mm else f"{m.total_length_px:,.0f} px")
+    c4.metric("Cracks", f"{m.count}", help=f"Mostly {m.pattern}. Patches (spalling?): {len(m.patches)}; "
+              f"specks too small to measure: {m.specks}.")
+    left, right = box.columns([1, 1])
+    left.image(picture, caption="centre lines by width: yellow thinnest, red widest")
+    rows = m.rows()
+    if rows:
+        right.dataframe(rows, hide_index=True, height=300, key=f"{key}_table")
+        from unet.files import csv_text
+
+        right.download_button("Cracks CSV", csv_text(rows, m.fields), file_name=f"{stem}_cracks.csv",
+                              mime="text/csv", key=f"{key}_csv", on_click="ignore")
+    else:
+        right.info("No crack found at this threshold.")
+    box.caption(DISCLAIMER + (f" One pixel is {mm:g} mm here: cracks thinner than that read as one pixel."
+                              if mm else ""))

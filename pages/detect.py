@@ -16,8 +16,10 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from pages.common import (SAMPLE_DIR, active_model_path, ensure_sample_data, get_model, md_escape, safe_file_name,
-                          through_app)
+from pages.common import (SAMPLE_DIR, active_model_path, ensure_sample_data, get_model, md_escape, measurement_panel,
+                          mm_per_px_for, safe_file_name, scale_input, through_app)
+from unet.cracks import measure, width_picture
+from unet.errors import ConfigError
 from unet.imaging import ImageError, display_name, encode_png, read_image
 from unet.model import ModelError
 from unet.predict import heatmap, overlay
@@ -56,6 +58,7 @@ threshold = st.slider("Damage threshold (probability at which a pixel counts as 
                       step=0.01, key="detect_threshold")
 flips = st.toggle("Careful mode: also segment each photo's mirror images and average (4x the time, "
                   "slightly more accurate)", key="detect_flips")
+scale_mode, scale_value = scale_input("detect")
 uploads = st.file_uploader("Photos", type=TYPES, accept_multiple_files=True, key="detect_upload")
 # Upload names are only ever shown (base name, escaped); they never become paths.
 files: list[tuple[str, bytes]] = [(display_name(b"", u.name), u.getvalue()) for u in uploads or []]
@@ -123,6 +126,17 @@ def views(entry: dict, threshold: float) -> dict:
     return entry
 
 
+def measured(entry: dict, threshold: float) -> tuple:
+    """The photo's cracks at this threshold (in pixels), and their centre-line picture, computed once."""
+    if entry.get("measured_at") != threshold:
+        with st.spinner("Measuring the cracks..."):
+            m = measure(entry["prob"] >= threshold)
+            h, w = m.shape
+            picture = width_picture(entry["image"], m, thickness=max(1, round(1.5 * max(h, w) / PREVIEW)))
+        entry.update(measured_at=threshold, measurement=m, width_view=jpeg(shrink(picture)))
+    return entry["measurement"], entry["width_view"]
+
+
 rows = []
 for i, (name, data) in enumerate(files):
     safe = md_escape(name)
@@ -135,7 +149,19 @@ for i, (name, data) in enumerate(files):
         continue
     image, prob, pct = entry["image"], entry["prob"], entry["pct"]
     h, w = prob.shape
-    rows.append({"file": name, "damaged_pct": round(pct, 4), "width": w, "height": h, "error": ""})
+    try:
+        mm_per_px = mm_per_px_for(scale_mode, scale_value, w)
+        scale_problem = None
+    except ConfigError as exc:
+        mm_per_px, scale_problem = None, str(exc)
+    m, width_view = measured(entry, threshold)
+    m = m.with_scale(mm_per_px)
+    summary = m.summary()
+    rows.append({"file": name, "damaged_pct": round(pct, 4), "width": w, "height": h, "error": "",
+                 "cracks": summary["cracks"], "max_width_px": summary["max_width_px"],
+                 "total_length_px": summary["total_length_px"], "pattern": summary["pattern"],
+                 "mm_per_px": mm_per_px, "max_width_mm": summary.get("max_width_mm"),
+                 "grade": m.grade.label if m.grade else "not graded"})
     box.markdown(f"**{safe}** · {w}×{h} px · **{pct:.2f}% damaged** at threshold {threshold:.2f} · "
                  f"segmented in {entry['seconds']:.2f} s{' (careful mode)' if flips else ''}")
     # Previews are downscaled and encoded once per photo (mask and overlay once per
@@ -151,6 +177,10 @@ for i, (name, data) in enumerate(files):
                        mime="image/png", key=f"dl_mask_{i}", on_click="ignore")
     d2.download_button("Overlay PNG", lambda im=image, p=prob, t=threshold: encode_png(overlay(im, p >= t)),
                        file_name=f"{stem}_overlay.png", mime="image/png", key=f"dl_overlay_{i}", on_click="ignore")
+    if scale_problem:
+        box.error(f"Scale: {md_escape(scale_problem)}. The cracks are shown in pixels, not graded.")
+    measurement_panel(box.expander("Measurements: grade, widest crack, length", expanded=True), m, width_view,
+                      key=f"measure_{i}", stem=stem)
 
 table = pd.DataFrame(rows)
 table.insert(2, "threshold", threshold)

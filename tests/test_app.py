@@ -177,6 +177,42 @@ def test_detect_threshold_changes_the_percentage(app_env, trained_tiny):
     assert set(by_mode) == {False, True} and not np.array_equal(by_mode[False], by_mode[True])
 
 
+def test_detect_measures_the_cracks_and_grades_them_once_a_scale_is_given(app_env):
+    import io
+
+    from unet.synthetic import measured_cracks
+
+    image, _, truths = measured_cracks(2, 256, 320, per_side=2, widths=(6, 8))
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, "PNG")
+    at = _app("detect")  # the bundled default model
+    at.file_uploader(key="detect_upload").set_value([("wall.png", buf.getvalue(), "image/png")]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Grade"] == "not graded" and metrics["Cracks"] == str(len(truths))
+    assert metrics["Widest crack"].endswith(" px")
+    widest_px = float(metrics["Widest crack"].split()[0])
+    assert abs(widest_px - max(t.width for t in truths)) <= 2
+
+    at.radio(key="detect_scale_mode").set_value("Millimetres per pixel").run()
+    at.text_input(key="detect_scale_value").input("abc").run()
+    assert any("Scale:" in e.value and "millimetres per pixel" in e.value for e in at.error)
+    at.text_input(key="detect_scale_value").input("0.5").run()
+    assert not at.error
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Widest crack"] == f"{0.5 * widest_px:.2f} mm"
+    from unet.cracks import grade
+
+    assert metrics["Grade"] == grade(0.5 * widest_px).label
+    crack_table = next(d.value for d in at.dataframe if "max_width_mm" in d.value.columns)
+    assert len(crack_table) == len(truths)
+    # The scale is kept for the session: another page and back, it is still there.
+    at.switch_page("pages/home.py").run()
+    at.switch_page("pages/detect.py").run()
+    assert at.radio(key="detect_scale_mode").value == "Millimetres per pixel"
+    assert at.text_input(key="detect_scale_value").value == "0.5"
+
+
 def test_detect_threshold_follows_the_chosen_models_card(app_env, trained_tiny):
     from unet.damage_model import DamageModel
 

@@ -121,3 +121,12 @@ def test_width_picture_draws_centre_lines_coloured_by_width():
     yy, xx = m.centre_line[:, 0].astype(int), m.centre_line[:, 1].astype(int)
     assert (pic[yy, xx, 0] == 255).all()  # every centre-line pixel is drawn
     assert (pic[~mask] <= image[~mask]).all()  # the rest is the photo, dimmed
+
+
+def test_a_new_scale_reuses_the_pixels():
+    _, mask, _ = measured_cracks(4, 200, 200, per_side=2)
+    px = measure(mask)
+    mm = px.with_scale(2.0)
+    assert mm.summary()["max_width_mm"] == pytest.approx(2 * px.max_width_px, abs=0.01)
+    assert mm.summary() == measure(mask, mm_per_px=2.0).summary()
+    assert mm.with_scale(None).summary() == px.summary()

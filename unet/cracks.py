@@ -262,6 +262,13 @@ class Measurement:
     def rows(self) -> list[dict]:
         return [c.row() for c in self.cracks]
 
+    def with_scale(self, mm_per_px: float | None) -> "Measurement":
+        """The same cracks at another scale (no new measurement: pixels do not change)."""
+        from dataclasses import replace
+
+        mm = check_mm_per_px(mm_per_px)
+        return replace(self, cracks=tuple(replace(c, mm_per_px=mm) for c in self.cracks), mm_per_px=mm)
+
     @property
     def fields(self) -> list[str]:
         return CRACK_FIELDS_MM if self.mm_per_px is not None else CRACK_FIELDS
