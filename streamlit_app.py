@@ -17,6 +17,7 @@ page = st.navigation(
         st.Page("pages/dataset.py", title="Dataset", icon=":material/photo_library:"),
         st.Page("pages/train.py", title="Train", icon=":material/model_training:"),
         st.Page("pages/detect.py", title="Detect", icon=":material/search:"),
+        st.Page("pages/survey.py", title="Survey", icon=":material/map:"),
         st.Page("pages/compare.py", title="Compare", icon=":material/leaderboard:"),
     ]
 )

@@ -22,6 +22,7 @@ def app_env(tmp_path, monkeypatch, sample_dir):
     runs.mkdir()
     monkeypatch.setenv("UNET_DATA_DIR", str(data))
     monkeypatch.setenv("UNET_RUNS_DIR", str(runs))
+    monkeypatch.setenv("UNET_SURVEYS_DIR", str(tmp_path / "surveys"))
     fresh_pages()
     return data, runs
 
@@ -211,6 +212,45 @@ def test_detect_measures_the_cracks_and_grades_them_once_a_scale_is_given(app_en
     at.switch_page("pages/detect.py").run()
     assert at.radio(key="detect_scale_mode").value == "Millimetres per pixel"
     assert at.text_input(key="detect_scale_value").value == "0.5"
+
+
+def test_survey_a_folder_ranks_it_maps_it_and_opens_a_photo(app_env):
+    data, _ = app_env
+    from unet.synthetic import measured_cracks
+
+    street = data / "street"
+    street.mkdir()
+    exif = Image.Exif()
+    exif[0x8825] = {1: "N", 2: (45.0, 30.0, 0.0), 3: "E", 4: (9.0, 10.0, 0.0)}
+    Image.fromarray(measured_cracks(1, 192, 256, per_side=2, widths=(1, 2))[0]).save(street / "thin.jpg", exif=exif)
+    Image.fromarray(measured_cracks(2, 192, 256, per_side=2, widths=(9, 11))[0]).save(street / "wide.png")
+    (street / "broken.png").write_bytes(b"\x89PNG truncated")
+    at = _app("survey")
+    assert any("No survey yet" in i.value for i in at.info)
+    at.radio(key="survey_source").set_value("A folder on the server").run()
+    at.text_input(key="survey_folder").input("/etc").run()
+    at.button(key="survey_run").click().run()
+    assert any("must be inside" in e.value for e in at.error)  # confined like datasets
+    at.text_input(key="survey_folder").input("street").run()
+    at.radio(key="survey_scale_mode").set_value("Millimetres per pixel").run()
+    at.text_input(key="survey_scale_value").input("0").run()
+    at.button(key="survey_run").click().run()
+    assert any("millimetres per pixel" in e.value for e in at.error)
+    at.text_input(key="survey_scale_value").input("1").run()
+    at.button(key="survey_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    table = next(d.value for d in at.dataframe if "grade" in d.value.columns)
+    assert list(table["file"]) == ["wide.png", "thin.jpg", "broken.png"]  # worst first, failures last
+    assert int(table["grade"][0]) > int(table["grade"][1])
+    assert any("broken\\.png" in w.value for w in at.warning)
+    assert {m.label: m.value for m in at.metric}["Photos measured"] == "2"
+    assert len(at.get("plotly_chart")) == 1  # one photo has GPS: a map
+    assert {b.label for b in at.get("download_button")} >= {"Survey CSV", "Report (HTML, opens offline)"}
+    # Opening a photo's result: the page keeps the pick across reruns (as a map click sets it).
+    at.session_state["survey_pick"] = 0
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.get("image")) >= 2 and any("wide\\.png" in m.value for m in at.markdown)
 
 
 def test_detect_threshold_follows_the_chosen_models_card(app_env, trained_tiny):

@@ -22,6 +22,25 @@ import numpy as np
 from .cracks import DISCLAIMER, GRADES, GRADES_SOURCE
 from .files import write_csv_atomic, write_text_atomic
 
+def default_surveys_dir() -> Path:
+    """Where the Survey page keeps its surveys: ``$UNET_SURVEYS_DIR``, else the project's ``surveys/``."""
+    import os
+
+    return Path(os.environ.get("UNET_SURVEYS_DIR") or Path(__file__).resolve().parent.parent / "surveys")
+
+
+def new_survey_dir(title: str, root: str | Path | None = None) -> Path:
+    """A new, empty survey folder named by time and title (``20261125-101500-street-5-1a2b``)."""
+    import re
+    import secrets
+
+    slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:40] or "survey"
+    root = Path(root) if root else default_surveys_dir()
+    path = root / f"{time.strftime('%Y%m%d-%H%M%S')}-{slug}-{secrets.token_hex(2)}"
+    path.mkdir(parents=True)
+    return path
+
+
 LOCATION_FIELDS = ["latitude", "longitude", "taken"]
 GRADE_COLOURS = {0: "#2e7d32", 1: "#9ccc65", 2: "#fdd835", 3: "#fb8c00", 4: "#e53935", 5: "#6a1b9a"}
 UNGRADED_COLOUR = "#78909c"
