@@ -179,6 +179,10 @@ columns = [c for c in ["file", "grade", "grade_name", "max_width_mm", "max_width
                        "error"] if c in table.columns]
 view = table[columns].copy()
 view["file"] = view["file"].map(lambda f: Path(f).name)
+view = view.rename(columns={"grade_name": "damage", "max_width_mm": "widest crack (mm)",
+                            "max_width_px": "widest crack (px)", "total_length_mm": "crack length (mm)",
+                            "total_length_px": "crack length (px)", "damaged_pct": "damaged %",
+                            "pattern": "mostly", "error": "problem"})
 st.caption("Worst first. Select a row (or a point on the map) to open that photo's result.")
 chosen = st.dataframe(view, hide_index=True, on_select="rerun", selection_mode="single-row", key="survey_table",
                       width="stretch")

@@ -241,7 +241,7 @@ def test_survey_a_folder_ranks_it_maps_it_and_opens_a_photo(app_env):
     assert not at.exception, [e.value for e in at.exception]
     table = next(d.value for d in at.dataframe if "grade" in d.value.columns)
     assert list(table["file"]) == ["wide.png", "thin.jpg", "broken.png"]  # worst first, failures last
-    assert int(table["grade"][0]) > int(table["grade"][1])
+    assert int(table["grade"][0]) > int(table["grade"][1]) and "widest crack (mm)" in table.columns
     assert any("broken\\.png" in w.value for w in at.warning)
     assert {m.label: m.value for m in at.metric}["Photos measured"] == "2"
     assert len(at.get("plotly_chart")) == 1  # one photo has GPS: a map

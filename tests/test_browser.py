@@ -45,7 +45,8 @@ def server(tmp_path_factory, sample_dir, trained_tiny):
     for name in ("run-a", "run-b"):
         shutil.copytree(trained_tiny.dir, runs / name)
     port = _free_port()
-    env = {**os.environ, "UNET_DATA_DIR": str(data), "UNET_RUNS_DIR": str(runs), "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "UNET_DATA_DIR": str(data), "UNET_RUNS_DIR": str(runs), "PYTHONPATH": str(ROOT),
+           "UNET_SURVEYS_DIR": str(base / "surveys")}
     log = open(base / "server.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
                              "--server.port", str(port), "--server.headless", "true",
@@ -146,6 +147,40 @@ def test_detect_upload_shows_three_images_and_percentage(server, page, tmp_path)
     mask = np.asarray(Image.open(download.value.path()))
     assert mask.shape == (600, 900) and set(np.unique(mask)) <= {0, 255}
     assert abs(100 * (mask == 255).mean() - shown) < 0.01
+
+
+def test_survey_of_uploads_ranks_maps_and_reports(server, page, tmp_path):
+    from PIL import Image
+
+    from unet.synthetic import measured_cracks
+
+    files = []
+    for i, (widths, gps) in enumerate([((1, 2), (45.0, 30.0, 0.0)), ((8, 10), (45.0, 30.0, 2.0)),
+                                       ((3, 4), (45.0, 30.0, 4.0))]):
+        exif = Image.Exif()
+        exif[0x8825] = {1: "N", 2: gps, 3: "E", 4: (9.0, 10.0, 1.5 * i)}
+        path = tmp_path / f"house_{i + 1}.jpg"
+        Image.fromarray(measured_cracks(20 + i, 384, 512, widths=widths)[0]).save(path, exif=exif, quality=92)
+        files.append(str(path))
+    page.goto(f"{server['url']}/survey")
+    page.locator("input[type='file']").set_input_files(files)
+    page.get_by_text("Millimetres per pixel").click()
+    box = page.get_by_role("textbox", name="millimetres per pixel")
+    box.fill("0.8")
+    box.press("Enter")
+    _wait_idle(page)
+    page.get_by_role("button", name="Run the survey").click()
+    page.get_by_text("Photos measured").wait_for(timeout=180_000)
+    page.locator(".js-plotly-plot").wait_for()
+    _wait_idle(page)
+    points = page.evaluate("() => document.querySelector('.js-plotly-plot').calcdata"
+                           ".reduce((n, trace) => n + trace.length, 0)")  # as drawn (x may be a typed array)
+    assert points == 3
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Report (HTML, opens offline)").click()
+    report = Path(download.value.path()).read_text()
+    assert report.index("house_2.jpg") < report.index("house_3.jpg") < report.index("house_1.jpg")  # worst first
+    _shot(page, "survey")
 
 
 def test_train_curve_gains_points(server, page):
