@@ -39,7 +39,7 @@ browser:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
 
 run: setup sample
-	$(BIN)/python -m streamlit run streamlit_app.py --server.address $(ADDRESS) --server.port $(PORT)
+	$(BIN)/python -m streamlit run serve.py --server.address $(ADDRESS) --server.port $(PORT)
 
 test: setup-dev browser
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)

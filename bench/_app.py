@@ -23,14 +23,14 @@ def chromium() -> str | None:
 
 
 def start_app(work: Path) -> tuple[subprocess.Popen, str]:
-    """``streamlit run streamlit_app.py`` on a free port, with data and runs under ``work``;
+    """``streamlit run serve.py`` (as ``make run``) on a free port, with data and runs under ``work``;
     returns the process and its URL at once (see :func:`wait_healthy`)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     env = {**os.environ, "UNET_DATA_DIR": str(work / "data"), "UNET_RUNS_DIR": str(work / "runs"),
            "PYTHONPATH": str(ROOT)}
-    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
+    server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "serve.py"),
                                "--server.port", str(port), "--server.address", "127.0.0.1"],
                               cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return server, f"http://127.0.0.1:{port}"

@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def server(tmp_path_factory, sample_dir, trained_tiny):
     env = {**os.environ, "UNET_DATA_DIR": str(data), "UNET_RUNS_DIR": str(runs), "PYTHONPATH": str(ROOT),
            "UNET_SURVEYS_DIR": str(base / "surveys")}
     log = open(base / "server.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "streamlit_app.py"),
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "serve.py"),  # as `make run`
                              "--server.port", str(port), "--server.headless", "true",
                              "--server.address", "127.0.0.1"],
                             cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -104,6 +105,19 @@ def test_a_page_url_opened_first_on_a_fresh_server_gets_the_app(server, page):
     page.locator("input[type='file']").wait_for(state="attached")
     nav = page.locator("[data-testid='stSidebarNav']").inner_text()
     assert "Compare" in nav and "common" not in nav
+
+
+def test_every_response_carries_the_security_headers(server):
+    for path in ("/", "/detect", "/_stcore/health", "/static/does-not-exist.js"):
+        try:
+            response = urllib.request.urlopen(f"{server['url']}{path}", timeout=10)
+        except urllib.error.HTTPError as exc:  # a 404 must carry them too
+            response = exc
+        headers = response.headers
+        assert headers["X-Frame-Options"] == "SAMEORIGIN", path
+        assert headers["Content-Security-Policy"] == "frame-ancestors 'self'", path
+        assert headers["X-Content-Type-Options"] == "nosniff", path
+        assert headers["Referrer-Policy"] == "same-origin", path
 
 
 def test_home_and_dataset(server, page):

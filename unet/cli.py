@@ -196,6 +196,10 @@ def cmd_survey(a) -> int:
         print(f"  ... {len(rows) - 10} more in survey.csv")
     print(f"{len(rows) - len(bad)} measured, {len(bad)} failed; report: {Path(a.out) / 'report.html'}, "
           f"table: {Path(a.out) / 'survey.csv'}")
+    if a.mm_per_px is not None:
+        from .cracks import DISCLAIMER
+
+        print(f"grades: {DISCLAIMER}")
     return 0
 
 
