@@ -9,7 +9,22 @@ import streamlit as st
 
 from pages.common import sidebar_model_picker
 
-st.set_page_config(page_title="Damage segmentation studio", page_icon=":material/construction:", layout="wide")
+
+@st.cache_resource
+def _icon():
+    """The tab icon, drawn here: a material icon as page icon is fetched from a font server,
+    which fails offline (and leaks each visit to it)."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    draw = ImageDraw.Draw(img)
+    draw.rounded_rectangle((2, 2, 62, 62), radius=12, fill=(96, 96, 104))
+    draw.line([(14, 6), (26, 24), (20, 34), (36, 46), (32, 58)], fill=(255, 64, 48), width=6, joint="curve")
+    draw.line([(26, 24), (50, 20)], fill=(255, 64, 48), width=4)
+    return img
+
+
+st.set_page_config(page_title="Damage segmentation studio", page_icon=_icon(), layout="wide")
 
 page = st.navigation(
     [

@@ -303,5 +303,9 @@ def test_compare_two_runs(app_env, trained_tiny):
     at.button(key="compare_run").click().run()
     assert not at.exception, [e.value for e in at.exception]
     table = at.dataframe[0].value
-    assert len(table) == 2 and set(table.columns) >= {"iou", "dice", "precision", "recall"}
+    assert len(table) == 2 and set(table.columns) >= {"IoU", "Dice (F1)", "precision", "recall",
+                                                      "best possible F1", "reached at threshold"}
     assert list((runs / "run-a" / "eval").glob("*/metrics.json"))
+    # Two copies of one model agree on every photo, also where both find nothing (was "disagreement 1.00").
+    captions = [c.value for c in at.caption if "the models disagree on" in c.value]
+    assert captions and all("disagree on 0%" in c for c in captions)

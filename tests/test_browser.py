@@ -120,6 +120,35 @@ def test_every_response_carries_the_security_headers(server):
         assert headers["Referrer-Policy"] == "same-origin", path
 
 
+def test_every_page_works_with_the_network_cut_off(server, browser):
+    """Everything a page needs comes from the app itself: nothing is fetched elsewhere."""
+    ctx = browser.new_context(viewport={"width": 1200, "height": 900})
+    outside, failed = [], []
+
+    def only_local(route):
+        if route.request.url.startswith(server["url"]):
+            route.continue_()
+        else:
+            outside.append(route.request.url)
+            route.abort()
+
+    ctx.route("**/*", only_local)
+    pg = ctx.new_page()
+    pg.set_default_timeout(90_000)
+    pg.on("requestfailed", lambda r: failed.append(r.url))
+    try:
+        for path, text in [("", "Compute devices"), ("dataset", "Gallery"), ("train", "Start training"),
+                           ("detect", "Photos"), ("survey", "Run the survey"), ("compare", "Compare")]:
+            pg.goto(f"{server['url']}/{path}")
+            pg.get_by_text(text).first.wait_for()
+            _wait_idle(pg)
+            pg.wait_for_timeout(500)
+    finally:
+        ctx.close()
+    assert not outside, f"requests outside the app: {outside}"
+    assert not failed, f"failed requests: {failed}"
+
+
 def test_home_and_dataset(server, page):
     page.goto(server["url"])
     page.get_by_text("Damage segmentation studio").first.wait_for()

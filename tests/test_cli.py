@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 
 import pytest
 from PIL import Image
@@ -79,6 +80,35 @@ def test_predict_measure_and_a_survey_from_the_shell(cli_run, sample_dir, tmp_pa
         proc = run_cli("survey", "--out", str(tmp_path / "x"), photos, "--mm-per-px", bad)
         assert proc.returncode == 2 and "millimetres per pixel" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_predict_with_every_photo_failing_exits_2_and_a_piped_job_says_how_far_it_is(cli_run, sample_dir, tmp_path):
+    _, _, model = cli_run
+    for name in ("a.png", "b.jpg"):
+        (tmp_path / name).write_bytes(b"not an image")
+    proc = run_cli("predict", "--model", str(model), "--out", str(tmp_path / "o"), str(tmp_path / "a.png"),
+                   str(tmp_path / "b.jpg"))
+    _one_line_error(proc)
+    assert "none of the 2 photo(s) could be segmented" in proc.stderr
+    assert len(list(csv.DictReader(open(tmp_path / "o" / "results.csv")))) == 2  # and it says why for each
+    # Output to a pipe (no terminal): plain progress lines instead of a bar that never shows.
+    proc = run_cli("predict", "--model", str(model), "--out", str(tmp_path / "p"), str(sample_dir / "test"),
+                   env={"UNET_PROGRESS_SECONDS": "0"})
+    assert proc.returncode == 0, proc.stderr
+    assert re.search(r"segmenting: 1/\d+ \(\d+%\), about .* left", proc.stderr), proc.stderr
+
+
+def test_evaluate_names_the_files_it_skipped(cli_run, sample_dir, tmp_path):
+    import shutil
+
+    _, _, model = cli_run
+    split = tmp_path / "test"
+    shutil.copytree(sample_dir / "test", split)
+    broken = sorted(split.rglob("images/*.png"))[0]
+    broken.write_bytes(b"garbage")
+    proc = run_cli("evaluate", "--model", str(model), "--data", str(split))
+    assert proc.returncode == 0, proc.stderr
+    assert f"skipped {broken}" in proc.stderr and "1 file(s) skipped, listed above" in proc.stdout
 
 
 def test_careful_mode_and_a_scale_in_one_call(cli_run, sample_dir, tmp_path):

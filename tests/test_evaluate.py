@@ -125,8 +125,22 @@ def test_stored_results_are_used_until_the_model_file_changes(tmp_path):
     again = stored_results(path, tmp_path / "split", runs)
     assert again is not None and again["dice"] == result["dice"] == pytest.approx(1.0)
     assert results_dir(path, tmp_path / "split", runs).is_relative_to(runs / "_models")
+    # Anything that changes the answer makes them stale: a calibration writing the card...
+    model.update_card(threshold=0.3)
+    assert stored_results(path, tmp_path / "split", runs) is None
+    evaluate_and_store(model, path, tmp_path / "split", runs)
+    assert stored_results(path, tmp_path / "split", runs) is not None
+    # ...results stored at another threshold than the card's (evaluate --run --threshold)...
+    evaluate_and_store(model, path, tmp_path / "split", runs, threshold=0.9)
+    assert stored_results(path, tmp_path / "split", runs) is None
+    evaluate_and_store(model, path, tmp_path / "split", runs)
+    # ...a photo added to the split...
+    _write(tmp_path / "split", "b", truth * 255, truth)
+    assert stored_results(path, tmp_path / "split", runs) is None
+    evaluate_and_store(model, path, tmp_path / "split", runs)
+    assert stored_results(path, tmp_path / "split", runs)["n_images"] == 2
     stamp = path.stat().st_mtime
-    os.utime(path, (stamp + 10, stamp + 10))  # retrained or replaced: a new model file
+    os.utime(path, (stamp + 10, stamp + 10))  # ...or a retrained or replaced model file
     assert stored_results(path, tmp_path / "split", runs) is None
     (results_dir(path, tmp_path / "split", runs) / "metrics.json").write_text("[1]")  # damaged results
     assert stored_results(path, tmp_path / "split", runs) is None

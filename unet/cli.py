@@ -11,6 +11,7 @@ import argparse
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 from .config import DEVICES, LOSSES, OPTIMIZERS, SCHEDULES, TrainConfig
@@ -21,10 +22,32 @@ class CliError(UnetError):
     """A one-line reason for exit code 2."""
 
 
-def _progress(desc: str):
-    from tqdm import tqdm
+def _progress(desc: str, every_s: float | None = None):
+    """A progress bar on a terminal; elsewhere (a log, a pipe) a plain line every ``every_s``
+    seconds ($UNET_PROGRESS_SECONDS, default 30), so a long job piped to a file still says how far it is."""
+    if every_s is None:
+        every_s = float(os.environ.get("UNET_PROGRESS_SECONDS", "30"))
+    if sys.stderr.isatty():
+        from tqdm import tqdm
 
-    return lambda items: tqdm(items, desc=desc, unit="img", file=sys.stderr, disable=None)
+        return lambda items: tqdm(items, desc=desc, unit="img", file=sys.stderr)
+
+    def lines(items):
+        items = list(items)
+        start = last = time.monotonic()
+        for k, item in enumerate(items):
+            now = time.monotonic()
+            if k and now - last >= every_s:
+                left = (now - start) / k * (len(items) - k)
+                print(f"{desc}: {k}/{len(items)} ({100 * k / len(items):.0f}%), about {_duration(left)} left",
+                      file=sys.stderr, flush=True)
+                last = now
+            yield item
+    return lines
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
 def _threshold(text: str) -> float:
@@ -159,6 +182,9 @@ def cmd_predict(a) -> int:
     for r in rows:
         print(f"{r['file']}: " + (f"error: {r['error']}" if r["error"] else _result_line(r)))
     print(f"{len(rows) - len(bad)} segmented, {len(bad)} failed; results in {Path(a.out) / 'results.csv'}")
+    if rows and len(bad) == len(rows):
+        raise CliError(f"none of the {len(rows)} photo(s) could be segmented; {Path(a.out) / 'results.csv'} "
+                       "says why for each")
     return 0
 
 
@@ -218,8 +244,12 @@ def cmd_evaluate(a) -> int:
         if model_path is None:
             raise CliError(f"run {run.id} has no saved model yet")
     samples, problems = eval_samples(a.data)
+    for p in problems[:20]:
+        print(f"skipped {p}", file=sys.stderr)
+    if len(problems) > 20:
+        print(f"... and {len(problems) - 20} more problems", file=sys.stderr)
     if not samples:
-        raise CliError(f"{a.data}: no usable image/mask pairs to evaluate ({len(problems)} problems)")
+        raise CliError(f"{a.data}: no usable image/mask pairs to evaluate ({len(problems)} problems, listed above)")
     model = _load(model_path)
     if run is not None and out is None:
         # Stored where the Compare page looks for it, marked with the model file's version.
@@ -238,6 +268,8 @@ def cmd_evaluate(a) -> int:
               f"{' (averaged over mirror images)' if a.flips else ''}: "
               f"IoU {result['iou']:.4f}  Dice/F1 {result['dice']:.4f}  precision {result['precision']:.4f}  "
               f"recall {result['recall']:.4f}  (best F1 {result['best_f1']:.4f} at {result['best_threshold']:.3f})")
+        if problems:
+            print(f"{len(problems)} file(s) skipped, listed above")
         if out:
             print(f"results written to {out}")
     return 0

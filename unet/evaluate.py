@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import json
+import os
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -188,13 +190,44 @@ def results_dir(model_path: str | Path, data_dir: str | Path, runs_dir: str | Pa
     return Path(runs_dir) / "_models" / f"{model_path.stem}-{digest}" / "eval" / eval_key(data_dir)
 
 
+def _folder_stamp(folder: str | Path) -> list:
+    """Count, total size and newest modification time of the files under ``folder``."""
+    n = size = 0
+    newest = 0.0
+    for root, _, files in os.walk(folder):
+        for name in files:
+            try:
+                st = os.stat(os.path.join(root, name))
+            except OSError:
+                continue
+            n, size, newest = n + 1, size + st.st_size, max(newest, st.st_mtime)
+    return [n, size, newest]
+
+
+def result_key(model_path: str | Path, data_dir: str | Path, threshold: float | None = None) -> str:
+    """What stored results depend on: the model file, its card (threshold, scale), a threshold
+    given instead of the card's, and the split's files. Any change gives another key."""
+    from .damage_model import ModelCard
+    from .model import ModelError
+
+    try:
+        card = ModelCard.read(model_path)
+    except ModelError:
+        card = None
+    path = Path(model_path)
+    parts = {"model": [path.stat().st_mtime, path.stat().st_size], "card": card.to_dict() if card else None,
+             "threshold": threshold, "data": _folder_stamp(data_dir)}
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
 def stored_results(model_path: str | Path, data_dir: str | Path, runs_dir: str | Path) -> dict | None:
-    """Stored results for this model file and split, if they are still current (model unchanged)."""
+    """Stored results for this model file and split at the model's own settings, if still current:
+    the same model file, card and split files (see :func:`result_key`)."""
     result = read_results(results_dir(model_path, data_dir, runs_dir))
     if result is None:
         return None
-    if result.get("model_mtime") != Path(model_path).stat().st_mtime:
-        return None  # the model file changed since: evaluate again
+    if result.get("key") != result_key(model_path, data_dir):
+        return None  # the model, its card, or the split changed since, or other settings: evaluate again
     return result
 
 
@@ -210,7 +243,7 @@ def evaluate_and_store(model, model_path: str | Path, data_dir: str | Path, runs
     out = results_dir(model_path, data_dir, runs_dir)
     return evaluate(model, samples, threshold=threshold, out_dir=out, problems=problems, progress=progress,
                     meta={"data": str(Path(data_dir).resolve()), "model": str(model_path),
-                          "model_mtime": Path(model_path).stat().st_mtime})
+                          "key": result_key(model_path, data_dir, threshold)})
 
 
 def calibrate(model, splits: Sequence[str | Path], progress=None, scales: Sequence[float] | None = None) -> dict:
