@@ -72,18 +72,51 @@ if not files:
     st.stop()
 
 cache: dict = st.session_state.setdefault(CACHE_KEY, {})
+CANCELLED_KEY = "detect_cancelled"
 
 
-def result(name: str, data: bytes) -> dict:
+def key_of(data: bytes) -> tuple:
+    return (hashlib.sha1(data).hexdigest(), model_path, model.scale, flips)
+
+
+# Photos still to segment can be cancelled: the click reruns the page, which stops the work
+# in progress after its current row of tiles; the photos not done wait for "Segment them".
+pending = [key_of(data) for _, data in files if key_of(data) not in cache]
+cancelled: set = st.session_state.setdefault(CANCELLED_KEY, set())
+if pending and not set(pending) <= cancelled:
+    if st.button("Cancel", key="detect_cancel", help="Stop segmenting; the photos already done stay."):
+        cancelled.update(pending)
+elif pending:
+    st.info(f"Cancelled: {len(pending)} photo(s) not segmented.")
+    if st.button("Segment them", key="detect_resume", type="primary"):
+        cancelled.difference_update(pending)
+        st.rerun()
+
+
+def _clock(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
+
+
+def result(name: str, data: bytes, where) -> dict | None:
     """This photo's entry for this model and mode: image, probability and the seconds the model took,
-    computed once."""
-    key = (hashlib.sha1(data).hexdigest(), model_path, model.scale, flips)
+    computed once; None when its segmenting was cancelled."""
+    key = key_of(data)
     if key not in cache:
+        if key in cancelled:
+            return None
         image = read_image(data, name=name, max_pixels=APP_MAX_PIXELS)
-        with st.spinner(f"Segmenting {name}..."):
-            start = time.perf_counter()
-            prob = model.probability(image, flips=flips)
-            seconds = time.perf_counter() - start
+        h, w = image.shape[:2]
+        bar = where.progress(0.0, text=f"Segmenting {name} ({w}×{h} px)...")
+        start = time.perf_counter()
+
+        def tick(fraction: float) -> None:
+            spent = time.perf_counter() - start
+            left = f" · about {_clock(spent / fraction * (1 - fraction))} left" if 0 < fraction < 1 else ""
+            bar.progress(min(1.0, fraction), text=f"Segmenting {name}: {100 * fraction:.0f}%{left}")
+
+        prob = model.probability(image, flips=flips, progress=tick)
+        seconds = time.perf_counter() - start
+        bar.empty()
         cache[key] = {"image": image, "prob": prob, "seconds": seconds}
         while len(cache) > 1 and sum(e["image"].nbytes + e["prob"].nbytes for e in cache.values()) > CACHE_BYTES:
             cache.pop(next(iter(cache)))  # the oldest photo goes; it is segmented again if shown
@@ -142,7 +175,12 @@ for i, (name, data) in enumerate(files):
     safe = md_escape(name)
     box = st.container(border=True)
     try:
-        entry = views(result(name, data), threshold)
+        found = result(name, data, box)
+        if found is None:
+            box.markdown(f"**{safe}** · not segmented (cancelled)")
+            rows.append({"file": name, "damaged_pct": None, "width": None, "height": None, "error": "cancelled"})
+            continue
+        entry = views(found, threshold)
     except ImageError as exc:
         box.error(f"**{safe}**: {md_escape(exc.problem)}")
         rows.append({"file": name, "damaged_pct": None, "width": None, "height": None, "error": exc.problem})
@@ -183,6 +221,9 @@ for i, (name, data) in enumerate(files):
                       key=f"measure_{i}", stem=stem)
 
 table = pd.DataFrame(rows)
+for column in ("width", "height", "cracks"):  # whole numbers, also beside a photo that failed ("544", not "544.0")
+    if column in table:
+        table[column] = table[column].astype("Int64")
 table.insert(2, "threshold", threshold)
 table["careful_mode"] = flips
 table["model"] = Path(model_path).parent.name + "/" + Path(model_path).name

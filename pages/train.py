@@ -10,7 +10,8 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from pages.common import RUNS_DIR, ensure_sample_data, known_datasets, md_escape, resolve_dataset_path, through_app
+from pages.common import (RUNS_DIR, ensure_sample_data, known_datasets, md_escape, model_choices,
+                          resolve_dataset_path, through_app)
 from unet.config import DEVICES, LOSSES, TrainConfig
 from unet.errors import UnetError
 from unet.model import PRESETS
@@ -45,6 +46,11 @@ with st.form("new_run"):
     steps = c1.number_input("Batches per epoch (0 = one pass over the photos)", 0, 10000, 20, key="train_steps",
                             help="Random crops are drawn each batch, so small datasets can use more batches per epoch")
     name = c2.text_input("Run label (optional)", key="train_name", max_chars=40)
+    NEW_WEIGHTS = "New weights (train from scratch)"
+    starts = {NEW_WEIGHTS: None, **model_choices()}
+    start_from = c3.selectbox("Start from", list(starts), key="train_init",
+                              help="Fine-tune: start from a trained model's weights (its preset is used) and "
+                                   "train on your photos, usually with a lower learning rate such as 0.0005.")
     submitted = st.form_submit_button("Start training", type="primary")
 
 if submitted:
@@ -58,9 +64,18 @@ if submitted:
         st.error(md_escape(problem or f"Dataset folder not found: {data_label}"))
     else:
         try:
+            init_from = starts.get(start_from)
+            if init_from:
+                from unet.damage_model import ModelCard
+
+                card = ModelCard.read(init_from)
+                if card is not None and card.preset and card.preset != preset:
+                    st.info(f"Preset {md_escape(card.preset)}: the model you start from has that architecture.")
+                    preset = card.preset
             cfg = TrainConfig(data=str(root), preset=preset, size=int(size), loss=loss, epochs=int(epochs),
                               batch=int(batch), learning_rate=float(lr), device=device, augment=augment,
-                              steps_per_epoch=int(steps) or None, mixed_precision=mixed, name=name).validate()
+                              steps_per_epoch=int(steps) or None, mixed_precision=mixed, name=name,
+                              init_from=init_from).validate()
             run = create_run(cfg, RUNS_DIR)
             pid = launch(run)
             st.session_state[RUN_KEY] = run.id

@@ -132,6 +132,28 @@ def test_train_page_starts_a_run(app_env):
     assert wait(created[0], timeout=120)["state"] == "completed", created[0].log_tail()
 
 
+def test_train_page_fine_tunes_from_a_trained_model(app_env, trained_tiny):
+    _, runs = app_env
+    _copy_run(trained_tiny, runs, "run-a")
+    at = _app("train")
+    choice = next(o for o in at.selectbox(key="train_init").options if o.startswith("Run run-a"))
+    at.selectbox(key="train_init").set_value(choice)
+    at.select_slider(key="train_size").set_value(64)
+    at.number_input(key="train_epochs").set_value(1)
+    at.text_input(key="train_name").input("my walls")
+    at.button[0].click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Preset tiny" in i.value for i in at.info)  # the starting model's architecture
+    from unet.runs import list_runs, wait
+
+    new = next(r for r in list_runs(runs) if r.id != "run-a")
+    assert "my-walls" in new.id
+    cfg = new.config()
+    assert cfg["preset"] == "tiny" and cfg["init_from"] == str(runs / "run-a" / "model.keras")
+    assert wait(new, timeout=120)["state"] == "completed", new.log_tail()
+    assert "weights initialised from" in new.log_tail(100)
+
+
 def test_detect_threshold_changes_the_percentage(app_env, trained_tiny):
     _, runs = app_env
     _copy_run(trained_tiny, runs)

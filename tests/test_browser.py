@@ -6,6 +6,7 @@ Saves a screenshot of each page to docs/screenshots/ (the README shows them).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -190,6 +191,25 @@ def test_detect_upload_shows_three_images_and_percentage(server, page, tmp_path)
     mask = np.asarray(Image.open(download.value.path()))
     assert mask.shape == (600, 900) and set(np.unique(mask)) <= {0, 255}
     assert abs(100 * (mask == 255).mean() - shown) < 0.01
+
+
+def test_detect_shows_progress_by_tiles_and_cancel_stops_it(server, page, tmp_path):
+    from PIL import Image
+
+    from unet.synthetic import measured_cracks
+
+    image, _, _ = measured_cracks(31, 1800, 2400, per_side=4)  # 4.3 MP: many rows of tiles
+    photo = tmp_path / "big wall.jpg"
+    Image.fromarray(image).save(photo, quality=90)
+    page.goto(f"{server['url']}/detect")
+    page.locator("input[type='file']").set_input_files(str(photo))
+    page.get_by_text(re.compile(r"Segmenting big wall\.jpg: \d+% · about .* left")).wait_for()
+    page.get_by_role("button", name="Cancel").click()
+    page.get_by_text("not segmented (cancelled)").wait_for(timeout=60_000)
+    _wait_idle(page)
+    assert page.get_by_text("% damaged at threshold").count() == 0
+    page.get_by_role("button", name="Segment them").click()
+    page.get_by_text("% damaged at threshold").wait_for(timeout=180_000)
 
 
 def test_survey_of_uploads_ranks_maps_and_reports(server, page, tmp_path):

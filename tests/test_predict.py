@@ -274,3 +274,24 @@ def test_an_output_folder_that_is_a_file_is_refused_before_any_work(tiny_model, 
     (tmp_path / "taken").write_text("a file")
     with pytest.raises(UnetError, match="taken: the output folder is a file"):
         predict_files(tiny_model, [tmp_path / "p.png"], tmp_path / "taken")
+
+
+def test_progress_is_reported_row_by_row_and_can_stop_the_work(tiny_model):
+    pred = Predictor(tiny_model, tile=64, precision="float32")
+    image = rgb(150, 200)
+    seen = []
+    whole = pred.probability(image, progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == 1.0 and len(seen) > 2  # a row of tiles at a time
+    seen.clear()
+    pred.probability(image, flips=True, progress=seen.append)
+    assert seen == sorted(seen) and seen[-1] == 1.0 and 0.25 in seen  # four views, each a quarter
+
+    class Stop(Exception):
+        pass
+
+    def stop_halfway(fraction):
+        if fraction >= 0.5:
+            raise Stop  # what a page's Cancel (a rerun) does
+    with pytest.raises(Stop):
+        pred.probability(image, progress=stop_halfway)
+    np.testing.assert_array_equal(pred.probability(image), whole)  # and the next call is unharmed

@@ -40,6 +40,13 @@ def test_tiny_run_leaves_a_complete_run_folder(trained_tiny):
     assert run.progress()["epoch"] == 2 and run.progress()["batch_losses"]
     assert any((run.dir / "tensorboard").rglob("events.out.tfevents*"))
     assert [r.id for r in list_runs(run.dir.parent)] == [run.id]
+    # The model's threshold was chosen on the run's validation photos (as the bundled model's was),
+    # not left at the config's 0.5; the record says so and where it came from.
+    from unet.damage_model import ModelCard
+
+    card = ModelCard.read(run.model_path)
+    assert card.calibration and "auto" in card.calibration and card.calibration["splits"]
+    assert card.threshold == round(card.calibration["threshold"], 3) and 0 < card.threshold < 1
 
 
 def test_stop_then_resume_gives_an_unbroken_history(tmp_path, sample_dir):

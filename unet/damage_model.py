@@ -292,9 +292,11 @@ class DamageModel:
                 self._predictor = Predictor(self, precision=self.precision or default_precision())
             return self._predictor
 
-    def probability(self, image: np.ndarray, flips: bool = False, scale: float | None = None) -> np.ndarray:
-        """Damage probability (H, W) of an RGB uint8 photo of any size."""
-        return self.predictor.probability(image, flips=flips, scale=scale)
+    def probability(self, image: np.ndarray, flips: bool = False, scale: float | None = None,
+                    progress=None) -> np.ndarray:
+        """Damage probability (H, W) of an RGB uint8 photo of any size; ``progress(fraction)``
+        is called as rows of tiles are done."""
+        return self.predictor.probability(image, flips=flips, scale=scale, progress=progress)
 
     def segment(self, image: np.ndarray, threshold: float | None = None, flips: bool = False,
                 scale: float | None = None):

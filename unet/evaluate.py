@@ -259,17 +259,23 @@ def calibrate(model, splits: Sequence[str | Path], progress=None, scales: Sequen
         its own best; with several scales also ``scales``: each one's best threshold and
         mean F1.
     """
-    from .damage_model import DamageModel
-    from .model import check_scale
-
-    model = DamageModel.of(model)
-    candidates = [check_scale(s) for s in (scales or [model.scale])]
     samples = {}
     for split in splits:
         found, problems = eval_samples(split)
         if not found:
             raise UnetError(f"{split}: no usable image/mask pairs")
         samples[str(split)] = (found, problems)
+    return calibrate_samples(model, samples, progress=progress, scales=scales)
+
+
+def calibrate_samples(model, samples: dict[str, tuple[Sequence[Sample], Sequence[Problem]]], progress=None,
+                      scales: Sequence[float] | None = None) -> dict:
+    """:func:`calibrate` on groups of samples already found: ``{name: (samples, problems)}``."""
+    from .damage_model import DamageModel
+    from .model import check_scale
+
+    model = DamageModel.of(model)
+    candidates = [check_scale(s) for s in (scales or [model.scale])]
     thresholds = np.arange(BINS) / BINS
     tried = {}
     for scale in dict.fromkeys(candidates):  # one model copy and graph for every candidate

@@ -149,22 +149,30 @@ class Predictor:
             out.append(probs[:k])
         return np.concatenate(out)
 
-    def probability(self, image: np.ndarray, flips: bool | None = None, scale: float | None = None) -> np.ndarray:
+    def probability(self, image: np.ndarray, flips: bool | None = None, scale: float | None = None,
+                    progress: Callable[[float], None] | None = None) -> np.ndarray:
         """Damage probability (H, W) for an RGB uint8 photo of any size.
 
         With ``flips``, the mean of the maps of the photo and its mirror images, each mapped
-        back: the same answer whichever way round the photo was taken.
+        back: the same answer whichever way round the photo was taken. ``progress(fraction)``
+        is called after each row of tiles (a page's progress bar; an exception it raises,
+        such as a page's rerun, stops the work there).
         """
         flips, scale = self._options(flips, scale)
         _check_rgb(image)
-        return _restored(self._seen_map(_resized(image, scale), flips), *image.shape[:2])
+        return _restored(self._seen_map(_resized(image, scale), flips, progress), *image.shape[:2])
 
-    def _seen_map(self, seen: np.ndarray, flips: bool) -> np.ndarray:
+    def _seen_map(self, seen: np.ndarray, flips: bool, progress: Callable[[float], None] | None = None
+                  ) -> np.ndarray:
         """The map of a photo already resized; with ``flips`` averaged over its mirror images."""
         views = _FLIPS if flips else _FLIPS[:1]
-        return _mean_of_views([flip(self._probability(flip(seen))) for flip in views])
+        maps = []
+        for v, flip in enumerate(views):
+            report = None if progress is None else (lambda f, v=v: progress((v + f) / len(views)))
+            maps.append(flip(self._probability(flip(seen), report)))
+        return _mean_of_views(maps)
 
-    def _probability(self, image: np.ndarray) -> np.ndarray:
+    def _probability(self, image: np.ndarray, report: Callable[[float], None] | None = None) -> np.ndarray:
         """The map of one photo, one way round.
 
         Tiles are cut straight from the photo with mirrored indices (no padded copy) and
@@ -174,7 +182,10 @@ class Predictor:
         h, w = image.shape[:2]
         t, m = self.tile, self.margin
         if h <= t and w <= t:
-            return self.forward(_mirror_tile(image, 0, 0, t)[None])[0, :h, :w]
+            prob = self.forward(_mirror_tile(image, 0, 0, t)[None])[0, :h, :w]
+            if report is not None:
+                report(1.0)
+            return prob
         stride = t - 2 * m
         # Coordinates in a virtual photo mirrored by m on every side (context for the border
         # pixels) and extended at the bottom/right so the last row and column of tiles fit.
@@ -193,6 +204,8 @@ class Predictor:
             _emit(out, acc[:done], weight[:done], y0, m, h, w)
             acc = np.concatenate([acc[done:], np.zeros((done, pw), np.float32)])
             weight = np.concatenate([weight[done:], np.zeros((done, pw), np.float32)])
+            if report is not None:
+                report((row + 1) / len(ys))
         return out
 
     def segment(self, image: np.ndarray, threshold: float | None = None, flips: bool | None = None,

@@ -131,7 +131,7 @@ def _data(cfg: TrainConfig, log):
 
     train, val, scan = training_splits(cfg.data, seed=cfg.seed, val_fraction=cfg.val_fraction)
     train_pairs, _, p1 = load_pairs(train)
-    val_pairs, _, p2 = load_pairs(val)
+    val_pairs, val_kept, p2 = load_pairs(val)
     problems = scan.problems + p1 + p2
     for p in problems:
         log(f"skipped {p}")
@@ -145,7 +145,7 @@ def _data(cfg: TrainConfig, log):
     val_b = PairBatcher(val_pairs, cfg.size, cfg.batch, None) if val_pairs else None
     log(f"data: {len(train_pairs)} training and {len(val_pairs)} validation photos, "
         f"{len(problems)} skipped; {steps} batches of {cfg.batch} per epoch")
-    return train_b, val_b, len(problems)
+    return train_b, val_b, len(problems), val_kept
 
 
 def keras_dataset(batcher, workers: int = 1):
@@ -293,7 +293,7 @@ def _fit(run: Run, cfg: TrainConfig, model, train_b, val_b, initial_epoch: int, 
         return "stopped"
 
 
-def _export(run: Run, cfg: TrainConfig) -> None:
+def _export(run: Run, cfg: TrainConfig, val=(), log=lambda line: None) -> None:
     """Save the best checkpoint as the run's inference model (``model.keras`` + its card).
 
     A card that ``calibrate --write`` tuned keeps its threshold, scale and calibration record
@@ -313,11 +313,30 @@ def _export(run: Run, cfg: TrainConfig) -> None:
         old = ModelCard.read(run.model_path)
     except UnetError:
         old = None
-    if old is not None and old.calibration:
+    if old is not None and old.calibration and not old.calibration.get("auto"):
         stale = {**old.calibration, "stale": f"the weights changed after calibration (run trained on, {_now()}); "
                                               "calibrate again"}
         card.update(threshold=old.threshold, scale=old.scale, calibration=stale)
+    elif val:
+        card.update(_calibrated(run, DamageModel(final, ModelCard(input_size=cfg.size, threshold=cfg.threshold)),
+                                val, log))
     save_model(DamageModel(final, ModelCard(input_size=cfg.size)), run.model_path, **card)
+
+
+def _calibrated(run: Run, model, val, log) -> dict:
+    """The threshold with the best F1 on the run's validation photos, as the bundled model's was
+    chosen (a run's model no longer ships with 0.5); {} when they cannot be read."""
+    from .evaluate import calibrate_samples
+
+    log(f"calibrating the threshold on the {len(val)} validation photos")
+    try:
+        result = calibrate_samples(model, {"validation photos of this run": (val, [])})
+    except UnetError as exc:
+        log(f"calibration skipped: {exc}")
+        return {}
+    result["auto"] = f"chosen when run {run.id} finished training ({_now()}); `calibrate --write` replaces it"
+    log(f"threshold {result['threshold']:.3f} (F1 {result['mean_f1']:.4f} on the validation photos)")
+    return {"threshold": round(min(0.99, max(0.01, result["threshold"])), 3), "calibration": result}
 
 
 def _failure_message(run: Run, exc: Exception) -> str:
@@ -362,14 +381,14 @@ def execute(run: Run, resume: bool = False) -> str:
             state = "completed"
         else:
             scope, devices = _start_backend(run, cfg, log)
-            train_b, val_b, n_problems = _data(cfg, log)
+            train_b, val_b, n_problems, val_samples = _data(cfg, log)
             run.set_status(data_problems=n_problems)
             train_b.epoch = initial_epoch
             with scope:
                 model = _network(run, cfg, resume, cfg.epochs * len(train_b), log)
             _check_memory(model, cfg, devices)
             state = _fit(run, cfg, model, train_b, val_b, initial_epoch, log)
-            _export(run, cfg)
+            _export(run, cfg, val_samples, log)
     except Exception as exc:  # any failure ends this run only, recorded for the user
         error = _failure_message(run, exc)
         traceback.print_exc()
