@@ -110,9 +110,10 @@ right.plotly_chart(pr, width="stretch")
 per = pd.concat([pd.DataFrame(r["per_image"]).assign(model=label) for label, r in results.items()])
 for m in METRICS + ["true_pct", "pred_pct"]:
     per[m] = per[m].astype(float)
-metric = st.selectbox("Per-image metric", METRICS, index=1, key="compare_metric")
+metric = st.selectbox("Per-image metric", METRICS, index=1, key="compare_metric", format_func=NAMES.get)
 st.plotly_chart(px.box(per, x="model", y=metric, points="all", hover_data=["id"],
-                       title=f"Per-image {metric} (one dot per photo)"), width="stretch")
+                       labels={metric: NAMES[metric]},
+                       title=f"Per-image {NAMES[metric]} (one dot per photo)"), width="stretch")
 
 # --- side by side --------------------------------------------------------------------
 st.subheader("Photo by photo")

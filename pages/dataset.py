@@ -52,12 +52,13 @@ else:
         sizes=("width", lambda w: ", ".join(sorted({f"{a}x{b}" for a, b in zip(w, df.loc[w.index, "height"])})[:4])),
         mean_damaged_pct=("damaged_pct", "mean"),
         max_damaged_pct=("damaged_pct", "max"),
-    ).reset_index()
+    ).reset_index().rename(columns={"mean_damaged_pct": "damaged % (mean)", "max_damaged_pct": "damaged % (max)"})
     summary["problems"] = [sum(1 for p in problems if p.path.startswith(s + "/") or s == "all")
                            for s in summary["split"]]
     st.subheader("Summary")
     st.dataframe(summary.round(2), hide_index=True, width="stretch")
-    fig = px.histogram(df, x="damaged_pct", color="split", nbins=30, barmode="overlay",
+    fig = px.histogram(df, x="damaged_pct", color="split", nbins=30, barmode="overlay", opacity=0.7,
+                       color_discrete_map={"train": "#1f77b4", "val": "#ff7f0e", "test": "#2ca02c", "all": "#1f77b4"},
                        labels={"damaged_pct": "damaged pixels (%)"}, title="Damaged-pixel share per photo")
     st.plotly_chart(fig, width="stretch")
 

@@ -159,6 +159,42 @@ def views(entry: dict, threshold: float) -> dict:
     return entry
 
 
+INSPECT_SIDE = 2048  # the zoomable views' longest side (a 12 MP photo at half size; small photos at their own)
+
+
+def _data_uri(arr: np.ndarray) -> str:
+    import base64
+
+    return "data:image/jpeg;base64," + base64.b64encode(jpeg(arr)).decode()
+
+
+def inspect_figure(entry: dict, threshold: float, opacity: float):
+    """Photo | overlay | probability, large, with one zoom and pan for all three (shared axes, in the
+    photo's own pixel coordinates)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    image, prob = entry["image"], entry["prob"]
+    h, w = prob.shape
+    f = min(1.0, INSPECT_SIDE / max(h, w))
+    if entry.get("inspect_f") != f:
+        size = (max(1, round(w * f)), max(1, round(h * f)))
+        entry.update(inspect_f=f, inspect_image=np.asarray(Image.fromarray(image).resize(size, Image.BOX)),
+                     inspect_prob=np.asarray(Image.fromarray(prob).resize(size, Image.BOX)))
+    small, small_prob = entry["inspect_image"], entry["inspect_prob"]
+    fig = make_subplots(rows=1, cols=3, shared_xaxes="all", shared_yaxes="all", horizontal_spacing=0.01,
+                        subplot_titles=("photo", f"damage at {threshold:.2f}, opacity {opacity:.0%}",
+                                        "probability"))
+    views = [small, overlay(small, small_prob >= threshold, alpha=opacity), heatmap(small_prob)]
+    for col, view in enumerate(views, start=1):
+        fig.add_trace(go.Image(source=_data_uri(view), x0=0, y0=0, dx=1 / f, dy=1 / f,
+                               hovertemplate="x %{x:.0f}, y %{y:.0f}<extra></extra>"), 1, col)
+    fig.update_xaxes(showticklabels=False, range=[0, w])
+    fig.update_yaxes(showticklabels=False, range=[h, 0], scaleanchor="x")
+    fig.update_layout(height=520, margin=dict(l=0, r=0, t=30, b=0), dragmode="pan")
+    return fig
+
+
 def measured(entry: dict, threshold: float) -> tuple:
     """The photo's cracks at this threshold (in pixels), and their centre-line picture, computed once."""
     if entry.get("measured_at") != threshold:
@@ -215,6 +251,14 @@ for i, (name, data) in enumerate(files):
                        mime="image/png", key=f"dl_mask_{i}", on_click="ignore")
     d2.download_button("Overlay PNG", lambda im=image, p=prob, t=threshold: encode_png(overlay(im, p >= t)),
                        file_name=f"{stem}_overlay.png", mime="image/png", key=f"dl_overlay_{i}", on_click="ignore")
+    if box.toggle("Inspect up close: zoom and pan the photo, overlay and probability together", key=f"inspect_{i}"):
+        opacity = box.slider("Overlay opacity (0 = the photo, 1 = the mask)", 0.0, 1.0, 0.55, 0.05,
+                             key=f"inspect_opacity_{i}")
+        box.plotly_chart(inspect_figure(entry, threshold, opacity), key=f"inspect_fig_{i}",
+                         config={"scrollZoom": True, "displaylogo": False})
+        box.caption("Scroll to zoom, drag to pan, double-click to see the whole photo; the three views move "
+                    "together." + (f" Shown at {entry['inspect_f']:.0%} of the photo's size; the mask download "
+                                   "is full size." if entry["inspect_f"] < 1 else ""))
     if scale_problem:
         box.error(f"Scale: {md_escape(scale_problem)}. The cracks are shown in pixels, not graded.")
     measurement_panel(box.expander("Measurements: grade, widest crack, length", expanded=True), m, width_view,
@@ -225,7 +269,7 @@ for column in ("width", "height", "cracks"):  # whole numbers, also beside a pho
     if column in table:
         table[column] = table[column].astype("Int64")
 table.insert(2, "threshold", threshold)
-table["careful_mode"] = flips
+table["careful mode"] = flips
 table["model"] = Path(model_path).parent.name + "/" + Path(model_path).name
 st.subheader("All results")
 st.dataframe(table, hide_index=True, width="stretch")

@@ -58,5 +58,6 @@ if not runs:
     st.caption("No training runs yet.")
 else:
     table = pd.DataFrame([r.summary() for r in runs])
-    st.dataframe(table[["run", "state", "preset", "epochs", "last val Dice", "error"]], hide_index=True,
+    # The same numbers as the Train page: the model a run keeps is its best epoch's.
+    st.dataframe(table[["run", "state", "preset", "epochs", "best val Dice", "error"]], hide_index=True,
                  width="stretch")

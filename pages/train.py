@@ -31,18 +31,21 @@ with st.form("new_run"):
     c1, c2, c3 = st.columns(3)
     data_label = c1.selectbox("Dataset", list(datasets) + ["A folder path..."], key="train_data")
     data_path = c1.text_input("Folder (when 'A folder path...')", key="train_data_path")
-    preset = c2.selectbox("Preset", list(PRESETS), index=list(PRESETS).index(defaults.preset), key="train_preset",
+    preset = c2.selectbox("Model size (preset)", list(PRESETS), index=list(PRESETS).index(defaults.preset),
+                          key="train_preset", format_func=lambda k: f"{k}: {PRESETS[k].description}",
                           help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()))
     size = c3.select_slider("Input size (px)", [64, 96, 128, 192, 256, 320, 384, 512], value=defaults.size,
                             key="train_size")
-    loss = c1.selectbox("Loss", list(LOSSES), key="train_loss",
-                        help="; ".join(f"{k}: {v}" for k, v in LOSSES.items()))
+    loss = c1.selectbox("Loss (what training minimises)", list(LOSSES), key="train_loss",
+                        format_func=lambda k: LOSSES[k], help="; ".join(f"{k}: {v}" for k, v in LOSSES.items()))
     epochs = c2.number_input("Epochs", 1, 1000, defaults.epochs, key="train_epochs")
     batch = c3.number_input("Batch size", 1, 256, defaults.batch, key="train_batch")
     lr = c1.number_input("Learning rate", 1e-5, 0.1, defaults.learning_rate, format="%.5f", key="train_lr")
     device = c2.selectbox("Device", DEVICES, key="train_device")
-    augment = c3.checkbox("Augmentation (flips, rotations, crops, brightness)", True, key="train_augment")
-    mixed = c3.checkbox("Mixed precision (bfloat16 on CPU, float16 on GPU)", False, key="train_mixed")
+    augment = c3.checkbox("Augmentation", True, key="train_augment",
+                          help="Random flips, rotations, crops and brightness changes of the training photos")
+    mixed = c3.checkbox("Mixed precision", False, key="train_mixed",
+                        help="Faster on hardware made for it: bfloat16 on recent CPUs, float16 on GPUs")
     steps = c1.number_input("Batches per epoch (0 = one pass over the photos)", 0, 10000, 20, key="train_steps",
                             help="Random crops are drawn each batch, so small datasets can use more batches per epoch")
     name = c2.text_input("Run label (optional)", key="train_name", max_chars=40)
@@ -162,10 +165,10 @@ def live_panel():
             st.error(md_escape(exc))
     with st.expander("Log (last lines)"):
         st.code(run.log_tail(25) or "(empty)", language=None)
+    # Every run's row is read in the same poll as the panel above, so the two always agree.
+    st.subheader("All runs")
+    table = pd.DataFrame([r.summary() for r in list_runs(RUNS_DIR)]).drop(columns=["last val Dice"])
+    st.dataframe(table, hide_index=True, width="stretch", key="train_all_runs")
 
 
 live_panel()
-
-st.subheader("All runs")
-table = pd.DataFrame([r.summary() for r in runs]).drop(columns=["last val Dice"])
-st.dataframe(table, hide_index=True, width="stretch")

@@ -229,6 +229,18 @@ def test_detect_measures_the_cracks_and_grades_them_once_a_scale_is_given(app_en
     assert metrics["Grade"] == grade(0.5 * widest_px).label
     crack_table = next(d.value for d in at.dataframe if "max_width_mm" in d.value.columns)
     assert len(crack_table) == len(truths)
+    # Inspect up close: photo, overlay and probability in one figure that zooms and pans as one.
+    at.toggle(key="inspect_0").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    import json
+
+    spec = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert [t["type"] for t in spec["data"]] == ["image"] * 3
+    layout = spec["layout"]
+    assert layout["xaxis2"]["matches"] == "x" and layout["xaxis3"]["matches"] == "x"
+    assert layout["yaxis2"]["matches"] == "y" and layout["yaxis"]["range"] == [256, 0]
+    at.slider(key="inspect_opacity_0").set_value(1.0).run()
+    assert "opacity 100%" in at.get("plotly_chart")[0].proto.spec
     # The scale is kept for the session: another page and back, it is still there.
     at.switch_page("pages/home.py").run()
     at.switch_page("pages/detect.py").run()

@@ -191,6 +191,21 @@ def test_detect_upload_shows_three_images_and_percentage(server, page, tmp_path)
     mask = np.asarray(Image.open(download.value.path()))
     assert mask.shape == (600, 900) and set(np.unique(mask)) <= {0, 255}
     assert abs(100 * (mask == 255).mean() - shown) < 0.01
+    # Inspect up close: a wheel zoom over the photo zooms the overlay and the probability with it.
+    page.get_by_text("Inspect up close").first.click()
+    plot = page.locator(".js-plotly-plot").first
+    plot.wait_for()
+    _wait_idle(page)
+    box = plot.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 6, box["y"] + box["height"] / 2)
+    for _ in range(5):
+        page.mouse.wheel(0, -200)
+        page.wait_for_timeout(150)
+    page.wait_for_timeout(500)
+    ranges = page.evaluate("() => { const l = document.querySelector('.js-plotly-plot')._fullLayout;"
+                           " return [l.xaxis.range, l.xaxis2.range, l.xaxis3.range] }")
+    assert ranges[0] == ranges[1] == ranges[2], ranges
+    assert ranges[0][1] - ranges[0][0] < 0.8 * 900, ranges  # zoomed in
 
 
 def test_detect_shows_progress_by_tiles_and_cancel_stops_it(server, page, tmp_path):

@@ -4,6 +4,7 @@ import os
 import signal
 import time
 
+import numpy as np
 import pytest
 
 from unet.runs import TrainConfig, create_run, get_run, launch, list_runs, request_stop, wait
@@ -66,6 +67,12 @@ def test_stop_then_resume_gives_an_unbroken_history(tmp_path, sample_dir):
     assert st["state"] == "completed", run.log_tail()
     assert _epochs(run) == list(range(1, 13))
     assert len(st["resumed_at"]) == 1
+    # The per-batch loss line goes on from before the stop: no gap where the run was resumed.
+    xs = [b[0] for b in run.progress()["batch_losses"]]
+    assert xs == sorted(xs) and xs[0] <= 1.0 and xs[-1] == 12.0
+    gaps = np.diff(xs)
+    assert gaps.max() <= 1.5 / 8  # at most one batch apart (8 batches per epoch)
+    assert run.progress()["eta_s"] == 0  # and no time left once it is done
 
 
 def test_killed_run_is_reported_failed_and_resumes(tmp_path, sample_dir):

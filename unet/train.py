@@ -26,7 +26,7 @@ from pathlib import Path
 
 from .config import TrainConfig
 from .errors import ConfigError, RunError, UnetError
-from .files import atomic_path, write_csv_atomic, write_json_atomic
+from .files import atomic_path, read_json, write_csv_atomic, write_json_atomic
 from .runs import ACTIVE, Run, _now, _owner_alive, process_identity
 
 
@@ -51,21 +51,28 @@ def _callbacks(run: Run, cfg: TrainConfig, steps: int, val_steps: int, initial_e
             self.history = [r for r in run.history() if int(r.get("epoch", 0)) <= initial_epoch]
             best = [r.get("val_dice") for r in self.history if isinstance(r.get("val_dice"), (int, float))]
             self.best = max(best) if best else -math.inf
-            self.batch_losses: list[list[float]] = []
+            # A resumed run's per-batch losses carry on from where they were, without a gap.
+            earlier = read_json(run.progress_path, {}) if initial_epoch else {}
+            self.batch_losses: list[list[float]] = [
+                b for b in (earlier.get("batch_losses") or []) if isinstance(b, list) and len(b) == 2
+                and isinstance(b[0], (int, float)) and b[0] <= initial_epoch] if isinstance(earlier, dict) else []
             self.last_write = 0.0
             self.t0 = time.monotonic()
-            self.batch_time = None
+            # Time left is the whole run's average pace since its first batch (validation and
+            # checkpoints included), not the last batch's, which jumps from one second to the next.
+            self.pace_t0 = None
+            self.batches_timed = 0
 
         def on_epoch_begin(self, epoch, logs=None):
             self.epoch = epoch
             self.epoch_t0 = time.monotonic()
-            self.batch_t = time.monotonic()
 
         def on_train_batch_end(self, batch, logs=None):
             now = time.monotonic()
-            dt = now - self.batch_t
-            self.batch_t = now
-            self.batch_time = dt if self.batch_time is None else 0.8 * self.batch_time + 0.2 * dt
+            if self.pace_t0 is None:  # the first batch also builds the graph: the pace starts after it
+                self.pace_t0 = now
+            else:
+                self.batches_timed += 1
             loss = float((logs or {}).get("loss", float("nan")))
             step = self.epoch * steps + batch + 1
             self.batch_losses.append([step / steps, loss])
@@ -83,10 +90,11 @@ def _callbacks(run: Run, cfg: TrainConfig, steps: int, val_steps: int, initial_e
             if not force and now - self.last_write < 0.5 and batch < steps:
                 return
             self.last_write = now
-            remaining = (cfg.epochs - self.epoch - 1) * (steps + val_steps) + (steps - batch) + val_steps
+            remaining = (cfg.epochs - self.epoch - 1) * steps + (steps - batch)
+            pace = (now - self.pace_t0) / self.batches_timed if self.batches_timed else 0.0
             write_json_atomic(run.progress_path, {
                 "epoch": self.epoch + 1, "epochs": cfg.epochs, "batch": batch, "steps": steps,
-                "loss": loss, "eta_s": round(remaining * (self.batch_time or 0), 1),
+                "loss": loss, "eta_s": round(remaining * pace, 1),
                 "elapsed_s": round(now - self.t0, 1), "updated_at": _now(), "note": note,
                 "batch_losses": self.batch_losses[-500:],
             })
