@@ -84,9 +84,11 @@ def key_of(data: bytes) -> tuple:
 pending = [key_of(data) for _, data in files if key_of(data) not in cache]
 cancelled: set = st.session_state.setdefault(CANCELLED_KEY, set())
 if pending and not set(pending) <= cancelled:
-    if st.button("Cancel", key="detect_cancel", help="Stop segmenting; the photos already done stay."):
+    slot = st.empty()
+    if slot.button("Cancel", key="detect_cancel", help="Stop segmenting; the photos already done stay."):
         cancelled.update(pending)
-elif pending:
+        slot.empty()
+if pending and set(pending) <= cancelled:
     st.info(f"Cancelled: {len(pending)} photo(s) not segmented.")
     if st.button("Segment them", key="detect_resume", type="primary"):
         cancelled.difference_update(pending)

@@ -5,6 +5,8 @@ the config and reads the run folder, so closing the tab or restarting the app ne
 stops a run, and the page re-attaches to it.
 """
 
+import re
+
 import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
@@ -26,18 +28,28 @@ ensure_sample_data()
 defaults = TrainConfig()
 datasets = known_datasets()
 
+LOSS_LABELS = {"bce_dice": "BCE + Dice (default)", "dice": "Dice", "bce": "BCE (the original recipe)"}
+
+
+def _params(description: str) -> str:
+    """The parameter count from a preset's description ('0.5 M parameters'), short enough for a list."""
+    found = re.search(r"([0-9.]+ M) parameters", description)
+    return f"{found.group(1)} parameters" if found else description.split(",")[0].split(";")[0][:30]
+
+
 with st.form("new_run"):
     st.subheader("New run")
     c1, c2, c3 = st.columns(3)
     data_label = c1.selectbox("Dataset", list(datasets) + ["A folder path..."], key="train_data")
     data_path = c1.text_input("Folder (when 'A folder path...')", key="train_data_path")
     preset = c2.selectbox("Model size (preset)", list(PRESETS), index=list(PRESETS).index(defaults.preset),
-                          key="train_preset", format_func=lambda k: f"{k}: {PRESETS[k].description}",
+                          key="train_preset", format_func=lambda k: f"{k} · {_params(PRESETS[k].description)}",
                           help="; ".join(f"{k}: {v.description}" for k, v in PRESETS.items()))
     size = c3.select_slider("Input size (px)", [64, 96, 128, 192, 256, 320, 384, 512], value=defaults.size,
                             key="train_size")
     loss = c1.selectbox("Loss (what training minimises)", list(LOSSES), key="train_loss",
-                        format_func=lambda k: LOSSES[k], help="; ".join(f"{k}: {v}" for k, v in LOSSES.items()))
+                        format_func=lambda k: LOSS_LABELS.get(k, k),
+                        help="; ".join(f"{k}: {v}" for k, v in LOSSES.items()))
     epochs = c2.number_input("Epochs", 1, 1000, defaults.epochs, key="train_epochs")
     batch = c3.number_input("Batch size", 1, 256, defaults.batch, key="train_batch")
     lr = c1.number_input("Learning rate", 1e-5, 0.1, defaults.learning_rate, format="%.5f", key="train_lr")
