@@ -87,7 +87,9 @@ def resolve_dataset_path(typed: str) -> Path:
                          f"({exc.strerror})") from None
     if not any(path == r or path.is_relative_to(r) for r in roots):
         allowed = ", ".join(str(r) for r in roots)
-        raise ValueError(f"{typed}: datasets must be inside {allowed} (set UNET_DATA_ROOTS to allow more folders)")
+        raise ValueError(f"{typed}: datasets must be inside {allowed}. To allow another folder, start the app with "
+                         f"UNET_DATA_ROOTS set to it (UNET_DATA_ROOTS=/path/to/photos make run; several separated "
+                         f"by '{os.pathsep}'), or add the dataset as a zip on the Dataset page")
     if not is_dir:
         raise ValueError(f"{typed}: no such dataset folder")
     return path

@@ -7,9 +7,11 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from pages.common import ensure_sample_data, known_datasets, md_code, md_escape, resolve_dataset_path, scan, through_app
+from pages.common import (DATA_DIR, ensure_sample_data, known_datasets, md_code, md_escape, resolve_dataset_path,
+                          scan, through_app)
 from unet.data import load_pair
-from unet.imaging import ImageError
+from unet.errors import UnetError
+from unet.imaging import ImageError, display_name
 from unet.predict import overlay
 
 through_app()
@@ -18,8 +20,31 @@ PAGE_SIZE = 12
 
 st.title("Dataset")
 ensure_sample_data()
+
+with st.expander("Add a dataset from a zip"):
+    st.caption("A zip of photos and their masks, in either layout the Dataset page reads (see the README); "
+               f"at most {st.get_option('server.maxUploadSize')} MB. It is unpacked into the data folder, checked, "
+               "and then listed here for Train and Compare.")
+    upload = st.file_uploader("Zip", type=["zip"], key="dataset_zip")
+    zip_name = st.text_input("Name", key="dataset_zip_name", max_chars=60,
+                             value=Path(upload.name).stem if upload else "")
+    if st.button("Add the dataset", key="dataset_zip_add", disabled=upload is None):
+        from unet.dataset_zip import unpack_dataset_zip
+
+        try:
+            with st.spinner("Unpacking and checking..."):
+                dest = unpack_dataset_zip(upload, DATA_DIR, zip_name, zip_name=display_name(b"", upload.name))
+        except UnetError as exc:
+            st.error(md_escape(exc))
+        else:
+            scan.clear()
+            st.session_state["dataset_choice"] = dest.name
+            st.success(f"Added **{md_escape(dest.name)}**.")
+
 datasets = known_datasets()
 options = list(datasets) + ["A folder path..."]
+if st.session_state.get("dataset_choice") not in options:
+    st.session_state.pop("dataset_choice", None)
 choice = st.selectbox("Dataset", options, key="dataset_choice")
 if choice == "A folder path...":
     typed = st.text_input("Folder (inside data/, or a folder allowed by UNET_DATA_ROOTS)", key="dataset_path",

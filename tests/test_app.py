@@ -117,6 +117,34 @@ def test_dataset_page_summary_follows_the_choice(app_env, tmp_path):
     assert problems["file"].str.contains("broken").any()
 
 
+def test_a_dataset_added_as_a_zip_is_unpacked_checked_and_chosen(app_env, sample_dir):
+    import io
+    import zipfile
+
+    data, _ = app_env
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as z:
+        for f in sorted(sample_dir.rglob("*.png")):
+            z.write(f, "walls/" + f.relative_to(sample_dir).as_posix())
+    at = _app("dataset")
+    at.file_uploader(key="dataset_zip").set_value([("walls.zip", b"not a zip", "application/zip")]).run()
+    at.text_input(key="dataset_zip_name").input("broken").run()
+    at.button(key="dataset_zip_add").click().run()
+    assert any("not a zip file" in e.value for e in at.error) and not (data / "broken").exists()
+    at.file_uploader(key="dataset_zip").set_value([("walls.zip", buf.getvalue(), "application/zip")]).run()
+    at.text_input(key="dataset_zip_name").input("my walls").run()
+    at.button(key="dataset_zip_add").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("my\\-walls" in s.value for s in at.success)
+    assert at.selectbox(key="dataset_choice").value == "my-walls"
+    summary = at.dataframe[0].value
+    assert set(summary["split"]) == {"train", "val", "test"}
+    # A typed folder outside the data folders says how to allow one.
+    at.selectbox(key="dataset_choice").set_value("A folder path...").run()
+    at.text_input(key="dataset_path").input("/etc").run()
+    assert any("ROOTS=/path/to/photos make run" in e.value and "zip" in e.value for e in at.error)
+
+
 def test_train_page_starts_a_run(app_env):
     _, runs = app_env
     at = _app("train")
