@@ -287,3 +287,63 @@ def measurement_panel(box, measurement, picture: bytes, key: str, stem: str) -> 
         right.info("No crack found at this threshold.")
     box.caption(DISCLAIMER + (f" One pixel is {mm:g} mm here: cracks thinner than that read as one pixel."
                               if mm else ""))
+
+
+class PhotoCache:
+    """Decoded photos and their probability maps, shared by every browser session and bounded in bytes.
+
+    Detect keeps a photo's pixels and its probability map (float16) so that moving the
+    threshold needs no model call; with several sessions dropping 12 MP photos that is
+    most of the server's memory, so one budget covers them all (``UNET_DETECT_CACHE_MB``,
+    default 1500): the photo used longest ago goes first, and is segmented again if shown.
+    The same photo dropped in two sessions is kept once.
+    """
+
+    def __init__(self):
+        import threading
+        from collections import OrderedDict
+
+        self._items: "OrderedDict[tuple, dict]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    @staticmethod
+    def budget() -> int:
+        return int(float(os.environ.get("UNET_DETECT_CACHE_MB", "1500")) * 2**20)
+
+    @staticmethod
+    def size_of(item: dict) -> int:
+        return sum(v.nbytes for v in item.values() if hasattr(v, "nbytes"))
+
+    def get(self, key: tuple) -> dict | None:
+        with self._lock:
+            item = self._items.get(key)
+            if item is not None:
+                self._items.move_to_end(key)
+            return item
+
+    def put(self, key: tuple, item: dict) -> None:
+        """Keep ``item``; drop the least recently used others until the budget holds (the newest stays)."""
+        with self._lock:
+            self._items[key] = item
+            self._items.move_to_end(key)
+            while len(self._items) > 1 and self.nbytes() > self.budget():
+                self._items.popitem(last=False)
+
+    def nbytes(self) -> int:
+        return sum(self.size_of(i) for i in list(self._items.values()))
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __contains__(self, key) -> bool:
+        return key in self._items
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+@st.cache_resource
+def photo_cache() -> PhotoCache:
+    """The one :class:`PhotoCache` of this server process."""
+    return PhotoCache()

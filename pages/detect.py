@@ -16,8 +16,8 @@ import pandas as pd
 import streamlit as st
 from PIL import Image
 
-from pages.common import (SAMPLE_DIR, active_model_path, ensure_sample_data, get_model, md_escape, measurement_panel,
-                          mm_per_px_for, safe_file_name, scale_input, through_app)
+from pages.common import (SAMPLE_DIR, PhotoCache, active_model_path, ensure_sample_data, get_model, md_escape, measurement_panel,
+                          mm_per_px_for, photo_cache, safe_file_name, scale_input, through_app)
 from unet.cracks import measure, width_picture
 from unet.errors import ConfigError
 from unet.imaging import ImageError, display_name, encode_png, read_image
@@ -28,10 +28,9 @@ through_app()
 
 TYPES = ["jpg", "jpeg", "png", "tif", "tiff", "bmp"]
 PREVIEW = 640  # longest side shown on the page; downloads keep full resolution
-CACHE_KEY = "detect_results"
-# What one browser session may hold: each photo keeps its pixels and its probability map
-# (7 bytes a pixel, 84 MB for a 12 MP photo) so the threshold moves without the model.
-CACHE_BYTES = int(float(os.environ.get("UNET_DETECT_CACHE_MB", "600")) * 2**20)
+CACHE_KEY = "detect_results"  # this session's views of each photo (previews, mask at its threshold)
+SEEN_KEY = "detect_seen"  # photos this session had segmented (to say so when one was dropped)
+SESSION_VIEWS = 24  # photos whose previews a session keeps (a few MB each)
 # The page's photo limit, below the command line's 100 MP: a 1-bit PNG of a few KB can
 # declare 100 MP, which would take the server several GB per upload.
 APP_MAX_PIXELS = int(float(os.environ.get("UNET_APP_MAX_MP", "60")) * 1e6)
@@ -71,7 +70,9 @@ if st.session_state.get("detect_sample_on"):
 if not files:
     st.stop()
 
+store = photo_cache()  # pixels and probability maps, shared by all sessions, bounded in bytes
 cache: dict = st.session_state.setdefault(CACHE_KEY, {})
+seen: set = st.session_state.setdefault(SEEN_KEY, set())
 CANCELLED_KEY = "detect_cancelled"
 
 
@@ -81,7 +82,7 @@ def key_of(data: bytes) -> tuple:
 
 # Photos still to segment can be cancelled: the click reruns the page, which stops the work
 # in progress after its current row of tiles; the photos not done wait for "Segment them".
-pending = [key_of(data) for _, data in files if key_of(data) not in cache]
+pending = [key_of(data) for _, data in files if key_of(data) not in store]
 cancelled: set = st.session_state.setdefault(CANCELLED_KEY, set())
 if pending and not set(pending) <= cancelled:
     slot = st.empty()
@@ -100,12 +101,16 @@ def _clock(seconds: float) -> str:
 
 
 def result(name: str, data: bytes, where) -> dict | None:
-    """This photo's entry for this model and mode: image, probability and the seconds the model took,
-    computed once; None when its segmenting was cancelled."""
+    """This photo's entry for this model and mode: this session's views, over the shared image,
+    probability and the seconds the model took (computed once); None when its segmenting was cancelled."""
     key = key_of(data)
-    if key not in cache:
+    item = store.get(key)
+    if item is None:
         if key in cancelled:
             return None
+        if key in seen:
+            where.caption(f"Segmented again: the app keeps at most {PhotoCache.budget() / 2**20:,.0f} MB of "
+                          "results for all its users, and this photo's had been dropped.")
         image = read_image(data, name=name, max_pixels=APP_MAX_PIXELS)
         h, w = image.shape[:2]
         bar = where.progress(0.0, text=f"Segmenting {name} ({w}×{h} px)...")
@@ -116,13 +121,41 @@ def result(name: str, data: bytes, where) -> dict | None:
             left = f" · about {_clock(spent / fraction * (1 - fraction))} left" if 0 < fraction < 1 else ""
             bar.progress(min(1.0, fraction), text=f"Segmenting {name}: {100 * fraction:.0f}%{left}")
 
-        prob = model.probability(image, flips=flips, progress=tick)
+        prob = model.probability(image, flips=flips, progress=tick).astype(np.float16)  # half the memory
         seconds = time.perf_counter() - start
         bar.empty()
-        cache[key] = {"image": image, "prob": prob, "seconds": seconds}
-        while len(cache) > 1 and sum(e["image"].nbytes + e["prob"].nbytes for e in cache.values()) > CACHE_BYTES:
-            cache.pop(next(iter(cache)))  # the oldest photo goes; it is segmented again if shown
-    return cache[key]
+        item = {"image": image, "prob": prob, "seconds": seconds}
+        store.put(key, item)
+        seen.add(key)
+        cache.pop(key, None)  # views of an earlier copy are out of date
+    entry = cache.pop(key, None) or {}
+    cache[key] = entry  # the newest last
+    while len(cache) > SESSION_VIEWS:
+        cache.pop(next(iter(cache)))
+    return _Entry(item, entry)
+
+
+class _Entry(dict):
+    """A session's views of one photo, reading the shared pixels and map without holding on to them."""
+
+    def __init__(self, item: dict, views: dict):
+        super().__init__()
+        self.item, self.views = item, views
+
+    def __getitem__(self, k):
+        return self.views[k] if k in self.views else self.item[k]
+
+    def __contains__(self, k):
+        return k in self.views or k in self.item
+
+    def get(self, k, default=None):
+        return self[k] if k in self else default
+
+    def update(self, *args, **kw):
+        self.views.update(*args, **kw)
+
+    def __setitem__(self, k, v):
+        self.views[k] = v
 
 
 def shrink(arr: np.ndarray) -> np.ndarray:
@@ -130,6 +163,8 @@ def shrink(arr: np.ndarray) -> np.ndarray:
     h, w = arr.shape[:2]
     if max(h, w) <= PREVIEW:
         return arr
+    if arr.dtype == np.float16:  # Pillow has no half floats
+        arr = arr.astype(np.float32)
     scale = PREVIEW / max(h, w)
     size = (max(1, round(w * scale)), max(1, round(h * scale)))
     return np.asarray(Image.fromarray(arr).resize(size, Image.BOX))  # float32 maps become mode "F"
@@ -180,14 +215,16 @@ def inspect_figure(entry: dict, threshold: float, opacity: float):
     h, w = prob.shape
     f = min(1.0, INSPECT_SIDE / max(h, w))
     if entry.get("inspect_f") != f:
+        # Threshold-free, so kept with the shared photo (and counted in the app's memory budget).
         size = (max(1, round(w * f)), max(1, round(h * f)))
-        entry.update(inspect_f=f, inspect_image=np.asarray(Image.fromarray(image).resize(size, Image.BOX)),
-                     inspect_prob=np.asarray(Image.fromarray(prob).resize(size, Image.BOX)))
+        small_prob = np.asarray(Image.fromarray(prob.astype(np.float32)).resize(size, Image.BOX))
+        entry.item.update(inspect_f=f, inspect_image=np.asarray(Image.fromarray(image).resize(size, Image.BOX)),
+                          inspect_prob=small_prob.astype(np.float16))
     small, small_prob = entry["inspect_image"], entry["inspect_prob"]
     fig = make_subplots(rows=1, cols=3, shared_xaxes="all", shared_yaxes="all", horizontal_spacing=0.01,
                         subplot_titles=("photo", f"damage at {threshold:.2f}, opacity {opacity:.0%}",
                                         "probability"))
-    views = [small, overlay(small, small_prob >= threshold, alpha=opacity), heatmap(small_prob)]
+    views = [small, overlay(small, small_prob >= threshold, alpha=opacity), heatmap(small_prob.astype(np.float32))]
     for col, view in enumerate(views, start=1):
         fig.add_trace(go.Image(source=_data_uri(view), x0=0, y0=0, dx=1 / f, dy=1 / f,
                                hovertemplate="x %{x:.0f}, y %{y:.0f}<extra></extra>"), 1, col)

@@ -224,7 +224,10 @@ def test_detect_threshold_changes_the_percentage(app_env, trained_tiny):
     at.toggle(key="detect_flips").set_value(True).run()
     assert not at.exception, [e.value for e in at.exception]
     assert "(careful mode)" in result_line()
-    by_mode = {key[-1]: entry["prob"] for key, entry in at.session_state["detect_results"].items()}
+    from pages.common import photo_cache
+
+    store = photo_cache()
+    by_mode = {key[-1]: store.get(key)["prob"] for key in at.session_state["detect_results"]}
     assert set(by_mode) == {False, True} and not np.array_equal(by_mode[False], by_mode[True])
 
 
@@ -333,26 +336,37 @@ def test_detect_threshold_follows_the_chosen_models_card(app_env, trained_tiny):
     assert at.slider(key="detect_threshold").value == 0.7  # the user's own choice stays
 
 
-def test_detect_keeps_a_sessions_memory_within_its_budget(app_env, trained_tiny, monkeypatch):
+def test_detect_keeps_the_apps_memory_within_one_budget_for_all_sessions(app_env, trained_tiny, monkeypatch):
     import io
 
     _, runs = app_env
     _copy_run(trained_tiny, runs, "run-a")
-    monkeypatch.setenv("UNET_DETECT_CACHE_MB", "0.3")  # room for about one 200x200 photo (7 bytes a pixel)
-    at = _app()
-    at.session_state["model_path"] = str(runs / "run-a" / "model.keras")
-    at.switch_page("pages/detect.py").run()
+    # Room for about one 200x200 photo (3 bytes a pixel for the photo, 2 for its float16 map).
+    monkeypatch.setenv("UNET_DETECT_CACHE_MB", "0.3")
     photos = []
-    for i in range(3):
+    for i in range(4):
         buf = io.BytesIO()
         Image.fromarray(np.random.default_rng(i).integers(0, 256, (200, 200, 3), dtype=np.uint8)).save(buf, "PNG")
         photos.append((f"p{i}.png", buf.getvalue(), "image/png"))
-    at.file_uploader(key="detect_upload").set_value(photos).run()
-    assert not at.exception, [e.value for e in at.exception]
-    assert sum("% damaged" in m.value for m in at.markdown) == 3  # every photo still shown
-    cache = at.session_state["detect_results"]
-    assert len(cache) == 1  # only the newest stays in memory; the others are segmented again when needed
-    assert sum(e["image"].nbytes + e["prob"].nbytes for e in cache.values()) <= 0.3 * 2**20
+    sessions = []
+    for chunk in (photos[:3], photos[3:]):  # two browser sessions
+        at = _app()
+        at.session_state["model_path"] = str(runs / "run-a" / "model.keras")
+        at.switch_page("pages/detect.py").run()
+        from pages.common import photo_cache
+
+        if not sessions:
+            photo_cache().clear()
+        at.file_uploader(key="detect_upload").set_value(chunk).run()
+        assert not at.exception, [e.value for e in at.exception]
+        assert sum("% damaged" in m.value for m in at.markdown) == len(chunk)  # every photo still shown
+        sessions.append(at)
+    store = photo_cache()
+    assert len(store) == 1 and store.nbytes() <= 0.3 * 2**20  # one budget, across both sessions
+    first = sessions[0]
+    first.run()  # the first session's photos were dropped: segmented again, and it says why
+    assert not first.exception, [e.value for e in first.exception]
+    assert any("Segmented again" in c.value and "0 MB" in c.value for c in first.caption)
 
 
 def test_compare_two_runs(app_env, trained_tiny):
