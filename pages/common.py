@@ -119,15 +119,40 @@ def split_folders(root: Path) -> dict[str, Path]:
     return splits or {"all": root}
 
 
+def _runs_stamp() -> tuple:
+    """What model_choices depends on, from file times alone (no JSON read): each run folder's
+    status and model file."""
+    stamp = []
+    try:
+        folders = sorted(p for p in RUNS_DIR.iterdir() if p.is_dir())
+    except OSError:
+        return ()
+    for d in folders:
+        times = []
+        for name in ("status.json", "config.json", "model.keras"):
+            try:
+                times.append((d / name).stat().st_mtime_ns)
+            except OSError:
+                times.append(0)
+        stamp.append((d.name, *times))
+    return tuple(stamp)
+
+
 def model_choices() -> dict[str, str]:
-    """Label -> model file: the bundled default model, then each run's saved model."""
+    """Label -> model file: the bundled default model, then each run's saved model. Read again only
+    when a run folder's files change (the sidebar asks on every rerun of every page)."""
+    return dict(_model_choices(str(RUNS_DIR), _runs_stamp()))
+
+
+@st.cache_data(max_entries=8, show_spinner=False)
+def _model_choices(runs_dir: str, stamp: tuple) -> dict[str, str]:
     from unet.model import DEFAULT_MODEL
     from unet.runs import list_runs
 
     choices: dict[str, str] = {}
     if DEFAULT_MODEL.is_file():
         choices["Bundled default model"] = str(DEFAULT_MODEL)
-    for run in list_runs(RUNS_DIR):
+    for run in list_runs(runs_dir):
         if run.model_path.is_file():
             cfg = run.config()
             choices[f"Run {run.id} ({cfg.get('preset', '?')}, {run.status().get('state', '?')})"] = str(run.model_path)

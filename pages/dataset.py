@@ -144,8 +144,9 @@ if ids:
     try:
         image, mask = load_pair(s)
         a, b, c = st.columns(3)
-        a.image(image, caption="photo")
-        b.image(mask.astype(np.uint8) * 255, caption="mask (union of its mask files)")
-        c.image(overlay(image, mask), caption=f"overlay · {100 * mask.mean():.2f}% damaged")
+        # Filling the column: a 224 px patch shown at 224 px is too small to check a hairline crack.
+        a.image(image, caption=f"photo · {image.shape[1]}×{image.shape[0]} px", width="stretch")
+        b.image(mask.astype(np.uint8) * 255, caption="mask (union of its mask files)", width="stretch")
+        c.image(overlay(image, mask), caption=f"overlay · {100 * mask.mean():.2f}% damaged", width="stretch")
     except ImageError as exc:
         st.error(md_escape(exc))

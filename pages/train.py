@@ -137,6 +137,21 @@ def curves(run) -> go.Figure:
     return fig
 
 
+# TensorFlow's start-up lines on a machine without an NVIDIA GPU: it looks for CUDA, says it
+# found none, and reports the failed driver call as an error. Harmless there, alarming to read.
+_NO_GPU_NOISE = re.compile(r"All log messages before absl::InitializeLog|cudart_stub\.cc.*Could not find cuda "
+                           r"drivers|cuda_platform\.cc.*failed call to cuInit|cuda_executor\.cc.*CUDA_ERROR_NO_DEVICE")
+
+
+def readable_log(text: str, run, cfg: dict) -> list[str]:
+    """The log's lines, without TensorFlow's CUDA probing when the run trains without a GPU
+    (kept when it should have one: then they say why it has not). The log file keeps everything."""
+    devices = run.environment().get("devices") or []
+    wants_gpu = cfg.get("device") == "gpu" or any("GPU" in str(d).upper() for d in devices)
+    lines = text.splitlines()
+    return lines if wants_gpu else [line for line in lines if not _NO_GPU_NOISE.search(line)]
+
+
 @st.fragment(run_every=2)
 def live_panel():
     status = run.status()
@@ -176,7 +191,7 @@ def live_panel():
         except UnetError as exc:
             st.error(md_escape(exc))
     with st.expander("Log (last lines)"):
-        st.code(run.log_tail(25) or "(empty)", language=None)
+        st.code("\n".join(readable_log(run.log_tail(40), run, cfg)[-25:]) or "(empty)", language=None)
     # Every run's row is read in the same poll as the panel above, so the two always agree.
     st.subheader("All runs")
     table = pd.DataFrame([r.summary() for r in list_runs(RUNS_DIR)]).drop(columns=["last val Dice"])

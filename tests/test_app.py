@@ -158,6 +158,11 @@ def test_train_page_starts_a_run(app_env):
     created = list_runs(runs)
     assert len(created) == 1 and created[0].config()["preset"] == "tiny"
     assert wait(created[0], timeout=120)["state"] == "completed", created[0].log_tail()
+    # The log shown is the run's own, without TensorFlow's CUDA probing on a machine with no GPU.
+    at.run()
+    shown = "\n".join(c.value for c in at.code)
+    assert "training and" in shown and "completed" in shown
+    assert "cuInit" not in shown and "absl::InitializeLog" not in shown
 
 
 def test_train_page_fine_tunes_from_a_trained_model(app_env, trained_tiny):
