@@ -82,11 +82,18 @@ def key_of(data: bytes) -> tuple:
 
 # Photos still to segment can be cancelled: the click reruns the page, which stops the work
 # in progress after its current row of tiles; the photos not done wait for "Segment them".
-pending = [key_of(data) for _, data in files if key_of(data) not in store]
+keys = [key_of(data) for _, data in files]
+pending = [k for k in keys if k not in store]
 cancelled: set = st.session_state.setdefault(CANCELLED_KEY, set())
 if pending and not set(pending) <= cancelled:
+    # Said at once, before any photo is decoded: the drop was received, and what is coming.
+    names = [name for (name, _), k in zip(files, keys) if k in pending and k not in cancelled]
     slot = st.empty()
-    if slot.button("Cancel", key="detect_cancel", help="Stop segmenting; the photos already done stay."):
+    left, right = slot.container().columns([5, 1])
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    left.caption(f"Segmenting {md_escape(', '.join(names[:3]))}{more}: each photo's progress shows in its own "
+                 "box below.")
+    if right.button("Cancel", key="detect_cancel", help="Stop segmenting; the photos already done stay."):
         cancelled.update(pending)
         slot.empty()
 if pending and set(pending) <= cancelled:
@@ -111,14 +118,21 @@ def result(name: str, data: bytes, where) -> dict | None:
         if key in seen:
             where.caption(f"Segmented again: the app keeps at most {PhotoCache.budget() / 2**20:,.0f} MB of "
                           "results for all its users, and this photo's had been dropped.")
+        bar = where.progress(0.0, text=f"Reading {name}...")  # the first sign of work, before decoding
         image = read_image(data, name=name, max_pixels=APP_MAX_PIXELS)
         h, w = image.shape[:2]
-        bar = where.progress(0.0, text=f"Segmenting {name} ({w}×{h} px)...")
-        start = time.perf_counter()
+        bar.progress(0.0, text=f"Segmenting {name} ({w}×{h} px)...")
+        start = last = time.perf_counter()
 
         def tick(fraction: float) -> None:
-            spent = time.perf_counter() - start
-            left = f" · about {_clock(spent / fraction * (1 - fraction))} left" if 0 < fraction < 1 else ""
+            # At most one update a second: each one is redrawn by the browser, which shares the CPU
+            # with the model on a small machine.
+            nonlocal last
+            now = time.perf_counter()
+            if now - last < 1.0 or now - start < 2.0 or fraction >= 1:  # a short photo needs no bar moving
+                return
+            last = now
+            left = f" · about {_clock((now - start) / fraction * (1 - fraction))} left" if fraction > 0 else ""
             bar.progress(min(1.0, fraction), text=f"Segmenting {name}: {100 * fraction:.0f}%{left}")
 
         prob = model.probability(image, flips=flips, progress=tick).astype(np.float16)  # half the memory
@@ -262,19 +276,6 @@ for i, (name, data) in enumerate(files):
         continue
     image, prob, pct = entry["image"], entry["prob"], entry["pct"]
     h, w = prob.shape
-    try:
-        mm_per_px = mm_per_px_for(scale_mode, scale_value, w)
-        scale_problem = None
-    except ConfigError as exc:
-        mm_per_px, scale_problem = None, str(exc)
-    m, width_view = measured(entry, threshold)
-    m = m.with_scale(mm_per_px)
-    summary = m.summary()
-    rows.append({"file": name, "damaged_pct": round(pct, 4), "width": w, "height": h, "error": "",
-                 "cracks": summary["cracks"], "max_width_px": summary["max_width_px"],
-                 "total_length_px": summary["total_length_px"], "pattern": summary["pattern"],
-                 "mm_per_px": mm_per_px, "max_width_mm": summary.get("max_width_mm"),
-                 "grade": m.grade.label if m.grade else "not graded"})
     box.markdown(f"**{safe}** · {w}×{h} px · **{pct:.2f}% damaged** at threshold {threshold:.2f} · "
                  f"segmented in {entry['seconds']:.2f} s{' (careful mode)' if flips else ''}")
     # Previews are downscaled and encoded once per photo (mask and overlay once per
@@ -298,6 +299,20 @@ for i, (name, data) in enumerate(files):
         box.caption("Scroll to zoom, drag to pan, double-click to see the whole photo; the three views move "
                     "together." + (f" Shown at {entry['inspect_f']:.0%} of the photo's size; the mask download "
                                    "is full size." if entry["inspect_f"] < 1 else ""))
+    # Measured after the pictures are on their way to the browser: the result shows first.
+    try:
+        mm_per_px = mm_per_px_for(scale_mode, scale_value, w)
+        scale_problem = None
+    except ConfigError as exc:
+        mm_per_px, scale_problem = None, str(exc)
+    m, width_view = measured(entry, threshold)
+    m = m.with_scale(mm_per_px)
+    summary = m.summary()
+    rows.append({"file": name, "damaged_pct": round(pct, 4), "width": w, "height": h, "error": "",
+                 "cracks": summary["cracks"], "max_width_px": summary["max_width_px"],
+                 "total_length_px": summary["total_length_px"], "pattern": summary["pattern"],
+                 "mm_per_px": mm_per_px, "max_width_mm": summary.get("max_width_mm"),
+                 "grade": m.grade.label if m.grade else "not graded"})
     if scale_problem:
         box.error(f"Scale: {md_escape(scale_problem)}. The cracks are shown in pixels, not graded.")
     measurement_panel(box.expander("Measurements: grade, widest crack, length", expanded=True), m, width_view,

@@ -182,6 +182,10 @@ def cmd_predict(a) -> int:
     for r in rows:
         print(f"{r['file']}: " + (f"error: {r['error']}" if r["error"] else _result_line(r)))
     print(f"{len(rows) - len(bad)} segmented, {len(bad)} failed; results in {Path(a.out) / 'results.csv'}")
+    if a.mm_per_px is not None:
+        from .cracks import DISCLAIMER
+
+        print(f"grades: {DISCLAIMER}")
     if rows and len(bad) == len(rows):
         raise CliError(f"none of the {len(rows)} photo(s) could be segmented; {Path(a.out) / 'results.csv'} "
                        "says why for each")
