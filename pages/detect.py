@@ -22,7 +22,7 @@ from unet.cracks import measure, width_picture
 from unet.errors import ConfigError
 from unet.imaging import ImageError, display_name, encode_png, read_image
 from unet.model import ModelError
-from unet.predict import heatmap, overlay
+from unet.predict import heatmap, overlay, scale_hint
 
 through_app()
 
@@ -57,6 +57,14 @@ threshold = st.slider("Damage threshold (probability at which a pixel counts as 
                       step=0.01, key="detect_threshold")
 flips = st.toggle("Careful mode: also segment each photo's mirror images and average (4x the time, "
                   "slightly more accurate)", key="detect_flips")
+PHOTO_SCALES = {"the model's own": None, "1 (as taken)": 1.0, "0.5": 0.5, "0.25": 0.25, "0.125": 0.125}
+photo_scale_label = st.selectbox(
+    "Photo scale: resize the photo before the model sees it (the mask keeps the photo's size)", list(PHOTO_SCALES),
+    key="detect_photo_scale",
+    help="The model learned from photos 224-544 px across. A phone photo of a wall is many times that: wide cracks "
+         "can then be missed or drawn thin. Below 1 the model sees more of the wall per tile (and runs faster); "
+         "it can lose hairline cracks.")
+photo_scale = model.scale if PHOTO_SCALES[photo_scale_label] is None else PHOTO_SCALES[photo_scale_label]
 scale_mode, scale_value = scale_input("detect")
 uploads = st.file_uploader("Photos", type=TYPES, accept_multiple_files=True, key="detect_upload")
 # Upload names are only ever shown (base name, escaped); they never become paths.
@@ -77,7 +85,7 @@ CANCELLED_KEY = "detect_cancelled"
 
 
 def key_of(data: bytes) -> tuple:
-    return (hashlib.sha1(data).hexdigest(), model_path, model.scale, flips)
+    return (hashlib.sha1(data).hexdigest(), model_path, photo_scale, flips)
 
 
 # Photos still to segment can be cancelled: the click reruns the page, which stops the work
@@ -135,7 +143,7 @@ def result(name: str, data: bytes, where) -> dict | None:
             left = f" · about {_clock((now - start) / fraction * (1 - fraction))} left" if fraction > 0 else ""
             bar.progress(min(1.0, fraction), text=f"Segmenting {name}: {100 * fraction:.0f}%{left}")
 
-        prob = model.probability(image, flips=flips, progress=tick).astype(np.float16)  # half the memory
+        prob = model.probability(image, flips=flips, scale=photo_scale, progress=tick).astype(np.float16)  # half
         seconds = time.perf_counter() - start
         bar.empty()
         item = {"image": image, "prob": prob, "seconds": seconds}
@@ -277,7 +285,11 @@ for i, (name, data) in enumerate(files):
     image, prob, pct = entry["image"], entry["prob"], entry["pct"]
     h, w = prob.shape
     box.markdown(f"**{safe}** · {w}×{h} px · **{pct:.2f}% damaged** at threshold {threshold:.2f} · "
-                 f"segmented in {entry['seconds']:.2f} s{' (careful mode)' if flips else ''}")
+                 f"segmented in {entry['seconds']:.2f} s{' (careful mode)' if flips else ''}"
+                 f"{f' · seen at scale {photo_scale:g}' if photo_scale != 1 else ''}")
+    hint = scale_hint((h, w), photo_scale)
+    if hint:
+        box.warning(f"Large photo: {md_escape(hint)} (*Photo scale* above).")
     # Previews are downscaled and encoded once per photo (mask and overlay once per
     # threshold); the full-resolution PNGs are encoded only when a download is clicked.
     c1, c2, c3, c4 = box.columns(4)
@@ -324,6 +336,7 @@ for column in ("width", "height", "cracks"):  # whole numbers, also beside a pho
         table[column] = table[column].astype("Int64")
 table.insert(2, "threshold", threshold)
 table["careful mode"] = flips
+table["photo scale"] = photo_scale
 table["model"] = Path(model_path).parent.name + "/" + Path(model_path).name
 st.subheader("All results")
 st.dataframe(table, hide_index=True, width="stretch")

@@ -60,6 +60,17 @@ def test_home_shows_the_model_card_datasets_and_runs(app_env, trained_tiny):
     assert "default.keras" in text and "**sample \\(generated\\)**" in text and "**CPU**" in text
     table = at.dataframe[0].value
     assert list(table["run"]) == ["run-a"] and list(table["state"]) == ["completed"]
+    # The same Dice as the Train page: the best epoch's, whose model the run keeps.
+    best = max(h["val_dice"] for h in trained_tiny.history())
+    assert "best val Dice" in table.columns and table["best val Dice"][0] == pytest.approx(best)
+    # And the Train page's panel and its table say the same about the run, from one poll.
+    at.switch_page("pages/train.py").run()
+    panel = next(m.value for m in at.markdown if "preset tiny" in m.value)
+    row = next(d.value for d in at.dataframe if "best val Dice" in d.value.columns)
+    assert f"**{row['state'][0]}**" in panel
+    # Plain words in the form: short labels that fit, the raw names only in the help.
+    assert at.selectbox(key="train_loss").options[0] == "BCE + Dice (default)"
+    assert all(len(o) <= 35 for o in at.selectbox(key="train_preset").options)  # 42 were cut
 
 
 def test_a_damaged_run_folder_or_model_card_never_takes_a_page_down(app_env, trained_tiny):
@@ -321,6 +332,24 @@ def test_survey_a_folder_ranks_it_maps_it_and_opens_a_photo(app_env):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert len(at.get("image")) >= 2 and any("wide\\.png" in m.value for m in at.markdown)
+
+
+def test_detect_warns_about_a_photo_far_larger_than_the_training_photos_and_offers_a_scale(app_env, trained_tiny):
+    import io
+
+    _, runs = app_env
+    _copy_run(trained_tiny, runs, "run-a")
+    at = _app()
+    at.session_state["model_path"] = str(runs / "run-a" / "model.keras")
+    at.switch_page("pages/detect.py").run()
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 1800, 3), dtype=np.uint8)).save(buf, "PNG")
+    at.file_uploader(key="detect_upload").set_value([("panorama.png", buf.getvalue(), "image/png")]).run()
+    assert any("Large photo" in w.value and "try scale 0\\.5" in w.value for w in at.warning)
+    at.selectbox(key="detect_photo_scale").set_value("0.5").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert not any("Large photo" in w.value for w in at.warning)
+    assert any("seen at scale 0.5" in m.value and "1800×200 px" in m.value for m in at.markdown)  # mask at full size
 
 
 def test_detect_threshold_follows_the_chosen_models_card(app_env, trained_tiny):

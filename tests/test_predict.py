@@ -295,3 +295,20 @@ def test_progress_is_reported_row_by_row_and_can_stop_the_work(tiny_model):
     with pytest.raises(Stop):
         pred.probability(image, progress=stop_halfway)
     np.testing.assert_array_equal(pred.probability(image), whole)  # and the next call is unharmed
+
+
+def test_a_photo_much_larger_than_the_training_photos_gets_a_hint_with_the_scale_to_try(tiny_model, tmp_path):
+    from unet.predict import scale_hint
+
+    hint = scale_hint((3000, 4000), 1.0)
+    assert "4,000 px across" in hint and "try scale 0.25" in hint
+    assert scale_hint((3000, 4000), 0.25) == ""  # seen at 1000 px: within 3x the training photos
+    assert scale_hint((384, 544), 1.0) == ""
+    from PIL import Image
+
+    Image.fromarray(rgb(64, 1700)).save(tmp_path / "wide.png")
+    Image.fromarray(rgb(64, 64)).save(tmp_path / "small.png")
+    rows = {Path(r["file"]).name: r for r in predict_files(tiny_model, [tmp_path], tmp_path / "out")}
+    assert "try scale 0.5" in rows["wide.png"]["note"] and rows["small.png"]["note"] == ""
+    again = predict_files(tiny_model, [tmp_path / "wide.png"], tmp_path / "out2", scale=0.5)
+    assert again[0]["note"] == ""

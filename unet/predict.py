@@ -363,7 +363,25 @@ def heatmap(probability: np.ndarray) -> np.ndarray:
 OUTPUT_SUFFIXES = ("_mask", "_overlay", "_cracks")
 # Names datasets give their masks (see unet.data): never photos to segment.
 _MASK_TAGS = ("_mask", "_lab", "_label", "_gt")
-RESULT_FIELDS = ["file", "damaged_pct", "error", "mask", "overlay"]  # the first three as before
+RESULT_FIELDS = ["file", "damaged_pct", "error", "mask", "overlay", "note"]  # the first three as before
+
+# The bundled model learned from photos 224-544 px across (models/MODEL_CARD.md). The same
+# wall enlarged 4x lost most of its cracks: a DeepCrack photo enlarged to 4000x3000 scored
+# F1 0.23 as it is and 0.77 at scale 0.25 (issue #14). Past 3x that size, say so.
+TRAINED_SIDE = 544
+HINT_FACTOR = 3
+
+
+def scale_hint(shape: tuple, scale: float) -> str:
+    """A warning for a photo the model sees much larger than the photos it learned from, with the
+    scale to try; '' when it is within :data:`HINT_FACTOR` times their size."""
+    seen = max(shape[:2]) * scale
+    if seen <= HINT_FACTOR * TRAINED_SIDE:
+        return ""
+    target = 2 * TRAINED_SIDE / max(shape[:2])  # about twice the training photos' size
+    suggest = min((0.5, 0.25, 0.125), key=lambda s: abs(s - target))
+    return (f"the model sees this photo {seen:,.0f} px across, {seen / TRAINED_SIDE:.0f}x the photos it learned "
+            f"from: wide cracks may be missed or drawn thin; if the mask looks wrong, try scale {suggest:g}")
 OUTPUT_COLUMNS = ("mask", "overlay", "cracks_csv", "cracks_png")  # columns that name a file we wrote
 
 
@@ -527,7 +545,8 @@ def predict_files(
                 write_csv_atomic(targets["cracks_csv"], found.rows(), found.fields)
                 save_png(width_picture(image, found), targets["cracks_png"])
                 row.update(found.summary())
-            row.update({k: t.name for k, t in targets.items()}, damaged_pct=round(seg.damaged_pct, 4), error="")
+            row.update({k: t.name for k, t in targets.items()}, damaged_pct=round(seg.damaged_pct, 4), error="",
+                       note=scale_hint(image.shape, dm.card.scale if scale is None else check_scale(scale)))
             if on_result is not None:
                 on_result(path, image, seg, found)
             if time.monotonic() - last > 5:
