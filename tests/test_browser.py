@@ -285,6 +285,9 @@ def test_train_curve_gains_points(server, page):
     page.get_by_text("epoch").first.wait_for()
     _shot(page, "train")
     page.get_by_role("button", name="Stop").click()
+    # Wait until the server has the request: a tab closed at once can lose the click, and the
+    # detached run would train on after the tests.
+    page.get_by_text("Stop requested").wait_for()
 
 
 def test_compare_two_runs(server, page):
