@@ -108,7 +108,8 @@ def test_evaluate_names_the_files_it_skipped(cli_run, sample_dir, tmp_path):
     broken.write_bytes(b"garbage")
     proc = run_cli("evaluate", "--model", str(model), "--data", str(split))
     assert proc.returncode == 0, proc.stderr
-    assert f"skipped {broken}" in proc.stderr and "1 file(s) skipped, listed above" in proc.stdout
+    assert f"skipped {broken.relative_to(split)}: not a photo" in proc.stderr
+    assert "1 file(s) skipped, listed above" in proc.stdout
 
 
 def test_careful_mode_and_a_scale_in_one_call(cli_run, sample_dir, tmp_path):

@@ -248,11 +248,8 @@ def cmd_evaluate(a) -> int:
         if model_path is None:
             raise CliError(f"run {run.id} has no saved model yet")
     samples, problems = eval_samples(a.data)
-    for p in problems[:20]:
-        print(f"skipped {p}", file=sys.stderr)
-    if len(problems) > 20:
-        print(f"... and {len(problems) - 20} more problems", file=sys.stderr)
     if not samples:
+        _list_skipped([str(p) for p in problems])
         raise CliError(f"{a.data}: no usable image/mask pairs to evaluate ({len(problems)} problems, listed above)")
     model = _load(model_path)
     if run is not None and out is None:
@@ -272,11 +269,20 @@ def cmd_evaluate(a) -> int:
               f"{' (averaged over mirror images)' if a.flips else ''}: "
               f"IoU {result['iou']:.4f}  Dice/F1 {result['dice']:.4f}  precision {result['precision']:.4f}  "
               f"recall {result['recall']:.4f}  (best F1 {result['best_f1']:.4f} at {result['best_threshold']:.3f})")
-        if problems:
-            print(f"{len(problems)} file(s) skipped, listed above")
+        skipped = result.get("problems") or []  # found by the scan, and while reading the photos
+        _list_skipped(skipped)
+        if skipped:
+            print(f"{len(skipped)} file(s) skipped, listed above")
         if out:
             print(f"results written to {out}")
     return 0
+
+
+def _list_skipped(problems: list[str], most: int = 20) -> None:
+    for p in problems[:most]:
+        print(f"skipped {p}", file=sys.stderr)
+    if len(problems) > most:
+        print(f"... and {len(problems) - most} more", file=sys.stderr)
 
 
 def cmd_calibrate(a) -> int:
