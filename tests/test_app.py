@@ -127,7 +127,7 @@ def test_dataset_page_summary_follows_the_choice(app_env, tmp_path):
     histogram = json.loads(at.get("plotly_chart")[0].proto.spec)
     colours = {t["name"]: t["marker"]["color"] for t in histogram["data"]}
     assert len(set(colours.values())) == len(colours) == 3  # train, val and test told apart...
-    assert all(t.get("opacity", 1) < 1 for t in histogram["data"])  # ...also where overlaid bars cover each other
+    assert all(t["marker"].get("opacity", 1) < 1 for t in histogram["data"])  # ...also where overlaid bars cover each other
     at.selectbox(key="dataset_choice").set_value("walls2").run()
     assert not at.exception
     assert int(at.dataframe[0].value["photos"].sum()) == 5
