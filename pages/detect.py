@@ -7,6 +7,7 @@ Uploaded names are only shown (escaped), never used as paths.
 
 import hashlib
 import io
+from collections import ChainMap
 import os
 import time
 from pathlib import Path
@@ -115,10 +116,9 @@ def _clock(seconds: float) -> str:
     return f"{seconds / 60:.0f} min" if seconds >= 90 else f"{seconds:.0f} s"
 
 
-def result(name: str, data: bytes, where) -> dict | None:
+def result(name: str, data: bytes, key: tuple, where) -> ChainMap | None:
     """This photo's entry for this model and mode: this session's views, over the shared image,
     probability and the seconds the model took (computed once); None when its segmenting was cancelled."""
-    key = key_of(data)
     item = store.get(key)
     if item is None:
         if key in cancelled:
@@ -154,30 +154,8 @@ def result(name: str, data: bytes, where) -> dict | None:
     cache[key] = entry  # the newest last
     while len(cache) > SESSION_VIEWS:
         cache.pop(next(iter(cache)))
-    return _Entry(item, entry)
-
-
-class _Entry(dict):
-    """A session's views of one photo, reading the shared pixels and map without holding on to them."""
-
-    def __init__(self, item: dict, views: dict):
-        super().__init__()
-        self.item, self.views = item, views
-
-    def __getitem__(self, k):
-        return self.views[k] if k in self.views else self.item[k]
-
-    def __contains__(self, k):
-        return k in self.views or k in self.item
-
-    def get(self, k, default=None):
-        return self[k] if k in self else default
-
-    def update(self, *args, **kw):
-        self.views.update(*args, **kw)
-
-    def __setitem__(self, k, v):
-        self.views[k] = v
+    # This session's views first, then the shared pixels and map (read, never held: the store may drop them).
+    return ChainMap(entry, item)
 
 
 def shrink(arr: np.ndarray) -> np.ndarray:
@@ -240,8 +218,8 @@ def inspect_figure(entry: dict, threshold: float, opacity: float):
         # Threshold-free, so kept with the shared photo (and counted in the app's memory budget).
         size = (max(1, round(w * f)), max(1, round(h * f)))
         small_prob = np.asarray(Image.fromarray(prob.astype(np.float32)).resize(size, Image.BOX))
-        entry.item.update(inspect_f=f, inspect_image=np.asarray(Image.fromarray(image).resize(size, Image.BOX)),
-                          inspect_prob=small_prob.astype(np.float16))
+        entry.maps[1].update(inspect_f=f, inspect_image=np.asarray(Image.fromarray(image).resize(size, Image.BOX)),
+                             inspect_prob=small_prob.astype(np.float16))
     small, small_prob = entry["inspect_image"], entry["inspect_prob"]
     fig = make_subplots(rows=1, cols=3, shared_xaxes="all", shared_yaxes="all", horizontal_spacing=0.01,
                         subplot_titles=("photo", f"damage at {threshold:.2f}, opacity {opacity:.0%}",
@@ -268,11 +246,11 @@ def measured(entry: dict, threshold: float) -> tuple:
 
 
 rows = []
-for i, (name, data) in enumerate(files):
+for i, ((name, data), key) in enumerate(zip(files, keys)):
     safe = md_escape(name)
     box = st.container(border=True)
     try:
-        found = result(name, data, box)
+        found = result(name, data, key, box)
         if found is None:
             box.markdown(f"**{safe}** · not segmented (cancelled)")
             rows.append({"file": name, "damaged_pct": None, "width": None, "height": None, "error": "cancelled"})

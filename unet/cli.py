@@ -161,16 +161,24 @@ def _load(model_path):
     return DamageModel.load(model_path)
 
 
-def cmd_predict(a) -> int:
-    from .predict import output_folder, collect_images, predict_files
+def _photos_and_model(a):
+    """Check the inputs and the output folder (said before the model loads, which takes seconds);
+    then the model."""
+    from .predict import collect_images, output_folder
 
     missing = [p for p in a.inputs if not Path(p).exists()]
     if missing:
         raise CliError(f"{missing[0]}: no such file or folder")
     if not collect_images(a.inputs, skip=[a.out]):
         raise CliError("no image files found in the given folders")
-    output_folder(a.out)  # a folder that cannot take the results is said before the model loads
-    model = _load(a.model)
+    output_folder(a.out)
+    return _load(a.model)
+
+
+def cmd_predict(a) -> int:
+    from .predict import predict_files
+
+    model = _photos_and_model(a)
     try:
         rows = predict_files(model, a.inputs, a.out, threshold=a.threshold, progress=_progress("segmenting"),
                              flips=a.flips, scale=a.scale, measure=a.measure or a.mm_per_px is not None,
@@ -202,16 +210,9 @@ def _result_line(r: dict) -> str:
 
 
 def cmd_survey(a) -> int:
-    from .predict import collect_images, output_folder
     from .survey import run_survey
 
-    missing = [p for p in a.inputs if not Path(p).exists()]
-    if missing:
-        raise CliError(f"{missing[0]}: no such file or folder")
-    if not collect_images(a.inputs, skip=[a.out]):
-        raise CliError("no image files found in the given folders")
-    output_folder(a.out)
-    model = _load(a.model)
+    model = _photos_and_model(a)
     try:
         rows = run_survey(model, a.inputs, a.out, mm_per_px=a.mm_per_px, threshold=a.threshold,
                           progress=_progress("surveying"), flips=a.flips, scale=a.scale, title=a.title)

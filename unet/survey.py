@@ -86,6 +86,11 @@ def _number(value, default: float = -1.0) -> float:
         return default
 
 
+def _given(row: dict, key: str) -> bool:
+    """Whether a row (from our rows or read back from CSV) has a value for ``key``."""
+    return str(row.get(key, "")).strip() not in ("", "None")
+
+
 def severity_key(row: dict) -> tuple:
     """Sort key, worst first: grade, then widest crack, then damaged share; failures last."""
     failed = bool(row.get("error"))
@@ -176,14 +181,13 @@ def write_report(out: Path, rows: list[dict], thumbs: dict, meta: dict) -> list[
 # --------------------------------------------------------------------------- the HTML report
 
 def _grade_colour(row: dict) -> str:
-    g = row.get("grade")
-    return GRADE_COLOURS.get(int(_number(g))) if str(g).strip() not in ("", "None") else UNGRADED_COLOUR
+    return GRADE_COLOURS.get(int(_number(row["grade"]))) if _given(row, "grade") else UNGRADED_COLOUR
 
 
 def _map_svg(rows: list[dict], width: int = 640, height: int = 400) -> str:
     """The photos with a GPS position as coloured points on a plain SVG (no map tiles, works offline)."""
     pts = [(float(r["longitude"]), float(r["latitude"]), r) for r in rows
-           if str(r.get("latitude", "")) not in ("", "None") and str(r.get("longitude", "")) not in ("", "None")]
+           if _given(r, "latitude") and _given(r, "longitude")]
     if not pts:
         return "<p class='muted'>No photo carries a GPS position in its EXIF, so there is no map.</p>"
     lons, lats = [p[0] for p in pts], [p[1] for p in pts]
@@ -215,10 +219,9 @@ def _anchor(row: dict) -> str:
 def _grade_text(row: dict) -> str:
     if row.get("error"):
         return "not measured"
-    g = str(row.get("grade", "")).strip()
-    if g in ("", "None"):
+    if not _given(row, "grade"):
         return "not graded (no scale)"
-    return f"{g} · {row.get('grade_name', '')}"
+    return f"{str(row['grade']).strip()} · {row.get('grade_name', '')}"
 
 
 def _img(data: bytes | None, alt: str) -> str:
@@ -244,10 +247,10 @@ def report_html(rows: list[dict], thumbs: dict, meta: dict) -> str:
     cards = []
     for r in done:
         pair = thumbs.get(str(r["file"]), (None, None))
-        mm = f"{_number(r.get('max_width_mm')):.2f} mm" if str(r.get("max_width_mm", "")) not in ("", "None") else ""
+        mm = f"{_number(r.get('max_width_mm')):.2f} mm" if _given(r, "max_width_mm") else ""
         total_mm = (f" ({_number(r.get('total_length_mm')) / 1000:.2f} m)"
-                    if str(r.get("total_length_mm", "")) not in ("", "None") else "")
-        where = (f"{r['latitude']}, {r['longitude']}" if str(r.get("latitude", "")) not in ("", "None")
+                    if _given(r, "total_length_mm") else "")
+        where = (f"{r['latitude']}, {r['longitude']}" if _given(r, "latitude")
                  else "no GPS in the photo")
         cards.append(
             f"<section class='card' id='{_anchor(r)}'><h3><span class='dot' style='background:{_grade_colour(r)}'>"
