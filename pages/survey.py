@@ -50,16 +50,18 @@ title = st.text_input("Report title", value="Damage survey", key="survey_title",
 def _progress(bar):
     """Move ``bar`` as photos are done, with the time left."""
     def wrap(items):
-        items = list(items)
+        if not hasattr(items, "__len__"):
+            items = list(items)
+        n = len(items)  # a sized iterable is not run ahead: it is the work itself
         start = time.monotonic()
         for k, item in enumerate(items):
             left = ""
             if k:
-                secs = (time.monotonic() - start) / k * (len(items) - k)
+                secs = (time.monotonic() - start) / k * (n - k)
                 left = f" · about {secs / 60:.0f} min left" if secs >= 90 else f" · about {secs:.0f} s left"
-            bar.progress(k / len(items), text=f"{k} of {len(items)} photos done{left}")
+            bar.progress(k / max(n, 1), text=f"{k} of {n} photos done{left}")
             yield item
-        bar.progress(1.0, text=f"{len(items)} of {len(items)} photos done")
+        bar.progress(1.0, text=f"{n} of {n} photos done")
     return wrap
 
 

@@ -118,9 +118,11 @@ def test_careful_mode_averages_mirror_images(tiny_model):
     np.testing.assert_allclose(careful.probability(image[::-1])[::-1], prob, atol=1e-5)
     assert not np.allclose(plain.probability(image[:, ::-1])[:, ::-1], plain.probability(image), atol=1e-3)
     # careful mode is an option of each call: one DamageModel, one predictor, either mode
-    owner = DamageModel(tiny_model, precision="float32")
-    np.testing.assert_allclose(owner.probability(image, flips=True), prob, atol=1e-5)
-    np.testing.assert_allclose(owner.probability(image), plain.probability(image), atol=1e-5)
+    owner = DamageModel(tiny_model, precision="float32")  # its predictor chooses the tile itself
+    np.testing.assert_allclose(owner.probability(image, flips=True),
+                               Predictor(tiny_model, precision="float32", flips=True).probability(image), atol=1e-5)
+    np.testing.assert_allclose(owner.probability(image), Predictor(tiny_model, precision="float32").probability(image),
+                               atol=1e-5)
     assert owner.predictor is owner.predictor and not owner.predictor.flips
     small = [rgb(100, 60, 9), rgb(256, 256, 1)]  # the batch path too
     for image, seg in zip(small, careful.segment_many(small, threshold=0.5)):
@@ -251,8 +253,10 @@ def test_a_photo_named_twice_or_vanished_gets_its_own_row(tiny_model, tmp_path):
 def test_an_interrupted_run_still_leaves_a_row_per_input(tiny_model, tmp_path):
     import csv
 
-    for i in range(4):
-        _photo(tmp_path / "in" / f"{i}.png", 20, 20, i)
+    from PIL import Image
+
+    for i in range(16):
+        _photo(tmp_path / "in" / f"{i:02d}.png", 20, 20, i)
 
     def interrupt_after_two(items):
         for n, item in enumerate(items):
@@ -263,8 +267,15 @@ def test_an_interrupted_run_still_leaves_a_row_per_input(tiny_model, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         predict_files(tiny_model, [tmp_path / "in"], tmp_path / "out", progress=interrupt_after_two)
     rows = list(csv.DictReader(open(tmp_path / "out" / "results.csv")))
-    assert [r["error"] for r in rows] == ["", "", "not processed (interrupted)", "not processed (interrupted)"]
-    assert rows[0]["mask"] == "0_mask.png" and (tmp_path / "out" / "0_mask.png").is_file()
+    assert len(rows) == 16 and [r["error"] for r in rows[:2]] == ["", ""]
+    assert rows[-1]["error"] == "not processed (interrupted)"  # photos decode and segment a few ahead, no more
+    assert {r["error"] for r in rows} == {"", "not processed (interrupted)"}
+    # the photos being written when Ctrl-C came were finished and listed: every file on disk is in
+    # results.csv (a rerun into this folder may replace it), every listed file is whole
+    listed = {r[k] for r in rows for k in ("mask", "overlay") if r[k]}
+    assert listed == {p.name for p in (tmp_path / "out").glob("*.png")}
+    assert all(np.asarray(Image.open(tmp_path / "out" / name)).size for name in listed)
+    assert rows[0]["mask"] == "00_mask.png"
 
 
 def test_an_output_folder_that_is_a_file_is_refused_before_any_work(tiny_model, tmp_path):
@@ -312,3 +323,101 @@ def test_a_photo_much_larger_than_the_training_photos_gets_a_hint_with_the_scale
     assert "try scale 0.5" in rows["wide.png"]["note"] and rows["small.png"]["note"] == ""
     again = predict_files(tiny_model, [tmp_path / "wide.png"], tmp_path / "out2", scale=0.5)
     assert again[0]["note"] == ""
+
+
+def _recording(pred):
+    """Record the batch shapes the predictor's network is run on (the real network runs)."""
+    shapes = []
+    real = pred.model.predict_on_batch
+
+    def run(batch):
+        shapes.append(batch.shape)
+        return real(batch)
+
+    pred.model.predict_on_batch = run
+    return shapes
+
+
+def test_a_single_photo_costs_one_tile_not_a_padded_pass(tiny_model):
+    pred = Predictor(tiny_model, tile=256, batch_size=4, precision="float32")
+    shapes = _recording(pred)
+    try:
+        image = rgb(256, 256, 2)
+        prob = pred.probability(image)
+        assert shapes == [(1, 256, 256, 3)]  # was a pass of 4 tiles, 3 of them zeros
+        np.testing.assert_allclose(prob, np.asarray(tiny_model.predict_on_batch(image[None]))[0, ..., 0], atol=1e-5)
+        shapes.clear()
+        pred.segment_many([rgb(256, 256, i) for i in range(7)])
+        assert [s[0] for s in shapes] == [4, 4]  # 4 + 3 tiles: the last pass padded to 4, not to 8
+        shapes.clear()
+        pred.segment_many([rgb(256, 256, i) for i in range(5)])
+        assert [s[0] for s in shapes] == [4, 1]
+    finally:
+        del pred.model.predict_on_batch
+    # Left to choose, a predictor runs a photo no larger than a pass whole: no overlap at all
+    auto = Predictor(tiny_model, precision="float32")
+    shapes = _recording(auto)
+    try:
+        photo = _smooth_photo(380, 540, seed=4)
+        prob = auto.probability(photo)
+    finally:
+        del auto.model.predict_on_batch
+    assert shapes == [(1, 384, 544, 3)]
+    padded = np.pad(photo, ((0, 4), (0, 4), (0, 0)), mode="symmetric")
+    np.testing.assert_allclose(prob, np.asarray(tiny_model.predict_on_batch(padded[None]))[0, :380, :540, 0],
+                               atol=1e-5)
+
+
+def test_a_large_photo_is_cut_into_larger_tiles_that_overlap_less(tiny_model):
+    auto = Predictor(tiny_model, precision="float32", batch_size=None)
+    named = Predictor(tiny_model, tile=256, precision="float32")
+    assert auto.tile == 256 and auto.large_tile > 256 and named.large_tile == 256
+    h, w = 704, 928
+    assert 256 < auto.tile_for(h, w) <= auto.large_tile and auto.tile_for(200, 250) == 256
+    assert auto.tile_for(3000, 4000) == 512 and named.tile_for(3000, 4000) == 256
+    image = _smooth_photo(h, w, seed=7)
+    shapes = _recording(auto)
+    try:
+        tiled = auto.probability(image)
+    finally:
+        del auto.model.predict_on_batch
+    pixels = sum(s[0] * s[1] * s[2] for s in shapes)
+    stride = 256 - 2 * named.margin
+    small_tiles = len(range(0, h + 2 * named.margin - 256, stride)) + 1
+    small_tiles *= len(range(0, w + 2 * named.margin - 256, stride)) + 1
+    assert pixels < 0.8 * small_tiles * 256 * 256  # fewer pixels through the network
+    whole = np.asarray(tiny_model.predict_on_batch(image[None]))[0, ..., 0]
+    assert np.abs(tiled - whole).mean() < 0.02  # and still the photo's map, without seams
+    np.testing.assert_allclose(tiled, named.probability(image), atol=0.05)
+
+
+def test_photos_share_passes_and_each_map_equals_its_own(tiny_model):
+    pred = Predictor(tiny_model, tile=256, batch_size=4, precision="float32")
+    photos = [rgb(300, 280, 1), rgb(120, 90, 2), _smooth_photo(256, 600, 3), rgb(256, 256, 4), rgb(64, 64, 5)]
+    alone = []
+    shapes = _recording(pred)
+    try:
+        for p in photos:
+            alone.append(pred.probability(p))
+        one_by_one = len(shapes)
+        shapes.clear()
+        together = list(pred.maps(iter(photos)))
+    finally:
+        del pred.model.predict_on_batch
+    assert len(shapes) < one_by_one
+    for a, b in zip(alone, together):  # equal up to float rounding (a pass's size may change the kernels)
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_predict_files_writes_what_segment_finds(tiny_model, tmp_path):
+    from PIL import Image
+
+    dm = DamageModel(tiny_model, precision="float32")
+    photos = {f"p{i}": _photo(tmp_path / "in" / f"p{i}.png", 150 + 60 * i, 200, i) for i in range(6)}
+    (tmp_path / "in" / "p9.png").write_bytes(b"not a png")
+    rows = predict_files(dm, [tmp_path / "in"], tmp_path / "out", threshold=0.5)
+    assert [Path(r["file"]).name for r in rows] == [f"p{i}.png" for i in range(6)] + ["p9.png"]
+    assert rows[-1]["error"] and not any(r["error"] for r in rows[:-1])
+    for name, path in photos.items():
+        seg = dm.segment(np.asarray(Image.open(path).convert("RGB")), 0.5)
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / f"{name}_mask.png")) > 0, seg.mask)

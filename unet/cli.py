@@ -33,13 +33,15 @@ def _progress(desc: str, every_s: float | None = None):
         return lambda items: tqdm(items, desc=desc, unit="img", file=sys.stderr)
 
     def lines(items):
-        items = list(items)
+        if not hasattr(items, "__len__"):
+            items = list(items)
+        n = len(items)  # a sized iterable is not run ahead: it may be the work itself
         start = last = time.monotonic()
         for k, item in enumerate(items):
             now = time.monotonic()
             if k and now - last >= every_s:
-                left = (now - start) / k * (len(items) - k)
-                print(f"{desc}: {k}/{len(items)} ({100 * k / len(items):.0f}%), about {_duration(left)} left",
+                left = (now - start) / k * (n - k)
+                print(f"{desc}: {k}/{n} ({100 * k / n:.0f}%), about {_duration(left)} left",
                       file=sys.stderr, flush=True)
                 last = now
             yield item

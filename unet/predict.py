@@ -1,6 +1,6 @@
 """Segmenting photos of any size with the overlap-tile strategy.
 
-A photo that fits in one tile is mirror-padded to the tile and predicted in one pass.
+A photo that fits in one pass is mirror-padded to a multiple of 16 and predicted whole.
 A larger photo is mirror-padded by a margin on every side and cut into overlapping
 tiles; each tile's prediction is weighted by a window that falls towards its edges
 (where the network sees the least context) and the weighted tiles are summed and
@@ -16,6 +16,8 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -23,6 +25,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .errors import ConfigError, UnetError
+from .data import mirror_pad
 from .imaging import IMAGE_EXTENSIONS, ImageError, read_image, save_png
 from .model import check_scale
 
@@ -75,11 +78,68 @@ def _starts(length: int, tile: int, stride: int) -> list[int]:
 
 # A photo (H, W, ...) and its mirror images, for test-time augmentation; each is its own inverse.
 _FLIPS = (lambda a: a, lambda a: a[:, ::-1], lambda a: a[::-1], lambda a: a[::-1, ::-1])
-PASS_PIXELS = 4 * 256 * 256  # pixels per forward pass when no batch size is named
+# Pixels per forward pass when no batch size is named. On a CPU, four 256x256 tiles (or one
+# 512x512): larger passes ran slower per pixel there (docs/benchmarks.md). On a GPU, 32
+# tiles of 384x384: the best pass size measured on an H100 (issue #15), less on a GPU with
+# less memory.
+PASS_PIXELS = 4 * 256 * 256
+GPU_PASS_PIXELS = 32 * 384 * 384
+# The largest tile a large photo is cut into: larger tiles overlap less (the margin is set by
+# the network's context, not by the tile), but on a CPU a pass past ~512x512 costs more per
+# pixel (768: +8%, 1024: +35%, standard preset, 2 cores).
+MAX_TILE = 1024
+
+
+def accelerator() -> tuple[str, int | None]:
+    """("gpu", bytes of its memory or None) when Keras's backend computes on a GPU, else ("cpu", None)."""
+    try:
+        import keras
+
+        name = keras.backend.backend()
+        if name == "jax":
+            import jax
+
+            dev = jax.devices()[0]
+            if dev.platform == "gpu":
+                stats = dev.memory_stats() or {}
+                return "gpu", stats.get("bytes_limit")
+        elif name == "tensorflow":
+            import tensorflow as tf
+
+            if tf.config.list_logical_devices("GPU"):
+                return "gpu", None
+        elif name == "torch":
+            import torch
+
+            if torch.cuda.is_available():
+                return "gpu", torch.cuda.get_device_properties(0).total_memory
+    except Exception:  # a broken driver computes on the CPU
+        pass
+    return "cpu", None
+
+
+def pass_pixels() -> int:
+    """Pixels per forward pass for this machine: ``UNET_PASS_PIXELS`` when set; on a GPU
+    :data:`GPU_PASS_PIXELS` (scaled down on a GPU with less than 80 GB); else :data:`PASS_PIXELS`."""
+    chosen = os.environ.get("UNET_PASS_PIXELS")
+    if chosen:
+        try:
+            value = int(chosen)
+        except ValueError:
+            raise ConfigError(f"UNET_PASS_PIXELS must be a whole number of pixels (got {chosen!r})") from None
+        if value < 16 * 16:
+            raise ConfigError(f"UNET_PASS_PIXELS must be at least 256 (got {value})")
+        return value
+    kind, memory = accelerator()
+    if kind != "gpu":
+        return PASS_PIXELS
+    if memory:
+        return int(max(PASS_PIXELS, min(GPU_PASS_PIXELS, GPU_PASS_PIXELS * memory / 80e9)))
+    return GPU_PASS_PIXELS
 
 
 class Predictor:
-    """Runs one network over tiles in fixed-shape batches (one compiled graph).
+    """Runs one network over tiles in full passes, shared between photos.
 
     A :class:`~unet.DamageModel` owns one predictor and passes the per-call options
     (threshold, careful mode, scale) to it; build one yourself only to choose the tile,
@@ -88,13 +148,17 @@ class Predictor:
     Args:
         model: a :class:`~unet.DamageModel` (its card gives the threshold, the training
             size and the scale) or a bare Keras U-Net (threshold 0.5, scale 1).
-        tile: tile side in pixels (a multiple of 16); defaults to the larger of the
-            model's training size and 256.
-        margin: overlap margin; defaults to tile // 8.
-        batch_size: tiles per forward pass; defaults to as many as hold about four
-            256x256 tiles' pixels (4 at 256, 1 at 384 and above). Larger passes run slower
-            per pixel on a CPU: a 1 MP photo in 384 tiles took 2.13 s in passes of 4 and
-            1.42 s in passes of 1 (bfloat16, 2 cores; docs/benchmarks.md).
+        tile: tile side in pixels (a multiple of 16). Left out, it is the larger of the
+            model's training size and 256, and the predictor sizes the work to the photo: a
+            photo with no more pixels than a pass runs whole (padded to multiples of 16: no
+            overlap, no blending), and a larger one is cut into the square tiles, from that
+            tile up to the pass's side (at most :data:`MAX_TILE`), that cost the fewest
+            pixels, all with the same margin. Named, every photo is cut into exactly that tile.
+        margin: overlap margin; defaults to tile // 8 (of the smaller tile).
+        batch_size: tiles per forward pass; defaults to as many as hold
+            :func:`pass_pixels` (on a CPU, 4 at 256 and 1 at 384 and above; on a GPU, 32
+            tiles of 384). A pass that is not full is padded only to the next power of
+            two, so a single photo costs one tile's work.
         precision: ``float32``, or ``bfloat16`` for about twice the speed on CPUs with
             native bfloat16 (see docs/benchmarks.md for the accuracy cost).
         flips: the default for careful mode (test-time augmentation): ``True`` averages the
@@ -105,7 +169,7 @@ class Predictor:
             more of the photo per tile, and a pass costs about ``scale**2`` as much.
 
     ``flips`` and ``scale`` can also be given per call to :meth:`probability`,
-    :meth:`segment` and :meth:`segment_many`.
+    :meth:`segment`, :meth:`segment_many` and :meth:`maps`.
     """
 
     def __init__(self, model, tile: int | None = None, margin: int | None = None, batch_size: int | None = None,
@@ -124,26 +188,65 @@ class Predictor:
         if self.tile % 16:
             raise ConfigError(f"tile size {self.tile} is not a multiple of 16")
         self.margin = int(self.tile // 8 if margin is None else margin)
-        self.batch_size = int(batch_size or max(1, PASS_PIXELS // self.tile**2))
-        self.window = _window(self.tile, self.margin)
+        self.pass_pixels = pass_pixels() if batch_size is None else int(batch_size) * self.tile**2
+        self.batch_size = int(batch_size or max(1, self.pass_pixels // self.tile**2))
+        # The larger tile for large photos (only when the tile was not named).
+        side = min(MAX_TILE, int(self.pass_pixels**0.5) // 16 * 16)
+        self.large_tile = side if tile is None and side > self.tile else self.tile
+        self._windows: dict[int, np.ndarray] = {}
+        self.window = self._window(self.tile)
         self.flips = bool(flips)
         self.scale = check_scale(card.scale if scale is None else scale)
         # One model object serves every browser session of the app; Keras builds its
         # predict function lazily and is not guaranteed thread-safe, so calls take turns.
         self._lock = threading.Lock()
 
+    def _window(self, tile: int) -> np.ndarray:
+        if tile not in self._windows:
+            self._windows[tile] = _window(tile, self.margin)
+        return self._windows[tile]
+
     def _options(self, flips: bool | None, scale: float | None) -> tuple[bool, float]:
         return (self.flips if flips is None else bool(flips)), (self.scale if scale is None else check_scale(scale))
 
-    def forward(self, batch: np.ndarray) -> np.ndarray:
-        """Probabilities (N, H, W) for a uint8 batch (N, H, W, 3), in fixed-size chunks."""
-        n = len(batch)
+    def passes_of(self, shape: tuple[int, int]) -> int:
+        """Tiles per forward pass for tiles of this (height, width)."""
+        return self.batch_size if shape == (self.tile, self.tile) else max(1, self.pass_pixels // (shape[0] * shape[1]))
+
+    def runs_whole(self, h: int, w: int) -> bool:
+        """Whether a photo of h x w (as the model sees it) goes through in one piece, padded to
+        multiples of 16 (no overlap, no blending): when the predictor chose its own tiles and the
+        photo has no more pixels than a pass (a DeepCrack photo, 544x384, on a CPU)."""
+        return self.large_tile > self.tile and _up16(h) * _up16(w) <= self.pass_pixels
+
+    def tile_for(self, h: int, w: int) -> int:
+        """The tile side a photo of h x w pixels (as the model sees it) is cut into: of the sides
+        from the tile to the large tile (multiples of 16; of 64 past 512, fewer compiled shapes),
+        the one whose tiles cost the fewest pixels. A 4000x3000 photo costs 1.38x its own pixels
+        in 512 tiles and 1.84x in 256 tiles (margin 32); a 1920x1080 one 1.45x in 448 tiles, 1.90x in 256."""
+        if (h <= self.tile and w <= self.tile) or self.large_tile == self.tile:
+            return self.tile
+
+        def cost(t: int) -> tuple[int, int]:
+            stride, ph, pw = t - 2 * self.margin, max(h + 2 * self.margin, t), max(w + 2 * self.margin, t)
+            return len(_starts(ph, t, stride)) * len(_starts(pw, t, stride)) * t * t, t
+
+        step = 16 if self.large_tile <= 512 else 64
+        sides = sorted({self.tile, self.large_tile, *range(self.tile + step, self.large_tile, step)})
+        return min(sides, key=cost)
+
+    def forward(self, batch: np.ndarray, per_pass: int | None = None) -> np.ndarray:
+        """Probabilities (N, H, W) for a uint8 batch (N, H, W, 3), in passes of ``per_pass``
+        tiles (the predictor's batch size); a last, smaller pass is padded to the next power
+        of two only (a handful of compiled shapes, and no full pass for one tile)."""
+        size = per_pass or self.batch_size
         out = []
-        for i in range(0, n, self.batch_size):
-            chunk = batch[i : i + self.batch_size]
+        for i in range(0, len(batch), size):
+            chunk = batch[i : i + size]
             k = len(chunk)
-            if k < self.batch_size:  # pad the last chunk so the graph is never retraced
-                chunk = np.concatenate([chunk, np.zeros((self.batch_size - k,) + chunk.shape[1:], chunk.dtype)])
+            padded = min(size, 1 << (k - 1).bit_length())
+            if k < padded:
+                chunk = np.concatenate([chunk, np.zeros((padded - k,) + chunk.shape[1:], chunk.dtype)])
             with self._lock:
                 probs = np.asarray(self.model.predict_on_batch(chunk), dtype=np.float32)[..., 0]
             out.append(probs[:k])
@@ -162,30 +265,112 @@ class Predictor:
         _check_rgb(image)
         return _restored(self._seen_map(_resized(image, scale), flips, progress), *image.shape[:2])
 
+    def maps(self, images: Iterable[np.ndarray], flips: bool | None = None, scale: float | None = None,
+             lookahead: int | None = None) -> Iterable[np.ndarray]:
+        """The probability maps of a stream of photos, in order, one as soon as it is done.
+
+        Tiles of several photos share forward passes: up to ``lookahead`` photos (default:
+        enough to fill a pass, at least 2) are in flight at once, each holding only its
+        current band of tiles. Each map equals :meth:`probability` of its photo.
+        """
+        flips, scale = self._options(flips, scale)
+        views = _FLIPS if flips else _FLIPS[:1]
+        window = lookahead or max(2, self.batch_size)
+
+        def jobs():
+            for image in images:
+                _check_rgb(image)
+                seen = _resized(image, scale)
+                yield image.shape[:2], [(flip, self._rows(flip(seen))) for flip in views]
+
+        for shape, maps in self._drive(jobs(), window):
+            yield _restored(maps, *shape)
+
     def _seen_map(self, seen: np.ndarray, flips: bool, progress: Callable[[float], None] | None = None
                   ) -> np.ndarray:
         """The map of a photo already resized; with ``flips`` averaged over its mirror images."""
         views = _FLIPS if flips else _FLIPS[:1]
-        maps = []
-        for v, flip in enumerate(views):
-            report = None if progress is None else (lambda f, v=v: progress((v + f) / len(views)))
-            maps.append(flip(self._probability(flip(seen), report)))
-        return _mean_of_views(maps)
+        done = [0.0] * len(views)  # the views run side by side: progress is their mean
+
+        def reporter(v: int):
+            def report(f: float) -> None:
+                done[v] = f
+                progress(sum(done) / len(views))
+            return None if progress is None else report
+
+        parts = [(flip, self._rows(flip(seen), reporter(v))) for v, flip in enumerate(views)]
+        return next(iter(self._drive(iter([(seen.shape[:2], parts)]), 1)))[1]
 
     def _probability(self, image: np.ndarray, report: Callable[[float], None] | None = None) -> np.ndarray:
-        """The map of one photo, one way round.
+        """The map of one photo, one way round."""
+        return self._seen_map(image, False, report)
+
+    def _drive(self, jobs, window: int):
+        """Run photos' tile generators (:meth:`_rows`) with their tiles sharing passes.
+
+        ``jobs`` yields (key, [(flip, generator), ...]) per photo; this yields (key, mean of
+        the flipped-back maps) per photo, in order. Each pass takes the tiles of the oldest
+        waiting photo and fills up with other photos' tiles of the same side.
+        """
+        source = iter(jobs)
+        active: list[list] = []  # [key, views, [result per view], {view: (tile, tiles)}]
+        exhausted = False
+        while active or not exhausted:
+            while not exhausted and len(active) < window:
+                try:
+                    key, views = next(source)
+                except StopIteration:
+                    exhausted = True
+                    break
+                entry = [key, views, [None] * len(views), {}]
+                for v, (_, gen) in enumerate(views):
+                    entry[3][v] = next(gen)
+                active.append(entry)
+            if not active:
+                break
+            waiting = [(e, v) for e in active for v in sorted(e[3])]
+            shape = waiting[0][0][3][waiting[0][1]].shape[1:3]
+            per_pass = self.passes_of(shape)
+            chosen, count = [], 0
+            for e, v in waiting:
+                if e[3][v].shape[1:3] == shape and (count == 0 or count + len(e[3][v]) <= per_pass):
+                    chosen.append((e, v))
+                    count += len(e[3][v])
+            probs = self.forward(np.concatenate([e[3][v] for e, v in chosen]), per_pass)
+            at = 0
+            for e, v in chosen:
+                n = len(e[3][v])
+                try:
+                    e[3][v] = e[1][v][1].send(probs[at : at + n])
+                except StopIteration as done:
+                    del e[3][v]
+                    e[2][v] = e[1][v][0](done.value)
+                at += n
+            while active and not active[0][3]:
+                e = active.pop(0)
+                yield e[0], _mean_of_views(e[2])
+
+    def _rows(self, image: np.ndarray, report: Callable[[float], None] | None = None):
+        """A generator: yields a row of tiles (N, th, tw, 3), is sent their probabilities, and
+        returns the photo's map.
 
         Tiles are cut straight from the photo with mirrored indices (no padded copy) and
         blended in a band one tile high that moves down the photo, so memory beyond the
         photo itself is the output map plus a band, whatever the photo's size.
         """
         h, w = image.shape[:2]
-        t, m = self.tile, self.margin
-        if h <= t and w <= t:
-            prob = self.forward(_mirror_tile(image, 0, 0, t)[None])[0, :h, :w]
+        if self.runs_whole(h, w):
+            prob = (yield mirror_pad(image, _up16(h), _up16(w))[None])[0, :h, :w]
             if report is not None:
                 report(1.0)
             return prob
+        t, m = self.tile_for(h, w), self.margin
+        if t == self.tile and h <= t and w <= t:  # one tile, run whole (a larger tile keeps its margin)
+            prob = (yield _mirror_tile(image, 0, 0, t)[None])[0, :h, :w]
+            if report is not None:
+                report(1.0)
+            return prob
+        window = self._window(t)
         stride = t - 2 * m
         # Coordinates in a virtual photo mirrored by m on every side (context for the border
         # pixels) and extended at the bottom/right so the last row and column of tiles fit.
@@ -195,11 +380,10 @@ class Predictor:
         acc = np.zeros((t, pw), np.float32)  # the band of rows [y0, y0 + t)
         weight = np.zeros((t, pw), np.float32)
         for row, y0 in enumerate(ys):
-            tiles = np.stack([_mirror_tile(image, y0 - m, x - m, t) for x in xs])
-            probs = self.forward(tiles)
+            probs = yield np.stack([_mirror_tile(image, y0 - m, x - m, t) for x in xs])
             for x, p in zip(xs, probs):
-                acc[:, x : x + t] += p * self.window
-                weight[:, x : x + t] += self.window
+                acc[:, x : x + t] += p * window
+                weight[:, x : x + t] += window
             done = (ys[row + 1] - y0) if row + 1 < len(ys) else t  # rows no later tile touches
             _emit(out, acc[:done], weight[:done], y0, m, h, w)
             acc = np.concatenate([acc[done:], np.zeros((done, pw), np.float32)])
@@ -215,25 +399,13 @@ class Predictor:
 
     def segment_many(self, images: Sequence[np.ndarray], threshold: float | None = None,
                      flips: bool | None = None, scale: float | None = None) -> list[Segmentation]:
-        """Segment many photos; those that fit one tile share full batches (the batch path)."""
-        flips, scale = self._options(flips, scale)
+        """Segment many photos, their tiles sharing full passes (each equals :meth:`segment`)."""
         t = self.default_threshold if threshold is None else float(threshold)
-        seen = [_resized(im, scale) for im in images if _check_rgb(im)]
-        maps: list[np.ndarray | None] = [None] * len(images)
-        small = [i for i, im in enumerate(seen) if im.shape[0] <= self.tile and im.shape[1] <= self.tile]
-        views = _FLIPS if flips else _FLIPS[:1]
-        for start in range(0, len(small), self.batch_size):
-            idx = small[start : start + self.batch_size]
-            probs = self.forward(np.stack([_mirror_tile(flip(seen[i]), 0, 0, self.tile) for i in idx
-                                           for flip in views]))
-            for j, i in enumerate(idx):
-                h, w = seen[i].shape[:2]
-                per_view = probs[j * len(views) : (j + 1) * len(views)]
-                maps[i] = _mean_of_views([flip(p[:h, :w]) for flip, p in zip(views, per_view)])
-        for i, im in enumerate(seen):  # larger photos: tiled one by one, resized only once
-            if maps[i] is None:
-                maps[i] = self._seen_map(im, flips)
-        return [Segmentation.from_probability(_restored(m, *im.shape[:2]), t) for m, im in zip(maps, images)]
+        return [Segmentation.from_probability(p, t) for p in self.maps(images, flips, scale)]
+
+
+def _up16(n: int) -> int:
+    return -(-n // 16) * 16
 
 
 def _mean_of_views(maps: list[np.ndarray]) -> np.ndarray:
@@ -514,49 +686,107 @@ def predict_files(
 
     flush()
     last = time.monotonic()
-    order = range(len(files))
+    predictor = dm.predictor
+    cut = predictor.default_threshold if threshold is None else float(threshold)
+    seen_scale = dm.card.scale if scale is None else check_scale(scale)
+
+    def targets_of(name: str) -> dict[str, Path]:
+        targets = {"mask": out / f"{name}_mask.png", "overlay": out / f"{name}_overlay.png"}
+        if measure:
+            targets.update(cracks_csv=out / f"{name}_cracks.csv", cracks_png=out / f"{name}_cracks.png")
+        return targets
+
+    def decode(i: int) -> tuple[np.ndarray | None, str]:
+        """(the photo, '') or (None, why it is not processed); runs on a decoding thread."""
+        path, name = files[i]
+        clash = [t for t in targets_of(name).values()
+                 if t.resolve() in inputs_resolved or (t.exists() and t.name not in earlier)]
+        if clash:
+            return None, (f"not processed: its output {clash[0].name} would replace a file this tool did not "
+                          "write (an input, or a dataset's mask); choose another --out")
+        try:
+            return read_image(path), ""
+        except ImageError as exc:
+            return None, exc.problem
+        except OSError as exc:  # unreadable (permissions), vanished mid-run, I/O error
+            return None, f"cannot be read ({exc.strerror or exc})"
+
+    def write(i: int, image: np.ndarray, seg: Segmentation):
+        """Write one photo's outputs; runs on the writing thread. Returns (row changes, measurement)."""
+        targets = targets_of(files[i][1])
+        save_png(seg.mask, targets["mask"])
+        save_png(overlay(image, seg.mask), targets["overlay"])
+        found, changes = None, {}
+        if measure:
+            found = measure_mask(seg.mask, mm_per_px)
+            write_csv_atomic(targets["cracks_csv"], found.rows(), found.fields)
+            save_png(width_picture(image, found), targets["cracks_png"])
+            changes.update(found.summary())
+        changes.update({k: t.name for k, t in targets.items()}, damaged_pct=round(seg.damaged_pct, 4), error="",
+                       note=scale_hint(image.shape, seen_scale))
+        return changes, found
+
+    def finished():
+        """Each photo's index, in order, once its row is final. Three stages overlap: photos are
+        decoded ahead on threads, the model runs here (tiles of several photos sharing passes),
+        and the outputs are written on a thread of their own."""
+        fed: deque = deque()  # (index, photo) handed to the model, in order
+        next_i = 0
+
+        def photos():
+            for i, (image, error) in enumerate(_prefetched(decoder, decode, range(len(files)), depth)):
+                if image is None:
+                    ready[i] = error
+                    continue
+                fed.append((i, image))
+                yield image
+
+        def settle(wait_for: int | None):
+            """Yield the indices whose rows can now be final, in order."""
+            nonlocal next_i
+            while next_i in ready:
+                item = ready[next_i]
+                if not isinstance(item, str):
+                    future, image, seg = item
+                    if not future.done() and next_i != wait_for and len(ready) <= depth:
+                        return
+                    changes, found = future.result()  # a failed write (full disk) raises here
+                    rows[next_i].update(changes)
+                    if on_result is not None:
+                        on_result(files[next_i][0], image, seg, found)
+                else:
+                    rows[next_i]["error"] = item
+                del ready[next_i]
+                next_i += 1
+                yield next_i - 1
+
+        for prob in predictor.maps(photos(), flips, scale, lookahead=depth - 2):
+            i, image = fed.popleft()
+            seg = Segmentation.from_probability(prob, cut)
+            ready[i] = (writer.submit(write, i, image, seg), image, seg)
+            yield from settle(None)
+        while next_i < len(files):
+            yield from settle(next_i)
+            if next_i < len(files) and next_i not in ready:  # the rest failed to decode after the last map
+                break
+
+    depth = max(2, predictor.batch_size) + 2
+    ready: dict[int, object] = {}  # index -> error text, or (future, image, seg): decoded, not yet final
+    decoder = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="unet-decode")
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unet-write")
+    done = _Counted(finished(), len(files))
     try:
-        for i in progress(order) if progress else order:
-            path, name = files[i]
-            row = rows[i]
-            targets = {"mask": out / f"{name}_mask.png", "overlay": out / f"{name}_overlay.png"}
-            if measure:
-                targets.update(cracks_csv=out / f"{name}_cracks.csv", cracks_png=out / f"{name}_cracks.png")
-            clash = [t for t in targets.values()
-                     if t.resolve() in inputs_resolved or (t.exists() and t.name not in earlier)]
-            if clash:
-                row["error"] = (f"not processed: its output {clash[0].name} would replace a file this tool did not "
-                                "write (an input, or a dataset's mask); choose another --out")
-                continue
-            try:
-                image = read_image(path)
-            except ImageError as exc:
-                row["error"] = exc.problem
-                continue
-            except OSError as exc:  # unreadable (permissions), vanished mid-run, I/O error
-                row["error"] = f"cannot be read ({exc.strerror or exc})"
-                continue
-            seg = dm.segment(image, threshold, flips=flips, scale=scale)
-            save_png(seg.mask, targets["mask"])
-            save_png(overlay(image, seg.mask), targets["overlay"])
-            found = None
-            if measure:
-                found = measure_mask(seg.mask, mm_per_px)
-                write_csv_atomic(targets["cracks_csv"], found.rows(), found.fields)
-                save_png(width_picture(image, found), targets["cracks_png"])
-                row.update(found.summary())
-            row.update({k: t.name for k, t in targets.items()}, damaged_pct=round(seg.damaged_pct, 4), error="",
-                       note=scale_hint(image.shape, dm.card.scale if scale is None else check_scale(scale)))
-            if on_result is not None:
-                on_result(path, image, seg, found)
+        for _ in progress(done) if progress else done:
             if time.monotonic() - last > 5:
                 flush()
                 last = time.monotonic()
     except KeyboardInterrupt:
+        _settle_written(writer, ready, rows)
         _mark_left(rows, "not processed (interrupted)")
         flush()
         raise
     except OSError as exc:  # writing an output failed: full disk, folder gone or made read-only
+        _settle_written(writer, ready, rows)
         _mark_left(rows, f"not processed (writing the results failed: {exc.strerror})")
         try:
             flush()
@@ -564,8 +794,44 @@ def predict_files(
             pass
         raise UnetError(f"{out}: cannot write the results ({exc.strerror}); results.csv lists what was done"
                         if csv_path.is_file() else f"{out}: cannot write the results ({exc.strerror})") from None
+    finally:
+        decoder.shutdown(wait=False, cancel_futures=True)
+        writer.shutdown(wait=True, cancel_futures=True)  # no output is left half-written
     flush()
     return rows
+
+
+def _settle_written(writer, ready: dict, rows: list[dict]) -> None:
+    """After an interruption: let the outputs being written finish, drop those not started, and
+    record every photo whose outputs are whole (a file on disk is always listed in results.csv)."""
+    writer.shutdown(wait=True, cancel_futures=True)
+    for i, item in ready.items():
+        if isinstance(item, tuple) and item[0].done() and not item[0].cancelled() and item[0].exception() is None:
+            rows[i].update(item[0].result()[0])
+
+
+class _Counted:
+    """An iterable that knows its length before it runs (for progress bars)."""
+
+    def __init__(self, items: Iterable, n: int):
+        self.items, self.n = items, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self):
+        return iter(self.items)
+
+
+def _prefetched(pool, fn: Callable, items: Iterable, depth: int):
+    """``fn(item)`` for each item, in order, computed up to ``depth`` items ahead on ``pool``."""
+    pending: deque = deque()
+    for item in items:
+        pending.append(pool.submit(fn, item))
+        if len(pending) > depth:
+            yield pending.popleft().result()
+    while pending:
+        yield pending.popleft().result()
 
 
 def _earlier_outputs(csv_path: Path) -> set[str]:
