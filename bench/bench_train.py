@@ -34,7 +34,7 @@ def main() -> None:
     from unet.losses import get_loss
     from unet.model import build_unet
     from unet.synthetic import write_sample_dataset
-    from unet.train import keras_dataset
+    from unet.train import data_workers, keras_dataset
 
     steps = 3 if a.quick else a.steps
     data = a.data
@@ -73,6 +73,21 @@ def main() -> None:
     print(f"fit on pre-loaded arrays (baseline)  {preloaded:6.2f} img/s")
     print(f"fit with the real pipeline           {pipeline:6.2f} img/s   {pipeline / preloaded:.2f}x baseline "
           f"(target >= 0.90)")
+
+    # What the pipeline alone can deliver (no model): the rate an accelerator can be fed at.
+    from concurrent.futures import ThreadPoolExecutor
+
+    n_batches = max(8, 4 * steps)
+    rates = {}
+    for workers in sorted({1, data_workers()}):
+        with ThreadPoolExecutor(workers) as pool:
+            list(pool.map(batcher.batch, range(workers)))  # warm-up
+            t = time.perf_counter()
+            list(pool.map(batcher.batch, range(n_batches)))
+            rates[workers] = n_batches * a.batch / (time.perf_counter() - t)
+    for workers, rate in rates.items():
+        print(f"pipeline alone, {workers:2d} thread(s)          {rate:6.0f} img/s   {rate / rates[1]:.2f}x one thread"
+              + ("   (the default: every core, at most 16)" if workers == data_workers() else ""))
 
 
 if __name__ == "__main__":

@@ -281,3 +281,37 @@ def test_pooled_datasets_and_a_time_budget(tmp_path, sample_dir, capsys):
     # the budget ran out in the first epoch, which still counts, and the run completes
     assert "time budget of 0.0001 min reached: this epoch is the last" in out
     assert _epochs(run) == [1] and run.model_path.is_file()
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
+def test_data_parallel_training_over_two_cpu_devices(tmp_path, sample_dir, backend):
+    """The multi-GPU path, run on a machine without GPUs: the CPU split into two devices
+    (TensorFlow: a MirroredStrategy over two logical CPU devices; JAX: DataParallel over two
+    host devices), a replica on each. A real training process, a whole history, a checkpoint
+    and a model that loads and predicts here with TensorFlow."""
+    from conftest import run_cli
+
+    from unet.damage_model import DamageModel
+
+    cfg = TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=2, batch=4, steps_per_epoch=3)
+    run = create_run(cfg, tmp_path)
+    env = {"KERAS_BACKEND": backend, "UNET_CPU_DEVICES": "2", "UNET_DATA_WORKERS": "2"}
+    out = run_cli("runs", "start", run.id, "--runs-dir", str(tmp_path), env=env)
+    assert out.returncode == 0, out.stderr[-3000:] + run.log_tail()
+    assert run.status()["state"] == "completed"
+    assert run.environment()["backend"] == backend and run.environment()["parallel"]["replicas"] == 2
+    assert "data parallel: MirroredStrategy over 2 CPU devices" in out.stdout if backend == "tensorflow" \
+        else "data parallel: DataParallel over 2 CPU devices" in out.stdout
+    assert _epochs(run) == [1, 2] and all(np.isfinite(float(r["loss"])) for r in run.history())
+    assert run.last_checkpoint.is_file() and run.best_checkpoint.is_file()
+    seg = DamageModel.load(run.model_path).segment(np.zeros((40, 50, 3), np.uint8))
+    assert seg.mask.shape == (40, 50)
+
+
+def test_a_batch_that_does_not_split_over_the_devices_is_refused(tmp_path, sample_dir):
+    from conftest import run_cli
+
+    run = create_run(TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=1, batch=3), tmp_path)
+    out = run_cli("runs", "start", run.id, "--runs-dir", str(tmp_path), env={"UNET_CPU_DEVICES": "2"})
+    assert out.returncode == 1
+    assert "batch 3 does not split evenly over 2 devices" in run.status()["error"]

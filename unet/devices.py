@@ -10,12 +10,33 @@ import os
 import platform
 
 
+def cpu_devices() -> int:
+    """How many devices to split the CPU into for data-parallel training (``UNET_CPU_DEVICES``,
+    default 1). Several CPU devices train exactly as several GPUs do (a replica per device,
+    gradients summed): the way to test multi-device training on a machine without GPUs."""
+    text = os.environ.get("UNET_CPU_DEVICES", "1")
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1:
+        from .errors import ConfigError
+
+        raise ConfigError(f"UNET_CPU_DEVICES must be a whole number of devices, 1 or more (got {text!r})")
+    return n
+
+
 def prepare(device: str = "auto") -> None:
-    """Hide GPUs for device='cpu'; quieten TensorFlow's start-up logging."""
+    """Hide GPUs for device='cpu'; split the CPU into ``UNET_CPU_DEVICES`` devices on JAX (XLA
+    reads its flags once, at start); quieten TensorFlow's start-up logging."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if device == "cpu":
         os.environ["CUDA_VISIBLE_DEVICES"] = ""
         os.environ["JAX_PLATFORMS"] = "cpu"
+    n = cpu_devices()
+    flags = os.environ.get("XLA_FLAGS", "")
+    if n > 1 and "xla_force_host_platform_device_count" not in flags:
+        os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
 
 
 def backend() -> str:
@@ -49,19 +70,27 @@ def list_devices() -> list[dict]:
     return [cpu] + gpus
 
 
-def setup_training(mixed_precision: bool) -> tuple[object | None, list[dict]]:
-    """Memory growth on GPUs, the mixed-precision policy, and a multi-GPU strategy.
+def setup_training(mixed_precision: bool) -> tuple[object | None, list[dict], dict]:
+    """Memory growth on GPUs, the mixed-precision policy, and data parallelism over every
+    device found: several GPUs, or the CPU split into ``UNET_CPU_DEVICES``, or (JAX) every
+    device of every process of a multi-host job.
+
+    - TensorFlow: a ``tf.distribute.MirroredStrategy`` over the GPUs (or the CPU devices);
+    - JAX: ``keras.distribution.DataParallel`` over ``jax.devices()``;
+    - PyTorch: one device (Keras has no multi-device training on it).
 
     Returns:
-        (a ``tf.distribute.MirroredStrategy`` when TensorFlow sees several GPUs, else
-        None; the devices in use).
+        (the strategy whose scope builds the model, or None; the devices; the parallelism:
+        ``{"replicas": n, "how": words}``).
     """
     import keras
 
     strategy = None
     devices = list_devices()
     gpus = [d for d in devices if d["kind"] == "GPU"]
-    if keras.backend.backend() == "tensorflow":
+    parallel = {"replicas": 1, "how": "one device"}
+    name = keras.backend.backend()
+    if name == "tensorflow":
         import tensorflow as tf
 
         for g in tf.config.list_physical_devices("GPU"):
@@ -71,10 +100,31 @@ def setup_training(mixed_precision: bool) -> tuple[object | None, list[dict]]:
                 pass  # already initialised
         if len(gpus) > 1:
             strategy = tf.distribute.MirroredStrategy()
+            parallel = {"replicas": strategy.num_replicas_in_sync,
+                        "how": f"MirroredStrategy over {strategy.num_replicas_in_sync} GPUs"}
+        elif not gpus and cpu_devices() > 1:
+            n = cpu_devices()
+            cpu = tf.config.list_physical_devices("CPU")[0]
+            try:
+                tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+            except RuntimeError:
+                pass  # already split in this process
+            names = [d.name for d in tf.config.list_logical_devices("CPU")][:n]
+            strategy = tf.distribute.MirroredStrategy(names)
+            parallel = {"replicas": len(names), "how": f"MirroredStrategy over {len(names)} CPU devices"}
+    elif name == "jax":
+        import jax
+
+        found = jax.devices()
+        if len(found) > 1:
+            keras.distribution.set_distribution(keras.distribution.DataParallel(devices=found))
+            kind = "GPU" if found[0].platform == "gpu" else found[0].platform.upper()
+            hosts = f" on {jax.process_count()} hosts" if jax.process_count() > 1 else ""
+            parallel = {"replicas": len(found), "how": f"DataParallel over {len(found)} {kind} devices{hosts}"}
     if mixed_precision:
         # bfloat16 on CPUs (no loss scaling needed), float16 on GPUs.
         keras.mixed_precision.set_global_policy("mixed_float16" if gpus else "mixed_bfloat16")
-    return strategy, devices
+    return strategy, devices, parallel
 
 
 def detect_hardware() -> list[dict]:
