@@ -27,8 +27,11 @@ def sample_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_model():
+    import keras
+
     from unet.model import build_unet
 
+    keras.utils.set_random_seed(0)  # the same weights in every session: tests on them cannot flake
     return build_unet("tiny", None)
 
 

@@ -665,65 +665,20 @@ def predict_files(
             the disk filled up (after ``results.csv`` records how far it got).
         ConfigError: ``mm_per_px`` is not a positive number.
     """
-    from .cracks import check_mm_per_px
-    from .cracks import measure as measure_mask
-    from .cracks import width_picture
     from .damage_model import DamageModel
-    from .files import write_csv_atomic
 
-    mm_per_px = check_mm_per_px(mm_per_px)
-    fields = result_fields(measure, mm_per_px)
-    out = output_folder(out_dir)
+    job = PhotoJob(inputs, out_dir, measure=measure, mm_per_px=mm_per_px)
     dm = DamageModel.of(model)
-    files = collect_images(inputs, skip=[out])
-    inputs_resolved = {p.resolve() for p, _ in files}
-    csv_path = out / "results.csv"
-    earlier = _earlier_outputs(csv_path)  # files an earlier run wrote here may be written again
-    rows = [{**dict.fromkeys(fields, ""), "file": str(p), "error": "not processed"} for p, _ in files]
-
-    def flush() -> None:
-        write_csv_atomic(csv_path, rows, fields)
-
-    flush()
-    last = time.monotonic()
     predictor = dm.predictor
     cut = predictor.default_threshold if threshold is None else float(threshold)
     seen_scale = dm.card.scale if scale is None else check_scale(scale)
-
-    def targets_of(name: str) -> dict[str, Path]:
-        targets = {"mask": out / f"{name}_mask.png", "overlay": out / f"{name}_overlay.png"}
-        if measure:
-            targets.update(cracks_csv=out / f"{name}_cracks.csv", cracks_png=out / f"{name}_cracks.png")
-        return targets
-
-    def decode(i: int) -> tuple[np.ndarray | None, str]:
-        """(the photo, '') or (None, why it is not processed); runs on a decoding thread."""
-        path, name = files[i]
-        clash = [t for t in targets_of(name).values()
-                 if t.resolve() in inputs_resolved or (t.exists() and t.name not in earlier)]
-        if clash:
-            return None, (f"not processed: its output {clash[0].name} would replace a file this tool did not "
-                          "write (an input, or a dataset's mask); choose another --out")
-        try:
-            return read_image(path), ""
-        except ImageError as exc:
-            return None, exc.problem
-        except OSError as exc:  # unreadable (permissions), vanished mid-run, I/O error
-            return None, f"cannot be read ({exc.strerror or exc})"
+    depth = max(2, predictor.batch_size) + 2
+    ready: dict[int, object] = {}  # index -> error text, or (future, image, seg): decoded, not yet final
 
     def write(i: int, image: np.ndarray, seg: Segmentation):
         """Write one photo's outputs; runs on the writing thread. Returns (row changes, measurement)."""
-        targets = targets_of(files[i][1])
-        save_png(seg.mask, targets["mask"])
-        save_png(overlay(image, seg.mask), targets["overlay"])
-        found, changes = None, {}
-        if measure:
-            found = measure_mask(seg.mask, mm_per_px)
-            write_csv_atomic(targets["cracks_csv"], found.rows(), found.fields)
-            save_png(width_picture(image, found), targets["cracks_png"])
-            changes.update(found.summary())
-        changes.update({k: t.name for k, t in targets.items()}, damaged_pct=round(seg.damaged_pct, 4), error="",
-                       note=scale_hint(image.shape, seen_scale))
+        outputs, changes, found = job.render(i, image, seg, seen_scale)
+        job.write(outputs)
         return changes, found
 
     def finished():
@@ -734,7 +689,7 @@ def predict_files(
         next_i = 0
 
         def photos():
-            for i, (image, error) in enumerate(_prefetched(decoder, decode, range(len(files)), depth)):
+            for i, (image, error) in enumerate(_prefetched(decoder, job.read, range(len(job.files)), depth)):
                 if image is None:
                     ready[i] = error
                     continue
@@ -751,11 +706,11 @@ def predict_files(
                     if not future.done() and next_i != wait_for and len(ready) <= depth:
                         return
                     changes, found = future.result()  # a failed write (full disk) raises here
-                    rows[next_i].update(changes)
+                    job.rows[next_i].update(changes)
                     if on_result is not None:
-                        on_result(files[next_i][0], image, seg, found)
+                        on_result(job.files[next_i][0], image, seg, found)
                 else:
-                    rows[next_i]["error"] = item
+                    job.rows[next_i]["error"] = item
                 del ready[next_i]
                 next_i += 1
                 yield next_i - 1
@@ -765,49 +720,152 @@ def predict_files(
             seg = Segmentation.from_probability(prob, cut)
             ready[i] = (writer.submit(write, i, image, seg), image, seg)
             yield from settle(None)
-        while next_i < len(files):
+        while next_i < len(job.files):
             yield from settle(next_i)
-            if next_i < len(files) and next_i not in ready:  # the rest failed to decode after the last map
+            if next_i < len(job.files) and next_i not in ready:  # nothing left to wait for
                 break
 
-    depth = max(2, predictor.batch_size) + 2
-    ready: dict[int, object] = {}  # index -> error text, or (future, image, seg): decoded, not yet final
+    def settle_written() -> None:
+        """After an interruption: let the outputs being written finish, drop those not started, and
+        record every photo whose outputs are whole (a file on disk is always listed in results.csv)."""
+        writer.shutdown(wait=True, cancel_futures=True)
+        for i, item in ready.items():
+            if isinstance(item, tuple) and item[0].done() and not item[0].cancelled() and item[0].exception() is None:
+                job.rows[i].update(item[0].result()[0])
+
     decoder = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="unet-decode")
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unet-write")
-    done = _Counted(finished(), len(files))
     try:
-        for _ in progress(done) if progress else done:
-            if time.monotonic() - last > 5:
-                flush()
-                last = time.monotonic()
-    except KeyboardInterrupt:
-        _settle_written(writer, ready, rows)
-        _mark_left(rows, "not processed (interrupted)")
-        flush()
-        raise
-    except OSError as exc:  # writing an output failed: full disk, folder gone or made read-only
-        _settle_written(writer, ready, rows)
-        _mark_left(rows, f"not processed (writing the results failed: {exc.strerror})")
-        try:
-            flush()
-        except OSError:
-            pass
-        raise UnetError(f"{out}: cannot write the results ({exc.strerror}); results.csv lists what was done"
-                        if csv_path.is_file() else f"{out}: cannot write the results ({exc.strerror})") from None
+        job.run(_Counted(finished(), len(job.files)), progress, on_stop=settle_written)
     finally:
         decoder.shutdown(wait=False, cancel_futures=True)
         writer.shutdown(wait=True, cancel_futures=True)  # no output is left half-written
-    flush()
-    return rows
+    return job.rows
 
 
-def _settle_written(writer, ready: dict, rows: list[dict]) -> None:
-    """After an interruption: let the outputs being written finish, drop those not started, and
-    record every photo whose outputs are whole (a file on disk is always listed in results.csv)."""
-    writer.shutdown(wait=True, cancel_futures=True)
-    for i, item in ready.items():
-        if isinstance(item, tuple) and item[0].done() and not item[0].cancelled() and item[0].exception() is None:
-            rows[i].update(item[0].result()[0])
+class PhotoJob:
+    """One batch of photos to segment into an output folder: the photos and their output
+    names, the rows of ``results.csv``, and what every way of running it shares (this
+    process's pipeline, :func:`predict_files`, or a Ray cluster, :func:`unet.cluster.predict_files_ray`):
+    reading a photo, rendering its outputs to bytes, writing them, and keeping ``results.csv``
+    whole through an interruption or a full disk.
+
+    Raises:
+        UnetError: the output folder cannot be made or written.
+        ConfigError: ``mm_per_px`` is not a positive number.
+    """
+
+    def __init__(self, inputs: Sequence[str | Path], out_dir: str | Path, measure: bool = False,
+                 mm_per_px: float | None = None):
+        from .cracks import check_mm_per_px
+
+        self.measure, self.mm_per_px = measure, check_mm_per_px(mm_per_px)
+        self.fields = result_fields(measure, self.mm_per_px)
+        self.out = output_folder(out_dir)
+        self.files = collect_images(inputs, skip=[self.out])
+        self.inputs_resolved = {p.resolve() for p, _ in self.files}
+        self.csv_path = self.out / "results.csv"
+        self.earlier = _earlier_outputs(self.csv_path)  # files an earlier run wrote here may be written again
+        self.rows = [{**dict.fromkeys(self.fields, ""), "file": str(p), "error": "not processed"}
+                     for p, _ in self.files]
+        self.flush()
+
+    def flush(self) -> None:
+        from .files import write_csv_atomic
+
+        write_csv_atomic(self.csv_path, self.rows, self.fields)
+
+    def targets(self, name: str) -> dict[str, Path]:
+        targets = {"mask": self.out / f"{name}_mask.png", "overlay": self.out / f"{name}_overlay.png"}
+        if self.measure:
+            targets.update(cracks_csv=self.out / f"{name}_cracks.csv", cracks_png=self.out / f"{name}_cracks.png")
+        return targets
+
+    def clash(self, i: int) -> str:
+        """Why photo ``i`` must not be processed ('' when it may): an output would replace a file
+        this tool did not write."""
+        clash = [t for t in self.targets(self.files[i][1]).values()
+                 if t.resolve() in self.inputs_resolved or (t.exists() and t.name not in self.earlier)]
+        if clash:
+            return (f"not processed: its output {clash[0].name} would replace a file this tool did not "
+                    "write (an input, or a dataset's mask); choose another --out")
+        return ""
+
+    def read(self, i: int) -> tuple[np.ndarray | None, str]:
+        """(photo ``i``, '') or (None, why it is not processed)."""
+        return read_photo(self.files[i][0], self.clash(i))
+
+    def render(self, i: int, image: np.ndarray, seg: Segmentation, seen_scale: float):
+        """Photo ``i``'s outputs as ({column: (file name, bytes)}, row changes, measurement or None)."""
+        return render_outputs(self.files[i][1], image, seg, seen_scale, self.measure, self.mm_per_px)
+
+    def write(self, outputs: dict) -> None:
+        from .files import write_bytes_atomic
+
+        for filename, data in outputs.values():
+            write_bytes_atomic(self.out / filename, data)
+
+    def run(self, done: Iterable, progress: Callable | None = None, on_stop: Callable[[], None] = lambda: None):
+        """Iterate ``done`` (it yields as photos finish, having updated their rows) under the
+        progress wrapper; ``results.csv`` is rewritten every 5 s and at the end, and on an
+        interruption (Ctrl-C) or a failed write (full disk) the photos not done are listed as
+        "not processed" (``on_stop`` first records any finished meanwhile)."""
+        last = time.monotonic()
+        try:
+            for _ in progress(done) if progress else done:
+                if time.monotonic() - last > 5:
+                    self.flush()
+                    last = time.monotonic()
+        except KeyboardInterrupt:
+            on_stop()
+            _mark_left(self.rows, "not processed (interrupted)")
+            self.flush()
+            raise
+        except OSError as exc:  # writing an output failed: full disk, folder gone or made read-only
+            on_stop()
+            _mark_left(self.rows, f"not processed (writing the results failed: {exc.strerror})")
+            try:
+                self.flush()
+            except OSError:
+                pass
+            raise UnetError(f"{self.out}: cannot write the results ({exc.strerror}); results.csv lists what was done"
+                            if self.csv_path.is_file() else f"{self.out}: cannot write the results ({exc.strerror})"
+                            ) from None
+        self.flush()
+
+
+def read_photo(path: Path, clash: str = "") -> tuple[np.ndarray | None, str]:
+    """(the photo, '') or (None, the one line that says why it cannot be processed)."""
+    if clash:
+        return None, clash
+    try:
+        return read_image(path), ""
+    except ImageError as exc:
+        return None, exc.problem
+    except OSError as exc:  # unreadable (permissions), vanished mid-run, I/O error
+        return None, f"cannot be read ({exc.strerror or exc})"
+
+
+def render_outputs(name: str, image: np.ndarray, seg: Segmentation, seen_scale: float, measure: bool = False,
+                   mm_per_px: float | None = None):
+    """A photo's output files as bytes, ({column: (file name, bytes)}, row changes, measurement
+    or None): the same bytes wherever they are made."""
+    from .cracks import measure as measure_mask
+    from .cracks import width_picture
+    from .files import csv_text
+    from .imaging import encode_png
+
+    outputs = {"mask": (f"{name}_mask.png", encode_png(seg.mask)),
+               "overlay": (f"{name}_overlay.png", encode_png(overlay(image, seg.mask)))}
+    found, changes = None, {}
+    if measure:
+        found = measure_mask(seg.mask, mm_per_px)
+        outputs["cracks_csv"] = (f"{name}_cracks.csv", csv_text(found.rows(), found.fields).encode())
+        outputs["cracks_png"] = (f"{name}_cracks.png", encode_png(width_picture(image, found)))
+        changes.update(found.summary())
+    changes.update({k: filename for k, (filename, _) in outputs.items()}, damaged_pct=round(seg.damaged_pct, 4),
+                   error="", note=scale_hint(image.shape, seen_scale))
+    return outputs, changes, found
 
 
 class _Counted:
