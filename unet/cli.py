@@ -181,10 +181,16 @@ def cmd_predict(a) -> int:
     from .predict import predict_files
 
     model = _photos_and_model(a)
+    options = dict(threshold=a.threshold, progress=_progress("segmenting"), flips=a.flips, scale=a.scale,
+                   measure=a.measure or a.mm_per_px is not None, mm_per_px=a.mm_per_px)
     try:
-        rows = predict_files(model, a.inputs, a.out, threshold=a.threshold, progress=_progress("segmenting"),
-                             flips=a.flips, scale=a.scale, measure=a.measure or a.mm_per_px is not None,
-                             mm_per_px=a.mm_per_px)
+        if a.ray is not None:
+            from .cluster import predict_files_ray
+
+            rows = predict_files_ray(model, a.inputs, a.out, address=a.ray, workers=a.workers,
+                                     cpus_per_worker=a.cpus_per_worker, **options)
+        else:
+            rows = predict_files(model, a.inputs, a.out, **options)
     except KeyboardInterrupt:
         print(f"interrupted; {Path(a.out) / 'results.csv'} lists what was done", file=sys.stderr)
         return 130
@@ -240,6 +246,8 @@ def cmd_evaluate(a) -> int:
     from .evaluate import eval_samples, evaluate, evaluate_and_store, results_dir
 
     model_path, out, run = a.model, a.out, None
+    if a.run and a.ray is not None and not a.out:
+        raise CliError("--ray with --run: give --out (results stored in a run come from the single-process path)")
     if a.run and (a.flips or a.scale is not None) and not a.out:
         raise CliError("--flips and --scale results are not stored in the run (Compare shows the model's own "
                        "predictions); give --out for them")
@@ -261,9 +269,16 @@ def cmd_evaluate(a) -> int:
         result = evaluate_and_store(model, model_path, a.data, run.dir.parent, threshold=a.threshold,
                                     progress=_progress("evaluating"), samples=samples, problems=problems)
     else:
-        result = evaluate(model, samples, threshold=a.threshold, out_dir=out, problems=problems,
-                          progress=_progress("evaluating"), flips=a.flips, scale=a.scale,
-                          meta={"data": str(Path(a.data).resolve()), "model": str(model_path or "default")})
+        options = dict(threshold=a.threshold, out_dir=out, problems=problems, progress=_progress("evaluating"),
+                       flips=a.flips, scale=a.scale,
+                       meta={"data": str(Path(a.data).resolve()), "model": str(model_path or "default")})
+        if a.ray is not None:
+            from .cluster import evaluate_ray
+
+            result = evaluate_ray(model, samples, address=a.ray, workers=a.workers,
+                                  cpus_per_worker=a.cpus_per_worker, **options)
+        else:
+            result = evaluate(model, samples, **options)
     if a.json:
         print(json.dumps(result))
     else:
@@ -279,6 +294,26 @@ def cmd_evaluate(a) -> int:
         if out:
             print(f"results written to {out}")
     return 0
+
+
+def _ray_args(p) -> None:
+    p.add_argument("--ray", nargs="?", const="local", metavar="ADDRESS",
+                   help="run on a Ray cluster: 'auto' (the one `ray start` made here), host:port or "
+                        "ray://host:10001; alone, a cluster started on this machine for this command "
+                        "(docs/scale.md)")
+    p.add_argument("--workers", type=_positive_int, help="with --ray: model workers (default: one per GPU, "
+                                                         "else one per CPU)")
+    p.add_argument("--cpus-per-worker", type=_positive_int, help="with --ray: CPUs each worker takes (default 1)")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"a whole number, 1 or more (got {text!r})")
+    return value
 
 
 def _list_skipped(problems: list[str], most: int = 20) -> None:
@@ -428,6 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="measure the cracks: per-photo columns in results.csv, <name>_cracks.csv and _cracks.png "
                         "(implied by --mm-per-px)")
     p.add_argument("--mm-per-px", type=_mm_per_px, help=MM_HELP)
+    _ray_args(p)
     p.set_defaults(func=cmd_predict)
 
     p = sub.add_parser("survey", help="segment and measure a folder of photos; rank them and write report.html")
@@ -451,6 +487,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--flips", action="store_true", help=FLIPS_HELP)
     p.add_argument("--scale", type=_scale, help=SCALE_HELP)
     p.add_argument("--json", action="store_true", help="print one JSON object")
+    _ray_args(p)
     _runs_dir_arg(p)
     p.set_defaults(func=cmd_evaluate)
 

@@ -23,7 +23,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .data import Problem, Sample, load_pair, scan_dataset
-from .imaging import ImageError, save_png
+from .imaging import ImageError
 from .metrics import Counts, confusion, scores
 from .errors import UnetError
 from .files import read_json, write_csv_atomic, write_json_atomic
@@ -89,6 +89,7 @@ def evaluate(
     runner=None,
     flips: bool = False,
     scale: float | None = None,
+    scorer: Callable | None = None,
 ) -> dict:
     """Evaluate ``model`` on ``samples``; write the results to ``out_dir`` when given.
 
@@ -98,9 +99,13 @@ def evaluate(
         ``with_curve`` also ``curve``: F1 at each of the 1000 sweep thresholds.
         ``runner`` is a :class:`~unet.predict.Predictor` to use instead of the model's
         own (another precision or tile size); ``flips`` and ``scale`` are passed to it
-        per photo (careful mode; another resize factor than the card's).
+        per photo (careful mode; another resize factor than the card's). ``scorer`` yields
+        each sample's :func:`score_sample` in order, given (predictor, samples, threshold,
+        flips, scale, save_masks, progress): where the photos are scored (this process by
+        default; a Ray cluster, :func:`unet.cluster.evaluate_ray`).
     """
     from .damage_model import DamageModel
+    from .files import write_bytes_atomic
     from .model import check_scale
 
     pred = runner or DamageModel.of(model).predictor
@@ -114,24 +119,16 @@ def evaluate(
     if out and save_masks:
         (out / "pred").mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
-    for s in progress(samples) if progress else samples:
-        try:
-            image, truth = load_pair(s)
-        except ImageError as exc:
-            skipped.append(Problem(exc.name, exc.problem))
+    for r in (scorer or _local_scores)(pred, samples, t, flips, scale, bool(out and save_masks), progress):
+        if isinstance(r, Problem):
+            skipped.append(r)
             continue
-        prob = pred.probability(image, flips=flips, scale=scale)
-        mask = prob >= t
-        counts = confusion(mask, truth)
-        total = total + counts
-        idx = np.minimum((prob * BINS).astype(np.int64), BINS - 1)
-        pos_hist += np.bincount(idx[truth], minlength=BINS)
-        neg_hist += np.bincount(idx[~truth], minlength=BINS)
-        rows.append({"id": s.id, "image": str(s.image), "width": image.shape[1], "height": image.shape[0],
-                     "true_pct": round(100 * float(truth.mean()), 4), "pred_pct": round(100 * float(mask.mean()), 4),
-                     **{k: round(v, 6) for k, v in counts.scores().items()}})
-        if out and save_masks:
-            save_png(mask, out / "pred" / f"{s.id}.png")
+        total = total + r["counts"]
+        pos_hist += r["pos"]
+        neg_hist += r["neg"]
+        rows.append(r["row"])
+        if r["mask_png"] is not None:
+            write_bytes_atomic(out / "pred" / f"{r['row']['id']}.png", r["mask_png"])
     sw = sweep(pos_hist, neg_hist)
     result = {
         **scores(total.tp, total.fp, total.fn),
@@ -160,6 +157,33 @@ def evaluate(
         # written last: its presence means "complete"
         write_json_atomic(out / "metrics.json", {k: v for k, v in result.items() if k != "curve"})
     return result
+
+
+def score_sample(pred, s: Sample, t: float, flips: bool, scale: float, save_mask: bool) -> "dict | Problem":
+    """One sample scored: its confusion counts, the histograms of the predicted probability over
+    its damaged and intact pixels, its per-image row and (``save_mask``) its mask as PNG bytes;
+    or the :class:`Problem` that kept it out."""
+    from .imaging import encode_png
+
+    try:
+        image, truth = load_pair(s)
+    except ImageError as exc:
+        return Problem(exc.name, exc.problem)
+    prob = pred.probability(image, flips=flips, scale=scale)
+    mask = prob >= t
+    counts = confusion(mask, truth)
+    idx = np.minimum((prob * BINS).astype(np.int64), BINS - 1)
+    row = {"id": s.id, "image": str(s.image), "width": image.shape[1], "height": image.shape[0],
+           "true_pct": round(100 * float(truth.mean()), 4), "pred_pct": round(100 * float(mask.mean()), 4),
+           **{k: round(v, 6) for k, v in counts.scores().items()}}
+    return {"counts": counts, "pos": np.bincount(idx[truth], minlength=BINS),
+            "neg": np.bincount(idx[~truth], minlength=BINS), "row": row,
+            "mask_png": encode_png(mask) if save_mask else None}
+
+
+def _local_scores(pred, samples, t, flips, scale, save_masks, progress):
+    for s in progress(samples) if progress else samples:
+        yield score_sample(pred, s, t, flips, scale, save_masks)
 
 
 def read_results(out_dir: str | Path) -> dict | None:
