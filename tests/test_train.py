@@ -283,12 +283,12 @@ def test_pooled_datasets_and_a_time_budget(tmp_path, sample_dir, capsys):
     assert _epochs(run) == [1] and run.model_path.is_file()
 
 
-@pytest.mark.parametrize("backend", ["tensorflow", "jax"])
-def test_data_parallel_training_over_two_cpu_devices(tmp_path, sample_dir, backend):
+def test_data_parallel_training_over_two_cpu_devices(tmp_path, sample_dir, backend="tensorflow"):
     """The multi-GPU path, run on a machine without GPUs: the CPU split into two devices
-    (TensorFlow: a MirroredStrategy over two logical CPU devices; JAX: DataParallel over two
-    host devices), a replica on each. A real training process, a whole history, a checkpoint
-    and a model that loads and predicts here with TensorFlow."""
+    (TensorFlow: a MirroredStrategy over two logical CPU devices; JAX, DataParallel over two
+    host devices, is the single-process run of the multi-host test below), a replica on each.
+    A real training process, a whole history, a checkpoint and a model that loads and
+    predicts here with TensorFlow."""
     from conftest import run_cli
 
     from unet.damage_model import DamageModel
@@ -315,3 +315,53 @@ def test_a_batch_that_does_not_split_over_the_devices_is_refused(tmp_path, sampl
     out = run_cli("runs", "start", run.id, "--runs-dir", str(tmp_path), env={"UNET_CPU_DEVICES": "2"})
     assert out.returncode == 1
     assert "batch 3 does not split evenly over 2 devices" in run.status()["error"]
+
+
+def test_multi_host_training_with_two_local_processes(tmp_path, sample_dir):
+    """`train --distributed` as two processes of one JAX job on this machine (two CPU devices
+    each, gradients over gloo), against a single-process JAX run of the same config over two
+    host devices (keras.distribution.DataParallel): the same steps, a whole history, one run
+    folder and one checkpoint, written by process 0 alone."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import ROOT, run_cli
+
+    from unet.damage_model import DamageModel
+
+    cfg = TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=2, batch=4, steps_per_epoch=3)
+    (tmp_path / "cfg.json").write_text(json.dumps(cfg.to_dict()))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    procs = []
+    for pid in (0, 1):
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_BACKEND": "jax", "UNET_CPU_DEVICES": "2",
+               "KERAS_DISTRIBUTION_JOB_ADDRESSES": f"127.0.0.1:{port}", "KERAS_DISTRIBUTION_NUM_PROCESSES": "2",
+               "KERAS_DISTRIBUTION_PROCESS_ID": str(pid), "UNET_DATA_WORKERS": "1"}
+        procs.append(subprocess.Popen([sys.executable, "-m", "unet", "train", "--config", str(tmp_path / "cfg.json"),
+                                       "--runs-dir", str(tmp_path / "runs"), "--distributed"], env=env, cwd=ROOT,
+                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+    outs = [p.communicate(timeout=240)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+    assert "process 0 of 2" in outs[0] and "process 1 of 2: process 0 writes the run folder" in outs[1]
+    runs = list_runs(tmp_path / "runs")
+    assert len(runs) == 1  # one folder, process 0's
+    run = runs[0]
+    assert run.status()["state"] == "completed" and run.environment()["parallel"]["replicas"] == 4
+    assert "on 2 hosts" in run.environment()["parallel"]["how"]
+    single = create_run(cfg, tmp_path / "single")
+    out = run_cli("runs", "start", single.id, "--runs-dir", str(tmp_path / "single"),
+                  env={"KERAS_BACKEND": "jax", "UNET_CPU_DEVICES": "2", "UNET_DATA_WORKERS": "2"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "data parallel: DataParallel over 2 CPU devices" in out.stdout
+    assert single.environment()["backend"] == "jax" and single.environment()["parallel"]["replicas"] == 2
+    assert _epochs(run) == _epochs(single) == [1, 2]
+    assert run.progress()["steps"] == single.progress()["steps"] == 3
+    assert all(np.isfinite(float(r["loss"])) and np.isfinite(float(r["val_dice"])) for r in run.history())
+    assert sorted(p.name for p in run.last_checkpoint.parent.iterdir()) == sorted(
+        p.name for p in single.last_checkpoint.parent.iterdir())
+    seg = DamageModel.load(run.model_path).segment(np.zeros((40, 50, 3), np.uint8))  # loads here, on TensorFlow
+    assert seg.mask.shape == (40, 50)

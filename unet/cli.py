@@ -134,6 +134,8 @@ def cmd_train(a) -> int:
     from .runs import create_run, launch
 
     cfg = _train_config(a)
+    if a.distributed:
+        return _train_distributed(a, cfg)
     run = create_run(cfg, a.runs_dir)
     print(f"run {run.id}\nfolder {run.dir}", flush=True)
     if a.detach:
@@ -145,6 +147,39 @@ def cmd_train(a) -> int:
 
     run.stop_path.unlink(missing_ok=True)
     return _final(run, execute(run))
+
+
+def _train_distributed(a, cfg) -> int:
+    """One process of a multi-host job (every process runs the same command): process 0 makes
+    and writes the run folder; the others train in a scratch folder they remove at the end."""
+    import shutil
+    import tempfile
+
+    from .devices import prepare, start_multihost
+    from .runs import create_run
+    from .train import execute
+
+    if a.detach:
+        raise CliError("--distributed runs in the foreground: the job's launcher starts every process")
+    prepare(cfg.device)
+    cfg.validate()
+    process, processes = start_multihost()
+    if cfg.batch % processes:
+        raise CliError(f"batch {cfg.batch} does not split evenly over {processes} processes")
+    scratch = None
+    if process == 0:
+        run = create_run(cfg, a.runs_dir)
+        print(f"run {run.id}\nfolder {run.dir}\nprocess 0 of {processes}", flush=True)
+    else:
+        scratch = tempfile.mkdtemp(prefix=f"unet-process{process}-")
+        run = create_run(cfg, scratch)
+        print(f"process {process} of {processes}: process 0 writes the run folder", flush=True)
+    try:
+        state = execute(run)
+        return _final(run, state) if process == 0 else (1 if state == "failed" else 0)
+    finally:
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
 
 
 def _final(run, state: str) -> int:
@@ -449,6 +484,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="a label for the run id")
     p.add_argument("--init-from", help="start from this .keras model's weights (same preset): fine-tuning")
     p.add_argument("--detach", action="store_true", help="train in a background process and return")
+    p.add_argument("--distributed", action="store_true",
+                   help="one process of a multi-host job (KERAS_BACKEND=jax; the coordinator from "
+                        "KERAS_DISTRIBUTION_JOB_ADDRESSES, _NUM_PROCESSES, _PROCESS_ID; docs/scale.md)")
     _runs_dir_arg(p)
     p.set_defaults(func=cmd_train)
 

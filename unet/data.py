@@ -459,6 +459,8 @@ class PairBatcher:
         augment: random crops and changes (training) or None for fixed tiles (validation).
         steps: batches per epoch (training); defaults to one pass over the pairs.
         seed: base seed; batch ``i`` of epoch ``e`` is the same on every run.
+        shard: this process's index in a multi-host job: its batches are its own (a seed of
+            their own), the global batch being every process's together.
     """
 
     def __init__(
@@ -469,10 +471,11 @@ class PairBatcher:
         augment: Augment | None = None,
         steps: int | None = None,
         seed: int = 0,
+        shard: int | None = None,
     ):
         if not pairs:
             raise DatasetError("no samples to batch")
-        self.size, self.batch_size, self.augment, self.seed = size, batch_size, augment, seed
+        self.size, self.batch_size, self.augment, self.seed, self.shard = size, batch_size, augment, seed, shard
         self.epoch = 0
         if augment is None:
             self.items = [t for img, msk in pairs for t in tiles(img, msk, size)]
@@ -490,7 +493,8 @@ class PairBatcher:
         if self.augment is None:
             chunk = self.items[index * self.batch_size : (index + 1) * self.batch_size]
         else:
-            rng = np.random.default_rng([self.seed, self.epoch, index])
+            key = [self.seed, self.epoch, index] + ([] if self.shard is None else [self.shard])
+            rng = np.random.default_rng(key)
             picks = rng.integers(0, len(self.pairs), self.batch_size)
             chunk = [random_pair(*self.pairs[i], self.size, rng, self.augment) for i in picks]
         x = np.stack([c[0] for c in chunk])

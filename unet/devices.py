@@ -39,6 +39,53 @@ def prepare(device: str = "auto") -> None:
         os.environ["XLA_FLAGS"] = f"{flags} --xla_force_host_platform_device_count={n}".strip()
 
 
+def start_multihost() -> tuple[int, int]:
+    """Join a multi-host JAX job (``train --distributed``); returns (this process, processes).
+
+    The coordinator's address, the number of processes and this one's id come from the
+    environment: ``KERAS_DISTRIBUTION_JOB_ADDRESSES`` (the coordinator first, host:port),
+    ``KERAS_DISTRIBUTION_NUM_PROCESSES`` and ``KERAS_DISTRIBUTION_PROCESS_ID``, or, unset, from
+    the cluster as JAX finds it (SLURM, Open MPI, Kubernetes JobSet, Cloud TPU). Processes
+    on CPUs exchange gradients over gloo.
+
+    Raises:
+        ConfigError: the backend is not JAX (Keras trains across hosts only on JAX).
+    """
+    from .errors import ConfigError
+
+    if os.environ.get("KERAS_BACKEND", "tensorflow") != "jax":
+        raise ConfigError("--distributed trains on the JAX backend (the one Keras 3 runs across hosts): "
+                          "set KERAS_BACKEND=jax on every process")
+    import jax
+
+    try:
+        jax.config.update("jax_cpu_collectives_implementation", "gloo")
+    except (AttributeError, ValueError):  # a JAX without the option: GPUs use NCCL anyway
+        pass
+    import keras
+
+    env = os.environ
+    addresses = env.get("KERAS_DISTRIBUTION_JOB_ADDRESSES")
+    try:
+        keras.distribution.initialize(
+            job_addresses=addresses,
+            num_processes=int(env["KERAS_DISTRIBUTION_NUM_PROCESSES"]) if "KERAS_DISTRIBUTION_NUM_PROCESSES" in env
+            else None,
+            process_id=int(env["KERAS_DISTRIBUTION_PROCESS_ID"]) if "KERAS_DISTRIBUTION_PROCESS_ID" in env else None)
+    except ValueError as exc:
+        raise ConfigError(f"cannot join the multi-host job: {exc}") from None
+    return jax.process_index(), jax.process_count()
+
+
+def process_shard() -> tuple[int, int]:
+    """(this process, processes) of a multi-host job; (0, 1) in a single process."""
+    if os.environ.get("KERAS_BACKEND") != "jax" or "jax" not in __import__("sys").modules:
+        return 0, 1
+    import jax
+
+    return jax.process_index(), jax.process_count()
+
+
 def backend() -> str:
     import keras
 
@@ -117,7 +164,9 @@ def setup_training(mixed_precision: bool) -> tuple[object | None, list[dict], di
 
         found = jax.devices()
         if len(found) > 1:
-            keras.distribution.set_distribution(keras.distribution.DataParallel(devices=found))
+            # Across hosts every process feeds its own shard of each batch (unet.data.PairBatcher).
+            keras.distribution.set_distribution(keras.distribution.DataParallel(
+                devices=found, auto_shard_dataset=jax.process_count() == 1))
             kind = "GPU" if found[0].platform == "gpu" else found[0].platform.upper()
             hosts = f" on {jax.process_count()} hosts" if jax.process_count() > 1 else ""
             parallel = {"replicas": len(found), "how": f"DataParallel over {len(found)} {kind} devices{hosts}"}

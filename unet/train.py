@@ -149,8 +149,17 @@ def _data(cfg: TrainConfig, log):
         raise DatasetError(f"{cfg.data}: no training photo could be read")
     aug = Augment(crop_scale=tuple(cfg.crop_scale)) if cfg.augment else Augment.none()
     steps = cfg.steps_per_epoch or max(1, math.ceil(len(train_pairs) / cfg.batch))
-    train_b = PairBatcher(train_pairs, cfg.size, cfg.batch, aug, steps=steps, seed=cfg.seed)
-    val_b = PairBatcher(val_pairs, cfg.size, cfg.batch, None) if val_pairs else None
+    # In a multi-host job each process makes its share of every batch (a seed of its own) and the
+    # same number of steps as one process would; validation runs the whole split on each process,
+    # so each global batch holds every process's copy of the same photos and the averages are
+    # those of one process.
+    from .devices import process_shard
+
+    process, processes = process_shard()
+    local = cfg.batch // processes
+    shard = process if processes > 1 else None
+    train_b = PairBatcher(train_pairs, cfg.size, local, aug, steps=steps, seed=cfg.seed, shard=shard)
+    val_b = PairBatcher(val_pairs, cfg.size, local, None) if val_pairs else None
     log(f"data: {len(train_pairs)} training and {len(val_pairs)} validation photos, "
         f"{len(problems)} skipped; {steps} batches of {cfg.batch} per epoch")
     return train_b, val_b, len(problems), val_kept
@@ -422,7 +431,15 @@ def execute(run: Run, resume: bool = False) -> str:
                 model = _network(run, cfg, resume, cfg.epochs * len(train_b), log)
             _check_memory(model, cfg, devices)
             state = _fit(run, cfg, model, train_b, val_b, initial_epoch, log)
-            _export(run, cfg, val_samples, log)
+            from .devices import process_shard
+
+            process, processes = process_shard()
+            if processes > 1:
+                import keras
+
+                keras.distribution.set_distribution(None)  # the export runs in process 0 alone
+            if process == 0:
+                _export(run, cfg, val_samples, log)
     except Exception as exc:  # any failure ends this run only, recorded for the user
         error = _failure_message(run, exc)
         traceback.print_exc()
