@@ -136,7 +136,7 @@ def main() -> None:
     print(f"ceiling: predict_on_batch of whole photos {best_rate:.2f} photos/s (batch {best_b})")
     print(f"predict_files (decode, model, writing overlapped): {ours:.2f} photos/s, {ours / best_rate:.2f}x ceiling "
           f"(GPU target >= 0.5)")
-    print(f"one by one (read, segment, write; before #15): {one_by_one:.2f} photos/s; "
+    print(f"one by one (read, segment, write, in turn): {one_by_one:.2f} photos/s; "
           f"predict_files is {ours / one_by_one:.2f}x that")
 
 

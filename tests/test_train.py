@@ -365,3 +365,12 @@ def test_multi_host_training_with_two_local_processes(tmp_path, sample_dir):
         p.name for p in single.last_checkpoint.parent.iterdir())
     seg = DamageModel.load(run.model_path).segment(np.zeros((40, 50, 3), np.uint8))  # loads here, on TensorFlow
     assert seg.mask.shape == (40, 50)
+
+
+def test_distributed_training_outside_jax_is_refused_in_one_line(tmp_path, sample_dir):
+    from conftest import run_cli
+
+    out = run_cli("train", "--data", str(sample_dir), "--preset", "tiny", "--epochs", "1", "--runs-dir",
+                  str(tmp_path), "--distributed", env={"KERAS_BACKEND": "tensorflow"})
+    assert out.returncode == 2 and not list(tmp_path.iterdir())
+    assert out.stderr.strip().splitlines()[-1].startswith("error: --distributed trains on the JAX backend")

@@ -55,6 +55,8 @@ def connect(address: str | None = None, num_cpus: int | None = None) -> dict:
                 ray.init(address=address, **kwargs)
         except ConnectionError as exc:
             raise UnetError(f"cannot reach the Ray cluster at {address}: {exc}") from None
+    for name in ("ray", "ray.data"):  # the driver says what it does itself, as the single-process path
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:
         from ray.data import DataContext
 
@@ -118,13 +120,19 @@ class _Segmenter(_ModelActor):
     """One actor of the pool: segments a batch of photos, returns each one's outputs as bytes."""
 
     def __init__(self, model_blob, threads: int, options: dict):
+        from concurrent.futures import ThreadPoolExecutor
+
         super().__init__(model_blob, threads)
         self.options = options
         self.calls = 0
+        # Decoding the next photos and encoding the last ones' PNGs overlap the model, as in
+        # the single-process pipeline (PIL and zlib release the GIL): a thread per CPU the worker
+        # holds, so workers sharing a node do not take each other's cores.
+        self.pool = ThreadPoolExecutor(max_workers=max(1, threads or 2), thread_name_prefix="unet-io")
 
     def __call__(self, batch: dict) -> dict:
         from .model import check_scale
-        from .predict import Segmentation, read_photo, render_outputs
+        from .predict import Segmentation, _prefetched, read_photo, render_outputs
 
         o = self.options
         self.calls += 1
@@ -133,21 +141,32 @@ class _Segmenter(_ModelActor):
         dm = self.model
         cut = dm.predictor.default_threshold if o["threshold"] is None else float(o["threshold"])
         seen_scale = dm.card.scale if o["scale"] is None else check_scale(o["scale"])
-        read = [read_photo(Path(p)) for p in batch["path"]]
-        images = [image for image, _ in read if image is not None]
-        maps = iter(dm.predictor.maps(images, o["flips"], o["scale"]))
-        out = {"i": [], "error": [], "changes": [], "files": []}
-        for i, name, (image, error) in zip(batch["i"], batch["name"], read):
-            out["i"].append(int(i))
-            out["error"].append(error)
-            if image is None:
+        names = [str(n) for n in batch["name"]]
+        errors = [""] * len(names)
+        fed = []
+
+        def photos():
+            for k, (image, error) in enumerate(_prefetched(self.pool, read_photo, map(Path, batch["path"]), 4)):
+                errors[k] = error
+                if image is not None:
+                    fed.append((k, image))
+                    yield image
+
+        rendered = {}
+        for prob in dm.predictor.maps(photos(), o["flips"], o["scale"]):
+            k, image = fed.pop(0)
+            seg = Segmentation.from_probability(prob, cut)
+            rendered[k] = self.pool.submit(render_outputs, names[k], image, seg, seen_scale, o["measure"],
+                                           o["mm_per_px"])
+        out = {"i": [int(i) for i in batch["i"]], "error": errors, "changes": [], "files": []}
+        for k in range(len(names)):
+            if k in rendered:
+                outputs, changes, _ = rendered[k].result()
+                out["changes"].append(json.dumps(changes))
+                out["files"].append(_pack(outputs))
+            else:
                 out["changes"].append("{}")
                 out["files"].append(b"")
-                continue
-            seg = Segmentation.from_probability(next(maps), cut)
-            outputs, changes, _ = render_outputs(str(name), image, seg, seen_scale, o["measure"], o["mm_per_px"])
-            out["changes"].append(json.dumps(changes))
-            out["files"].append(_pack(outputs))
         return {k: np.array(v, dtype=object) for k, v in out.items()}
 
 
