@@ -48,6 +48,15 @@ def test_tiny_run_leaves_a_complete_run_folder(trained_tiny):
     card = ModelCard.read(run.model_path)
     assert card.calibration and "auto" in card.calibration and card.calibration["splits"]
     assert card.threshold == round(card.calibration["threshold"], 3) and 0 < card.threshold < 1
+    # ...by the rule that a missed crack costs more than a false alarm (issue #14): the best F1
+    # where recall is at least precision - 0.05 on every split, never above the F1 peak
+    cal = card.calibration
+    assert cal["mean_f1"] <= cal["peak_f1"] + 1e-12
+    for split in cal["splits"].values():
+        if cal["rule"].startswith("best mean F1 with recall"):
+            assert split["recall_at_threshold"] >= split["precision_at_threshold"] - 0.05
+        else:
+            assert cal["rule"].startswith("F1 peak (no threshold")
 
 
 def test_stop_then_resume_gives_an_unbroken_history(tmp_path, sample_dir):

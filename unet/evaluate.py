@@ -29,6 +29,9 @@ from .errors import UnetError
 from .files import read_json, write_csv_atomic, write_json_atomic
 
 BINS = 1000
+# Calibration keeps recall within this of precision (issue #14): for the engineers who use the
+# masks a missed crack costs more than a false alarm.
+RECALL_SLACK = 0.05
 
 
 def eval_key(data_dir: str | Path) -> str:
@@ -96,7 +99,7 @@ def evaluate(
     Returns:
         The aggregate dict: ``iou, dice, precision, recall, threshold, n_images``,
         the sweep's ``best_threshold`` and ``best_f1``, and ``problems``; with
-        ``with_curve`` also ``curve``: F1 at each of the 1000 sweep thresholds.
+        ``with_curve`` also ``curve``: F1, precision and recall at each of the 1000 sweep thresholds.
         ``runner`` is a :class:`~unet.predict.Predictor` to use instead of the model's
         own (another precision or tile size); ``flips`` and ``scale`` are passed to it
         per photo (careful mode; another resize factor than the card's). ``scorer`` yields
@@ -144,7 +147,7 @@ def evaluate(
         **(meta or {}),
     }
     if with_curve:
-        result["curve"] = {"thresholds": sw["thresholds"].tolist(), "f1": sw["f1"].tolist()}
+        result["curve"] = {k: sw[k].tolist() for k in ("thresholds", "f1", "precision", "recall")}
     if out:
         out.mkdir(parents=True, exist_ok=True)
         write_csv_atomic(out / "per_image.csv", rows)
@@ -303,17 +306,29 @@ def calibrate_samples(model, samples: dict[str, tuple[Sequence[Sample], Sequence
     thresholds = np.arange(BINS) / BINS
     tried = {}
     for scale in dict.fromkeys(candidates):  # one model copy and graph for every candidate
-        curves, per = [], {}
+        curves, per, recall_ok = [], {}, np.ones(BINS, bool)
         for split, (found, problems) in samples.items():
             r = evaluate(model, found, threshold=0.5, progress=progress, problems=problems, with_curve=True,
                          scale=scale)
             curves.append(np.asarray(r["curve"]["f1"]))
-            per[split] = {"best_threshold": r["best_threshold"], "best_f1": r["best_f1"], "n_images": r["n_images"]}
+            recall_ok &= np.asarray(r["curve"]["recall"]) >= np.asarray(r["curve"]["precision"]) - RECALL_SLACK
+            per[split] = {"best_threshold": r["best_threshold"], "best_f1": r["best_f1"], "n_images": r["n_images"],
+                          "curve": r["curve"]}
         mean = np.mean(curves, axis=0)
-        best = _plateau_middle(mean)
+        # A missed crack is worse than a false alarm: among the thresholds where every split's
+        # recall is at least its precision - RECALL_SLACK, the best mean F1 (the F1 peak when none is).
+        allowed = recall_ok.copy()
+        allowed[0] = False
+        ruled = bool(allowed.any())
+        best = _plateau_middle(np.where(allowed, mean, -1.0)) if ruled else _plateau_middle(mean)
         for split, curve in zip(per, curves):
-            per[split]["f1_at_threshold"] = float(curve[best])
+            c = per[split].pop("curve")
+            per[split].update(f1_at_threshold=float(curve[best]), precision_at_threshold=float(c["precision"][best]),
+                              recall_at_threshold=float(c["recall"][best]))
         tried[scale] = {"threshold": float(thresholds[best]), "scale": scale, "mean_f1": float(mean[best]),
+                        "peak_f1": float(mean[_plateau_middle(mean)]),
+                        "rule": f"best mean F1 with recall >= precision - {RECALL_SLACK} on every split" if ruled
+                        else f"F1 peak (no threshold gives recall >= precision - {RECALL_SLACK} on every split)",
                         "splits": per}
     result = dict(max(tried.values(), key=lambda r: r["mean_f1"]))
     if len(tried) > 1:
