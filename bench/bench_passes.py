@@ -32,13 +32,10 @@ import numpy as np  # noqa: E402
 
 
 def best_time(fn, repeats: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
+    """Seconds of the fastest of ``repeats`` calls (after one warm-up)."""
+    from bench.bench_inference import best_rate
+
+    return 1.0 / best_rate(fn, 1, repeats)
 
 
 def cpu_flags() -> str:

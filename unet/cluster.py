@@ -183,6 +183,21 @@ def _unpack(data: bytes) -> dict:
     return pickle.loads(data) if data else {}
 
 
+def _mapped(items: list[dict], actor: type, options: dict, model_ref, workers: int, per_actor: dict,
+            batch_size: int):
+    """The rows ``actor`` returns for ``items``, streamed as batches finish: Ray Data over a pool
+    of at most ``workers`` actors, each holding ``per_actor`` resources."""
+    import ray
+
+    blocks = max(1, -(-len(items) // batch_size))
+    ds = ray.data.from_items(items, override_num_blocks=blocks)
+    ds = ds.map_batches(actor, fn_constructor_kwargs={
+        "model_blob": [model_ref], "threads": 0 if "num_gpus" in per_actor else int(per_actor["num_cpus"]),
+        "options": options}, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=min(workers, blocks)),
+        batch_format="numpy", **per_actor)
+    return ds.iter_rows()
+
+
 def _model_blob(model) -> tuple[dict, object]:
     """The model file and its card as bytes, and the loaded model (for its defaults here).
     ``model``: a :class:`~unet.DamageModel` loaded from a file, a path, or None (the bundled one)."""
@@ -253,13 +268,7 @@ def predict_files_ray(
     def finished():
         if not todo:
             return
-        blocks = max(1, -(-len(todo) // batch_size))
-        ds = ray.data.from_items(todo, override_num_blocks=blocks)
-        ds = ds.map_batches(_Segmenter, fn_constructor_kwargs={
-            "model_blob": [model_ref], "threads": 0 if "num_gpus" in per_actor else int(per_actor["num_cpus"]),
-            "options": options}, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=min(n, blocks)),
-            batch_format="numpy", **per_actor)
-        for row in ds.iter_rows():
+        for row in _mapped(todo, _Segmenter, options, model_ref, n, per_actor, batch_size):
             i = int(row["i"])
             if row["error"]:
                 job.rows[i]["error"] = str(row["error"])
@@ -324,15 +333,10 @@ def evaluate_ray(model, samples, address: str | None = None, workers: int | None
         if not items:
             return
         options = {"threshold": t, "flips": flips, "scale": scale, "save_masks": save_masks}
-        blocks = max(1, -(-len(items) // batch_size))
-        ds = ray.data.from_items(items, override_num_blocks=blocks)
-        ds = ds.map_batches(_Scorer, fn_constructor_kwargs={
-            "model_blob": [model_ref], "threads": 0 if "num_gpus" in per_actor else int(per_actor["num_cpus"]),
-            "options": options}, batch_size=batch_size, compute=ray.data.ActorPoolStrategy(size=min(n, blocks)),
-            batch_format="numpy", **per_actor)
         done: dict[int, object] = {}
         next_i = 0
-        stream = (done.update({int(r["i"]): pickle.loads(r["result"])}) for r in ds.iter_rows())
+        stream = (done.update({int(r["i"]): pickle.loads(r["result"])})
+                  for r in _mapped(items, _Scorer, options, model_ref, n, per_actor, batch_size))
         for _ in progress(_Counted(stream, len(items))) if progress else stream:
             while next_i in done:  # in the samples' order, as the single-process path
                 yield done.pop(next_i)
