@@ -94,12 +94,13 @@ class _ModelActor:
         from .damage_model import DamageModel
 
         blob = ray.get(model_blob[0])  # a list: the reference is borrowed, not an argument Ray must keep
-        self._dir = tempfile.mkdtemp(prefix="unet-model-")
-        path = Path(self._dir) / "model.keras"
-        path.write_bytes(blob["keras"])
-        if blob.get("card") is not None:
-            path.with_suffix(".json").write_bytes(blob["card"])
-        self.model = DamageModel.load(path)
+        with tempfile.TemporaryDirectory(prefix="unet-model-") as folder:  # gone once the model is in memory
+            path = Path(folder) / "model.keras"
+            path.write_bytes(blob["keras"])
+            if blob.get("card") is not None:
+                path.with_suffix(".json").write_bytes(blob["card"])
+            self.model = DamageModel.load(path)
+            self.model.predictor  # built now, while the file is there
 
 
 def _fault_point() -> None:
