@@ -171,8 +171,9 @@ class _Segmenter(_ModelActor):
         return {k: np.array(v, dtype=object) for k, v in out.items()}
 
 
-def _pack(outputs: dict) -> bytes:
-    """{column: (file name, bytes)} as one bytes value (Arrow columns hold no nested tuples)."""
+def _pack(outputs) -> bytes:
+    """A worker's result for one photo ({column: (file name, bytes)}, or a sample's scores) as one
+    bytes value (Arrow columns hold no nested tuples or arrays)."""
     import pickle
 
     return pickle.dumps(outputs, protocol=pickle.HIGHEST_PROTOCOL)
@@ -299,15 +300,9 @@ class _Scorer(_ModelActor):
             s = Sample(**json.loads(sample))
             s = Sample(s.id, Path(s.image), tuple(Path(m) for m in s.masks), s.split)
             out["i"].append(int(i))
-            out["result"].append(_pickle(score_sample(self.model.predictor, s, o["threshold"], o["flips"],
+            out["result"].append(_pack(score_sample(self.model.predictor, s, o["threshold"], o["flips"],
                                                       o["scale"], o["save_masks"])))
         return {k: np.array(v, dtype=object) for k, v in out.items()}
-
-
-def _pickle(obj) -> bytes:
-    import pickle
-
-    return pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
 
 
 def evaluate_ray(model, samples, address: str | None = None, workers: int | None = None,
@@ -315,8 +310,6 @@ def evaluate_ray(model, samples, address: str | None = None, workers: int | None
                  **evaluate_kwargs) -> dict:
     """:func:`unet.evaluate.evaluate` with the photos scored on a Ray cluster: the same totals,
     sweep and files (per-sample scores are summed here, in the samples' order)."""
-    import pickle
-
     import ray
 
     from .evaluate import evaluate
@@ -336,7 +329,7 @@ def evaluate_ray(model, samples, address: str | None = None, workers: int | None
         options = {"threshold": t, "flips": flips, "scale": scale, "save_masks": save_masks}
         done: dict[int, object] = {}
         next_i = 0
-        stream = (done.update({int(r["i"]): pickle.loads(r["result"])})
+        stream = (done.update({int(r["i"]): _unpack(r["result"])})
                   for r in _mapped(items, _Scorer, options, model_ref, n, per_actor, batch_size))
         for _ in progress(_Counted(stream, len(items))) if progress else stream:
             while next_i in done:  # in the samples' order, as the single-process path

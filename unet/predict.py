@@ -26,7 +26,7 @@ import numpy as np
 
 from .errors import ConfigError, UnetError
 from .data import mirror_pad
-from .imaging import IMAGE_EXTENSIONS, ImageError, read_image, save_png
+from .imaging import IMAGE_EXTENSIONS, ImageError, read_image
 from .model import check_scale
 
 OVERLAY_COLOR = (255, 32, 32)
@@ -300,10 +300,6 @@ class Predictor:
 
         parts = [(flip, self._rows(flip(seen), reporter(v))) for v, flip in enumerate(views)]
         return next(iter(self._drive(iter([(seen.shape[:2], parts)]), 1)))[1]
-
-    def _probability(self, image: np.ndarray, report: Callable[[float], None] | None = None) -> np.ndarray:
-        """The map of one photo, one way round."""
-        return self._seen_map(image, False, report)
 
     def _drive(self, jobs, window: int):
         """Run photos' tile generators (:meth:`_rows`) with their tiles sharing passes.
