@@ -69,7 +69,7 @@ def agreement(dm) -> None:
         print(f"# {SHARED} is absent: no validation agreement to measure")
         return
     print(f"# total crack length per photo, model mask vs true mask, at threshold {dm.card.threshold:g}, "
-          f"scale {dm.card.scale:g}")
+          f"scale {dm.card.scale}")
     for name, split in SPLITS.items():
         samples, _ = eval_samples(split)
         rel, width_diff = [], []

@@ -23,7 +23,8 @@ from unet.cracks import measure, width_picture
 from unet.errors import ConfigError
 from unet.imaging import ImageError, display_name, encode_png, read_image
 from unet.model import ModelError
-from unet.predict import heatmap, overlay, scale_hint
+from unet.model import AUTO
+from unet.predict import doubt, heatmap, overlay, scale_hint
 
 through_app()
 
@@ -58,13 +59,16 @@ threshold = st.slider("Damage threshold (probability at which a pixel counts as 
                       step=0.01, key="detect_threshold")
 flips = st.toggle("Careful mode: also segment each photo's mirror images and average (4x the time, "
                   "slightly more accurate)", key="detect_flips")
-PHOTO_SCALES = {"the model's own": None, "1 (as taken)": 1.0, "0.5": 0.5, "0.25": 0.25, "0.125": 0.125}
+PHOTO_SCALES = {"the model's own": None, "automatic (from the cracks' width)": AUTO, "1 (as taken)": 1.0, "0.5": 0.5,
+                "0.25": 0.25, "0.125": 0.125}
 photo_scale_label = st.selectbox(
     "Photo scale: resize the photo before the model sees it (the mask keeps the photo's size)", list(PHOTO_SCALES),
     key="detect_photo_scale",
-    help="The model learned from photos 224-544 px across. A phone photo of a wall is many times that: wide cracks "
-         "can then be missed or drawn thin. Below 1 the model sees more of the wall per tile (and runs faster); "
-         "it can lose hairline cracks.")
+    help="The model learned from photos 224-544 px across, whose cracks are 2-12 px wide. A phone photo of a wall "
+         "is many times that: wide cracks can then be missed or drawn thin. Automatic (the bundled model's own) "
+         "looks at the photo small first and shrinks it until its cracks are as wide as those the model learned "
+         "from; a photo of hairlines is seen as taken. Below 1 the model sees more of the wall per tile (and runs "
+         "faster); it can lose hairline cracks.")
 photo_scale = model.scale if PHOTO_SCALES[photo_scale_label] is None else PHOTO_SCALES[photo_scale_label]
 scale_mode, scale_value = scale_input("detect")
 uploads = st.file_uploader("Photos", type=TYPES, accept_multiple_files=True, key="detect_upload")
@@ -143,10 +147,11 @@ def result(name: str, data: bytes, key: tuple, where) -> ChainMap | None:
             left = f" · about {_clock((now - start) / fraction * (1 - fraction))} left" if fraction > 0 else ""
             bar.progress(min(1.0, fraction), text=f"Segmenting {name}: {100 * fraction:.0f}%{left}")
 
-        prob = model.probability(image, flips=flips, scale=photo_scale, progress=tick).astype(np.float16)  # half
+        prob, seen_scale = model.scaled_probability(image, flips=flips, scale=photo_scale, progress=tick)
+        prob = prob.astype(np.float16)  # half the memory
         seconds = time.perf_counter() - start
         bar.empty()
-        item = {"image": image, "prob": prob, "seconds": seconds}
+        item = {"image": image, "prob": prob, "seconds": seconds, "scale": seen_scale}
         store.put(key, item)
         seen.add(key)
         cache.pop(key, None)  # views of an earlier copy are out of date
@@ -190,7 +195,7 @@ def views(entry: dict, threshold: float) -> dict:
         entry["heat"] = jpeg(heatmap(entry["small_prob"]))
     if entry.get("threshold") != threshold:
         mask = entry["prob"] >= threshold
-        entry.update(threshold=threshold, pct=100.0 * float(mask.mean()),
+        entry.update(threshold=threshold, pct=100.0 * float(mask.mean()), doubt=doubt(entry["prob"], threshold),
                      mask_view=encode_png(shrink((mask * 255).astype(np.uint8))),
                      overlay_view=jpeg(overlay(entry["small_image"], entry["small_prob"] >= threshold)))
     return entry
@@ -260,14 +265,18 @@ for i, ((name, data), key) in enumerate(zip(files, keys)):
         box.error(f"**{safe}**: {md_escape(exc.problem)}")
         rows.append({"file": name, "damaged_pct": None, "width": None, "height": None, "error": exc.problem})
         continue
-    image, prob, pct = entry["image"], entry["prob"], entry["pct"]
+    image, prob, pct, seen_scale = entry["image"], entry["prob"], entry["pct"], entry["scale"]
     h, w = prob.shape
+    chosen = " (automatic)" if photo_scale == AUTO else ""
     box.markdown(f"**{safe}** · {w}×{h} px · **{pct:.2f}% damaged** at threshold {threshold:.2f} · "
                  f"segmented in {entry['seconds']:.2f} s{' (careful mode)' if flips else ''}"
-                 f"{f' · seen at scale {photo_scale:g}' if photo_scale != 1 else ''}")
-    hint = scale_hint((h, w), photo_scale)
+                 f"{f' · seen at scale {seen_scale:g}{chosen}' if seen_scale != 1 or chosen else ''}")
+    hint = "" if photo_scale == AUTO else scale_hint((h, w), seen_scale)
     if hint:
         box.warning(f"Large photo: {md_escape(hint)} (*Photo scale* above).")
+    unsure = entry["doubt"]
+    if unsure:
+        box.warning(f"Check this mask by eye: the model is {md_escape(unsure)}.")
     # Previews are downscaled and encoded once per photo (mask and overlay once per
     # threshold); the full-resolution PNGs are encoded only when a download is clicked.
     c1, c2, c3, c4 = box.columns(4)
@@ -299,6 +308,7 @@ for i, ((name, data), key) in enumerate(zip(files, keys)):
     m = m.with_scale(mm_per_px)
     summary = m.summary()
     rows.append({"file": name, "damaged_pct": round(pct, 4), "width": w, "height": h, "error": "",
+                 "photo scale": seen_scale, "confidence": "low" if unsure else "high",
                  "cracks": summary["cracks"], "max_width_px": summary["max_width_px"],
                  "total_length_px": summary["total_length_px"], "pattern": summary["pattern"],
                  "mm_per_px": mm_per_px, "max_width_mm": summary.get("max_width_mm"),
@@ -314,7 +324,6 @@ for column in ("width", "height", "cracks"):  # whole numbers, also beside a pho
         table[column] = table[column].astype("Int64")
 table.insert(2, "threshold", threshold)
 table["careful mode"] = flips
-table["photo scale"] = photo_scale
 table["model"] = Path(model_path).parent.name + "/" + Path(model_path).name
 st.subheader("All results")
 st.dataframe(table, hide_index=True, width="stretch")

@@ -38,7 +38,8 @@ with left:
         else:
             st.caption(f"preset {card.preset or '?'} · threshold {card.threshold:g} · "
                        f"trained at {card.input_size} px"
-                       + (f" · photos seen at {card.scale:g}x their size" if card.scale != 1.0 else ""))
+                       + (" · each photo seen at its own scale, from the width of its cracks" if card.scale == "auto"
+                          else f" · photos seen at {card.scale:g}x their size" if card.scale != 1.0 else ""))
             if card.calibration and card.calibration.get("stale"):
                 st.warning(md_escape(card.calibration["stale"]))
 

@@ -148,16 +148,26 @@ def test_calibrate_writes_threshold_and_scale_to_the_card(cli_run, sample_dir, t
     model.write_bytes(trained.read_bytes())
     model.with_suffix(".json").write_bytes(trained.with_suffix(".json").read_bytes())
     proc = run_cli("calibrate", "--model", str(model), "--data", str(sample_dir / "val"), "--scales", "1", "0.5",
-                   "--write", "--json")
+                   "auto", "--write", "--json")
     assert proc.returncode == 0, proc.stderr
     chosen = json.loads(proc.stdout)
-    assert set(chosen["scales"]) == {"1.0", "0.5"}
+    assert set(chosen["scales"]) == {"1.0", "0.5", "auto"}
     assert chosen["mean_f1"] == max(s["mean_f1"] for s in chosen["scales"].values())
     card = json.loads(model.with_suffix(".json").read_text())
     assert card["scale"] == chosen["scale"] and card["threshold"] == round(chosen["threshold"], 3)
     assert card["calibration"]["mean_f1"] == chosen["mean_f1"] and card["preset"] == "tiny"
     proc = run_cli("calibrate", "--model", str(model), "--data", str(sample_dir / "val"), "--scales", "9")
-    assert proc.returncode == 2 and "scale 9.0 is outside 0.25-4" in proc.stderr
+    assert proc.returncode == 2 and "scale 9.0 is outside 1/16-4" in proc.stderr
+    # On a fold of the training photos instead (what a run trained with --fold 2/3 held out).
+    proc = run_cli("calibrate", "--model", str(model), "--data", str(sample_dir), "--fold", "2/3", "--json")
+    assert proc.returncode == 0, proc.stderr
+    from unet.data import fold_split, scan_dataset
+
+    held = fold_split(scan_dataset(sample_dir).split("train"), 2, 3)[1]
+    on_fold = json.loads(proc.stdout)
+    assert on_fold["fold"] == "2/3" and on_fold["splits"][str(sample_dir)]["n_images"] == len(held)
+    proc = run_cli("calibrate", "--model", str(model), "--data", str(sample_dir), "--fold", "3/2")
+    assert proc.returncode == 2 and "fold must be k/K" in proc.stderr
 
 
 def test_runs_list_stop_resume_and_start(cli_run):

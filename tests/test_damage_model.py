@@ -54,7 +54,7 @@ def test_update_card_writes_atomically_and_keeps_unknown_keys(saved):
     ("threshold", math.nan, "threshold"),
     ("input_size", 1e9, "input_size"),
     ("input_size", 100, "input_size"),
-    ("scale", 0.1, "scale"),
+    ("scale", 0.01, "scale"),
 ])
 def test_an_out_of_range_card_is_refused_naming_the_file(saved, field, value, message):
     side = saved.with_suffix(".json")

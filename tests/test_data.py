@@ -157,3 +157,40 @@ def test_batches_and_tiles(sample_dir):
     t = tiles(image, mask, 64)
     assert len(t) == 2 * 2 and all(a.shape == (64, 64, 3) for a, _ in t)
     np.testing.assert_array_equal(t[0][0], image[:64, :64])
+
+
+def _patches(root, photos: dict[str, int]):
+    """A train split of patches named <photo>_<n> (the masonry layout), a crack in each."""
+    for photo, n in photos.items():
+        for k in range(n):
+            sid = f"{photo}_{k}"
+            _img(root / "train" / sid / "images" / f"{sid}.png")
+            _mask(root / "train" / sid / "masks" / f"{sid}.png", (4, 8, 0, 16))
+    for sid in ("v_0_0", "v_0_1"):  # a val split the folds must never touch
+        _img(root / "val" / sid / "images" / f"{sid}.png")
+        _mask(root / "val" / sid / "masks" / f"{sid}.png", (4, 8, 0, 16))
+
+
+def test_folds_hold_whole_source_photos_and_never_the_val_split(tmp_path):
+    from unet.data import fold_split, parse_fold, source_of
+
+    assert [source_of(i) for i in ("a_0_10", "a_0_9", "wall_0003", "11111")] == ["a_0", "a_0", "wall_0003", "11111"]
+    photos = {f"b_{p}": 1 + p % 4 for p in range(11)}  # 11 walls, 1-4 patches each
+    _patches(tmp_path, photos)
+    samples = scan_dataset(tmp_path).split("train")
+    held_out = []
+    for k in (1, 2, 3):
+        rest, held = fold_split(samples, k, 3)
+        assert {s.id for s in rest} | {s.id for s in held} == {s.id for s in samples}
+        assert not {source_of(s.id) for s in rest} & {source_of(s.id) for s in held}  # no wall on both sides
+        held_out.append(len(held))
+        assert [s.id for s in fold_split(samples, k, 3)[1]] == [s.id for s in held]  # the same every time
+    assert sum(held_out) == len(samples) and max(held_out) - min(held_out) <= 4  # balanced, whole walls
+    train, val, _ = training_splits(tmp_path, fold=parse_fold("2/3"))
+    assert {s.id for s in val} == {s.id for s in fold_split(samples, 2, 3)[1]}
+    assert not any(s.id.startswith("v_") for s in train + val)  # the val split is left for the end
+    for bad in ("0/3", "4/3", "1/1", "x"):
+        with pytest.raises(DatasetError, match="fold"):
+            parse_fold(bad)
+    with pytest.raises(DatasetError, match="cannot make 12 folds"):
+        fold_split(samples, 1, 12)

@@ -80,3 +80,23 @@ def test_bce_dice_is_the_sum_of_its_parts():
 def test_unknown_loss_is_named():
     with pytest.raises(ValueError, match="focal"):
         get_loss("focal")
+
+
+@pytest.mark.parametrize("name", ["bce_tversky", "focal_tversky"])
+def test_tversky_losses_cost_a_missed_crack_edge_more_than_a_false_one(name):
+    import keras
+
+    truth = np.zeros((2, 16, 16, 1), np.float32)
+    truth[:, 4:8] = 1  # a band four pixels wide
+    good = truth * 0.98 + 0.01
+    thin = good.copy()
+    thin[:, 7] = 0.01  # one row of the crack missed
+    wide = good.copy()
+    wide[:, 8] = 0.99  # one row too many
+    loss = get_loss(name)
+    exact, missed, extra = (float(loss(truth, p)) for p in (good, thin, wide))
+    assert exact < extra < missed
+    dice = get_loss("bce_dice")  # Dice weighs both the same: the Tversky losses lean to recall
+    assert (missed - extra) / exact > (float(dice(truth, thin)) - float(dice(truth, wide))) / float(dice(truth, good))
+    again = keras.losses.deserialize(keras.losses.serialize(loss))  # a checkpoint names it: it must load back
+    assert float(again(truth, thin)) == pytest.approx(missed)

@@ -186,7 +186,7 @@ def test_a_model_card_scale_is_used_and_a_bad_one_is_refused_naming_the_file(tin
     assert Predictor(model).scale == 0.75 and Predictor(model, scale=1).scale == 1.0
     again = save_model(model, tmp_path / "copy.keras")  # re-saving keeps the scale
     assert model_info(load_model(again)).scale == 0.75
-    for bad in ("0.1", '"big"'):
+    for bad in ("0.01", '"big"'):
         side = path.with_suffix(".json")
         side.write_text(side.read_text().replace('"scale": 0.75', f'"scale": {bad}'))
         with pytest.raises(ModelError, match=r"m\.json: scale"):

@@ -68,6 +68,15 @@ def _mm_per_px(text: str) -> float:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _fold(text: str | None) -> tuple[int, int] | None:
+    from .data import DatasetError, parse_fold
+
+    try:
+        return parse_fold(text)
+    except DatasetError as exc:
+        raise CliError(str(exc)) from None
+
+
 def _scale(text: str) -> float:
     from .model import check_scale
 
@@ -111,7 +120,7 @@ def _train_config(a) -> TrainConfig:
         "data": (a.data[0] if len(a.data) == 1 else a.data) if a.data else None, "preset": a.preset, "size": a.size, "epochs": a.epochs, "batch": a.batch,
         "loss": a.loss, "learning_rate": a.lr, "steps_per_epoch": a.steps_per_epoch, "seed": a.seed,
         "device": a.device, "name": a.name, "optimizer": a.optimizer, "schedule": a.schedule,
-        "init_from": a.init_from,
+        "init_from": a.init_from, "fold": a.fold,
     }
     base.update({k: v for k, v in overrides.items() if v is not None})
     if a.no_augment:
@@ -293,7 +302,10 @@ def cmd_evaluate(a) -> int:
         model_path = run.best_model_path()
         if model_path is None:
             raise CliError(f"run {run.id} has no saved model yet")
-    samples, problems = eval_samples(a.data)
+    fold = _fold(a.fold)
+    if a.run and fold is not None and not a.out:
+        raise CliError("--fold with --run: give --out (the Compare page keeps results of whole splits)")
+    samples, problems = eval_samples(a.data, fold)
     if not samples:
         _list_skipped([str(p) for p in problems])
         raise CliError(f"{a.data}: no usable image/mask pairs to evaluate ({len(problems)} problems, listed above)")
@@ -317,7 +329,8 @@ def cmd_evaluate(a) -> int:
     if a.json:
         print(json.dumps(result))
     else:
-        seen = f", photos seen at {result['scale']:g}x" if result["scale"] != 1 else ""
+        sc = result["scale"]
+        seen = ", photos seen at their automatic scale" if sc == "auto" else f", photos seen at {sc:g}x" if sc != 1 else ""
         print(f"{result['n_images']} images at threshold {result['threshold']:.2f}{seen}"
               f"{' (averaged over mirror images)' if a.flips else ''}: "
               f"IoU {result['iou']:.4f}  Dice/F1 {result['dice']:.4f}  precision {result['precision']:.4f}  "
@@ -365,7 +378,7 @@ def cmd_calibrate(a) -> int:
         if not Path(split).is_dir():
             raise CliError(f"{split}: no such split folder")
     model = _load(a.model)
-    result = calibrate(model, a.data, progress=_progress("calibrating"), scales=a.scales)
+    result = calibrate(model, a.data, progress=_progress("calibrating"), scales=a.scales, fold=_fold(a.fold))
     if a.write:
         model.update_card(threshold=round(result["threshold"], 3), scale=result["scale"], calibration=result)
     print(json.dumps(result, indent=None if a.json else 2))
@@ -445,9 +458,10 @@ MM_HELP = ("the photos' scale at the wall, millimetres per pixel (for example th
            "photo's width in px): lengths and widths in mm and a damage grade by the widest crack")
 FLIPS_HELP = ("careful mode: also segment each photo's mirror images and average "
               "(4x the time, slightly more accurate)")
-SCALE_HELP = ("resize photos by this before the model sees them; masks keep the photo's size (default: the "
-              "model's card, 1 for the bundled model). Below 1 suits close-ups and high-resolution photos whose "
-              "cracks are many pixels wide; it loses hairline cracks")
+SCALE_HELP = ("'auto', or a factor: resize photos by this before the model sees them; masks keep the photo's "
+              "size (default: the model's card; 'auto' for the bundled model: each photo's own, from the width of "
+              "its cracks in a coarse pass). Below 1 suits close-ups and high-resolution photos whose cracks are "
+              "many pixels wide; it loses hairline cracks")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -483,6 +497,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--name", help="a label for the run id")
     p.add_argument("--init-from", help="start from this .keras model's weights (same preset): fine-tuning")
+    p.add_argument("--fold", metavar="K/N", help="validate on fold K of N of the training photos (whole source "
+                   "photos per fold) instead of the val split, which is not read: choices made on folds")
     p.add_argument("--detach", action="store_true", help="train in a background process and return")
     p.add_argument("--distributed", action="store_true",
                    help="one process of a multi-host job (KERAS_BACKEND=jax; the coordinator from "
@@ -521,6 +537,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--model", help=".keras file (default: the bundled model)")
     g.add_argument("--run", help="a run id: evaluates its model and stores results in the run folder")
     p.add_argument("--threshold", type=_threshold)
+    p.add_argument("--fold", metavar="K/N", help="evaluate fold K of N of the dataset's training photos (what a run "
+                   "trained with --fold K/N held out) instead of its test/val split")
     p.add_argument("--out", help="folder for metrics.json, per_image.csv, pr_curve.csv")
     p.add_argument("--flips", action="store_true", help=FLIPS_HELP)
     p.add_argument("--scale", type=_scale, help=SCALE_HELP)
@@ -530,7 +548,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("calibrate", help="choose the threshold that maximises mean F1 over validation splits")
-    p.add_argument("--data", nargs="+", required=True, help="validation split folder(s); each counts equally")
+    p.add_argument("--data", nargs="+", required=True, help="validation split folder(s); each counts equally "
+                   "(with --fold: dataset folders)")
+    p.add_argument("--fold", metavar="K/N", help="calibrate on fold K of N of each dataset's training photos (the "
+                   "photos a run trained with --fold K/N held out) instead of val splits")
     p.add_argument("--model", help=".keras file (default: the bundled model)")
     p.add_argument("--scales", nargs="+", type=_scale, metavar="S",
                    help="also choose the resize factor photos get before the model sees them, among these "

@@ -141,7 +141,7 @@ class _Segmenter(_ModelActor):
             _fault_point()  # a worker dying mid-survey, after some photos are done
         dm = self.model
         cut = dm.predictor.default_threshold if o["threshold"] is None else float(o["threshold"])
-        seen_scale = dm.card.scale if o["scale"] is None else check_scale(o["scale"])
+        scale_setting = dm.card.scale if o["scale"] is None else check_scale(o["scale"])
         names = [str(n) for n in batch["name"]]
         errors = [""] * len(names)
         fed = []
@@ -154,10 +154,10 @@ class _Segmenter(_ModelActor):
                     yield image
 
         rendered = {}
-        for prob in dm.predictor.maps(photos(), o["flips"], o["scale"]):
+        for prob, seen_scale in dm.predictor.scaled_maps(photos(), o["flips"], o["scale"]):
             k, image = fed.pop(0)
-            seg = Segmentation.from_probability(prob, cut)
-            rendered[k] = self.pool.submit(render_outputs, names[k], image, seg, seen_scale, o["measure"],
+            seg = Segmentation.from_probability(prob, cut, seen_scale)
+            rendered[k] = self.pool.submit(render_outputs, names[k], image, seg, scale_setting, o["measure"],
                                            o["mm_per_px"])
         out = {"i": [int(i) for i in batch["i"]], "error": errors, "changes": [], "files": []}
         for k in range(len(names)):

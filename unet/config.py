@@ -16,6 +16,8 @@ LOSSES = {
     "bce_dice": "BCE + Dice: suits thin, rare damage (the default)",
     "dice": "Dice alone",
     "bce": "binary cross-entropy alone (the original recipe's loss)",
+    "bce_tversky": "BCE + Tversky (misses cost 7/3 of false alarms): favours a crack's whole width",
+    "focal_tversky": "focal Tversky: Tversky's recall weighting, hard photos weighted up",
 }
 OPTIMIZERS = ("adam", "adamw")
 SCHEDULES = ("cosine", "constant")
@@ -60,6 +62,9 @@ class TrainConfig:
     mixed_precision: bool = False
     time_budget_min: float | None = None  # end training (as completed) after this many minutes
     init_from: str | None = None  # a .keras model of the same preset whose weights start the run
+    # "k/K": validate on fold k of K of the training photos (whole source photos per fold)
+    # instead of the val split, which is then not read: choices made on folds.
+    fold: str | None = None
     name: str = ""
 
     def validate(self) -> "TrainConfig":
@@ -99,6 +104,13 @@ class TrainConfig:
         if not (isinstance(crop, (tuple, list)) and len(crop) == 2 and all(
                 isinstance(v, (int, float)) and math.isfinite(v) for v in crop) and 0.1 <= crop[0] <= crop[1] <= 10):
             problems.append(f"crop_scale must be two numbers, low <= high, within 0.1-10 (got {crop!r})")
+        if self.fold is not None:
+            from .data import DatasetError, parse_fold
+
+            try:
+                parse_fold(self.fold)
+            except DatasetError as exc:
+                problems.append(str(exc))
         if not isinstance(self.data, str) and not (
                 isinstance(self.data, list) and self.data and all(isinstance(d, str) for d in self.data)):
             problems.append("data must be a folder or a list of folders")

@@ -42,7 +42,8 @@ class ModelCard:
         input_size: the side it was trained at; photos are tiled at least this large.
         preset: the architecture's preset name.
         source: where it came from (a run id, a file).
-        scale: photos are resized by this before the model sees them (0.25-4).
+        scale: photos are resized by this before the model sees them (1/16-4), or ``"auto"``:
+            each photo's own, from the width of its cracks (:func:`unet.predict.choose_scale`).
         calibration: what ``calibrate`` measured when it chose the threshold and scale.
         extra: keys this version does not know, kept when the card is rewritten.
     """
@@ -51,7 +52,7 @@ class ModelCard:
     input_size: int = 256
     preset: str = ""
     source: str = ""
-    scale: float = 1.0
+    scale: float | str = 1.0
     calibration: dict | None = None
     extra: dict = field(default_factory=dict, compare=False)
 
@@ -298,6 +299,12 @@ class DamageModel:
         is called as rows of tiles are done."""
         return self.predictor.probability(image, flips=flips, scale=scale, progress=progress)
 
+    def scaled_probability(self, image: np.ndarray, flips: bool = False, scale: float | str | None = None,
+                           progress=None) -> tuple[np.ndarray, float]:
+        """:meth:`probability`, and the scale the model saw the photo at (chosen per photo with
+        ``"auto"``)."""
+        return self.predictor.scaled_probability(image, flips=flips, scale=scale, progress=progress)
+
     def segment(self, image: np.ndarray, threshold: float | None = None, flips: bool = False,
                 scale: float | None = None):
         """Find the damaged pixels of one photo (see :func:`unet.segment`)."""
@@ -317,7 +324,7 @@ class DamageModel:
     def __repr__(self) -> str:
         where = self.path.name if self.path else "in memory"
         return f"DamageModel({where}, preset={self.card.preset or '?'}, threshold={self.threshold:g}, " \
-               f"scale={self.scale:g})"
+               f"scale={self.scale if isinstance(self.scale, str) else format(self.scale, 'g')})"
 
 
 def _plain(text: str) -> str:

@@ -16,6 +16,7 @@ This module is numpy + Pillow only, so the dashboard can browse data without Ker
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -270,10 +271,70 @@ def split_samples(
     }
 
 
+# A patch cut from a bigger photo is named <name>_<photo number>_<patch number> (the masonry
+# set's ``a_0_10`` is patch 10 of photo ``a_0``): patches of one photo are one source. An id
+# with one number (``wall_0003``, DeepCrack's ``11111``) is a photo of its own.
+_PATCH = re.compile(r"^(.*\d)_\d+$")
+FOLD_SEED = 0  # folds do not change with a run's seed: every run of a protocol sees the same ones
+
+
+def source_of(sample_id: str) -> str:
+    """The source photo a sample was cut from: ``a_0`` for patch ``a_0_10``; the id itself for
+    an id with a single number.
+
+    Grouping by source keeps every patch of one wall in one fold, so no fold is scored on
+    a wall another fold trained on. An id with no such suffix is its own source.
+    """
+    m = _PATCH.match(sample_id)
+    return m.group(1) if m else sample_id
+
+
+def fold_split(samples: Sequence[Sample], fold: int, folds: int) -> tuple[list[Sample], list[Sample]]:
+    """(the other folds, fold ``fold``) of ``folds`` (1-based), whole source photos per fold.
+
+    Sources are shuffled with :data:`FOLD_SEED`, then each, the largest first, goes to the
+    fold with the fewest samples so far: folds are balanced, and the same for every run.
+    """
+    if not 2 <= folds <= 20 or not 1 <= fold <= folds:
+        raise DatasetError(f"fold {fold}/{folds}: want 1 <= fold <= folds, 2 <= folds <= 20")
+    groups: dict[str, list[Sample]] = {}
+    for s in sorted(samples, key=lambda s: s.id):
+        groups.setdefault(source_of(s.id), []).append(s)
+    keys = sorted(groups)
+    if len(keys) < folds:
+        raise DatasetError(f"{len(keys)} source photo(s) cannot make {folds} folds (a fold holds whole photos)")
+    order = np.random.default_rng(FOLD_SEED).permutation(len(keys))
+    shuffled = [keys[i] for i in order]
+    shuffled.sort(key=lambda k: -len(groups[k]))  # stable: ties keep the shuffled order
+    sizes, owner = [0] * folds, {}
+    for k in shuffled:
+        f = min(range(folds), key=lambda i: (sizes[i], i))
+        owner[k] = f
+        sizes[f] += len(groups[k])
+    held = [s for k in keys if owner[k] == fold - 1 for s in groups[k]]
+    rest = [s for k in keys if owner[k] != fold - 1 for s in groups[k]]
+    return rest, held
+
+
+def parse_fold(text: str | None) -> tuple[int, int] | None:
+    """``"k/K"`` as (k, K); None for None or ''. A :class:`DatasetError` names a bad one."""
+    if not text:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(text))
+    if not m or not 2 <= int(m.group(2)) <= 20 or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise DatasetError(f"fold must be k/K with 1 <= k <= K and 2 <= K <= 20 (got {text!r})")
+    return int(m.group(1)), int(m.group(2))
+
+
 def training_splits(
-    root: str | Path | Sequence[str | Path], seed: int = 0, val_fraction: float = 0.15
+    root: str | Path | Sequence[str | Path], seed: int = 0, val_fraction: float = 0.15,
+    fold: tuple[int, int] | None = None,
 ) -> tuple[list[Sample], list[Sample], Scan]:
     """(train, val) samples of one dataset or several pooled: their own split folders or a seeded split.
+
+    With ``fold`` (k, K) the validation photos are fold k of each dataset's training photos
+    (:func:`fold_split`) and the dataset's own val split is not read: choices made on folds
+    leave it for one honest reading at the end.
 
     Returns:
         train, val and the scan (of the first root; problems of every root are merged into it).
@@ -288,6 +349,8 @@ def training_splits(
         if not t and "all" in scan.splits:
             parts = split_samples(scan.split("all"), val_fraction=val_fraction, seed=seed)
             t, v = parts["train"], parts["val"]
+        if fold is not None:
+            t, v = fold_split(t, *fold)
         train += t
         val += v
         if merged is None:

@@ -43,8 +43,22 @@ def eval_key(data_dir: str | Path) -> str:
     return f"{safe}-{digest}"
 
 
-def eval_samples(data_dir: str | Path) -> tuple[list[Sample], list[Problem]]:
-    """The samples to evaluate: a split folder itself, or the test (else val) split of a dataset."""
+def eval_samples(data_dir: str | Path, fold: tuple[int, int] | None = None) -> tuple[list[Sample], list[Problem]]:
+    """The samples to evaluate: a split folder itself, or the test (else val) split of a dataset.
+
+    With ``fold`` (k, K): fold k of the dataset's training photos (:func:`unet.data.fold_split`,
+    whole source photos per fold), the photos a run trained with ``--fold k/K`` held out;
+    ``data_dir`` is then the dataset or its train/ folder.
+    """
+    if fold is not None:
+        from .data import fold_split
+
+        root = Path(data_dir)
+        scan = scan_dataset(root / "train" if (root / "train").is_dir() else root)
+        pool = scan.split("train") or scan.split("all")
+        if not pool:
+            return [], scan.problems
+        return fold_split(pool, *fold)[1], scan.problems
     scan = scan_dataset(data_dir)
     for name in ("all", "test", "val"):
         if scan.split(name):
@@ -172,13 +186,13 @@ def score_sample(pred, s: Sample, t: float, flips: bool, scale: float, save_mask
         image, truth = load_pair(s)
     except ImageError as exc:
         return Problem(exc.name, exc.problem)
-    prob = pred.probability(image, flips=flips, scale=scale)
+    prob, seen_scale = pred.scaled_probability(image, flips=flips, scale=scale)
     mask = prob >= t
     counts = confusion(mask, truth)
     idx = np.minimum((prob * BINS).astype(np.int64), BINS - 1)
     row = {"id": s.id, "image": str(s.image), "width": image.shape[1], "height": image.shape[0],
            "true_pct": round(100 * float(truth.mean()), 4), "pred_pct": round(100 * float(mask.mean()), 4),
-           **{k: round(v, 6) for k, v in counts.scores().items()}}
+           "scale": seen_scale, **{k: round(v, 6) for k, v in counts.scores().items()}}
     return {"counts": counts, "pos": np.bincount(idx[truth], minlength=BINS),
             "neg": np.bincount(idx[~truth], minlength=BINS), "row": row,
             "mask_png": encode_png(mask) if save_mask else None}
@@ -273,7 +287,8 @@ def evaluate_and_store(model, model_path: str | Path, data_dir: str | Path, runs
                           "key": result_key(model_path, data_dir, threshold)})
 
 
-def calibrate(model, splits: Sequence[str | Path], progress=None, scales: Sequence[float] | None = None) -> dict:
+def calibrate(model, splits: Sequence[str | Path], progress=None, scales: Sequence[float] | None = None,
+              fold: tuple[int, int] | None = None) -> dict:
     """The threshold (and, given ``scales``, the resize factor) that maximise the mean F1
     over several validation splits.
 
@@ -284,15 +299,19 @@ def calibrate(model, splits: Sequence[str | Path], progress=None, scales: Sequen
     Returns:
         ``threshold``, ``scale``, ``mean_f1`` and, per split, its F1 at that threshold and
         its own best; with several scales also ``scales``: each one's best threshold and
-        mean F1.
+        mean F1. With ``fold`` (k, K), each split is fold k of that dataset's training photos
+        (:func:`eval_samples`), and the result says so (``fold``).
     """
     samples = {}
     for split in splits:
-        found, problems = eval_samples(split)
+        found, problems = eval_samples(split, fold)
         if not found:
             raise UnetError(f"{split}: no usable image/mask pairs")
         samples[str(split)] = (found, problems)
-    return calibrate_samples(model, samples, progress=progress, scales=scales)
+    result = calibrate_samples(model, samples, progress=progress, scales=scales)
+    if fold is not None:
+        result["fold"] = f"{fold[0]}/{fold[1]}"
+    return result
 
 
 def calibrate_samples(model, samples: dict[str, tuple[Sequence[Sample], Sequence[Problem]]], progress=None,

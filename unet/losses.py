@@ -62,6 +62,54 @@ class BceDiceLoss(keras.losses.Loss):
                 "dice_weight": self.dice_weight, "smooth": self.smooth}
 
 
+@keras.saving.register_keras_serializable(package="unet")
+class TverskyLoss(keras.losses.Loss):
+    """1 - batch Tversky index, ``TP / (TP + alpha FP + beta FN)``, raised to ``gamma``.
+
+    With ``beta > alpha`` a missed damaged pixel costs more than a false alarm: the network
+    is pushed to draw a crack's whole width, where Dice (alpha = beta = 0.5) settles for
+    its core. ``gamma < 1`` is the focal Tversky loss (Abraham and Khan, 2019): photos whose
+    cracks are still badly found keep a larger gradient.
+    """
+
+    def __init__(self, alpha: float = 0.3, beta: float = 0.7, gamma: float = 1.0, smooth: float = 1.0,
+                 name: str = "tversky_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.alpha, self.beta, self.gamma, self.smooth = alpha, beta, gamma, smooth
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, y_pred.dtype)
+        tp = ops.sum(y_true * y_pred)
+        fp = ops.sum((1.0 - y_true) * y_pred)
+        fn = ops.sum(y_true * (1.0 - y_pred))
+        index = (tp + self.smooth) / (tp + self.alpha * fp + self.beta * fn + self.smooth)
+        loss = ops.power(ops.maximum(1.0 - index, 0.0), self.gamma)
+        return ops.ones_like(y_pred[:, 0, 0, 0]) * loss
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha, "beta": self.beta, "gamma": self.gamma,
+                "smooth": self.smooth}
+
+
+@keras.saving.register_keras_serializable(package="unet")
+class BceTverskyLoss(keras.losses.Loss):
+    """Binary cross-entropy + :class:`TverskyLoss` (alpha 0.3, beta 0.7)."""
+
+    def __init__(self, alpha: float = 0.3, beta: float = 0.7, name: str = "bce_tversky_loss", **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.alpha, self.beta = alpha, beta
+        self._tversky = TverskyLoss(alpha, beta)
+
+    def call(self, y_true, y_pred):
+        y_true = ops.cast(y_true, y_pred.dtype)
+        p = ops.clip(y_pred, _EPS, 1.0 - _EPS)
+        bce = -ops.mean(y_true * ops.log(p) + (1.0 - y_true) * ops.log(1.0 - p), axis=(1, 2, 3))
+        return bce + self._tversky.call(y_true, y_pred)
+
+    def get_config(self):
+        return {**super().get_config(), "alpha": self.alpha, "beta": self.beta}
+
+
 def get_loss(name: str) -> keras.losses.Loss:
     """The loss for a name in :data:`unet.config.LOSSES`."""
     if name == "bce":
@@ -70,4 +118,8 @@ def get_loss(name: str) -> keras.losses.Loss:
         return DiceLoss()
     if name == "bce_dice":
         return BceDiceLoss()
+    if name == "bce_tversky":
+        return BceTverskyLoss()
+    if name == "focal_tversky":
+        return TverskyLoss(gamma=0.75, name="focal_tversky_loss")
     raise ConfigError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")

@@ -196,14 +196,19 @@ class ModelError(UnetError, ValueError):
     """A model file (or its card) that cannot be used; the message names the file."""
 
 
-def check_scale(scale) -> float:
-    """A model's inference resize factor, validated: a number in [0.25, 4]."""
+AUTO = "auto"  # the scale chosen per photo from the width of its cracks (unet.predict.choose_scale)
+
+
+def check_scale(scale) -> float | str:
+    """A model's inference resize factor, validated: a number in [1/16, 4], or ``"auto"``."""
+    if isinstance(scale, str) and scale.strip().lower() == AUTO:
+        return AUTO
     try:
         value = float(scale)
     except (TypeError, ValueError):
-        raise ConfigError(f"scale must be a number, got {scale!r}") from None
-    if not 0.25 <= value <= 4.0:  # also refuses NaN
-        raise ConfigError(f"scale {value} is outside 0.25-4 (1 = the photo's own size)")
+        raise ConfigError(f"scale must be a number or 'auto', got {scale!r}") from None
+    if not 0.0625 <= value <= 4.0:  # also refuses NaN
+        raise ConfigError(f"scale {value} is outside 1/16-4 (1 = the photo's own size)")
     return value
 
 

@@ -6,9 +6,11 @@ tiles; each tile's prediction is weighted by a window that falls towards its edg
 (where the network sees the least context) and the weighted tiles are summed and
 normalised. The result has the photo's own resolution; nothing is ever squashed to
 the model's input size, so hairline cracks survive. A model may carry a ``scale`` in its card
-(chosen on validation photos with ``python -m unet calibrate --scales``): photos are then
-resized by that factor before the tiles are cut, and the map is resized back to the
-photo's own size.
+(chosen with ``python -m unet calibrate --scales``): photos are then resized by that factor
+before the tiles are cut, and the map is resized back to the photo's own size. The scale
+``"auto"`` (the bundled model's) picks it per photo from the width of the cracks found in
+a coarse pass (:func:`choose_scale`): a 12-megapixel photo of a wide crack is shrunk until
+the crack is as wide as those the model learned from, a photo of hairlines is not.
 """
 
 from __future__ import annotations
@@ -27,9 +29,22 @@ import numpy as np
 from .errors import ConfigError, UnetError
 from .data import mirror_pad
 from .imaging import IMAGE_EXTENSIONS, ImageError, read_image
-from .model import check_scale
+from .model import AUTO, check_scale
 
 OVERLAY_COLOR = (255, 32, 32)
+
+# Automatic scale (issue #14). The training masks' cracks are 2-12 px wide (median 4.5-5.7,
+# measured as 2 x area / perimeter); a photo enlarged 2x or 4x lost most of its cracks. The
+# rule, chosen on enlarged photos of a held-out fold of the training photos and on generated
+# walls (never the val splits; docs/auto-scale.md): from the coarsest scale of the ladder up,
+# the first map with at least AUTO_MIN_FOUND of its pixels damaged gives the width of the
+# cracks in the photo's own pixels; the photo is seen at the largest scale of the ladder at
+# which they are at most AUTO_MAX_WIDTH pixels wide. A photo with no such map (no crack, or
+# hairlines only) is seen at its own size.
+AUTO_MAX_WIDTH = 6.0
+AUTO_MIN_FOUND = 0.002
+AUTO_MIN_SIDE = 96  # the ladder stops before the photo would be smaller than this across
+AUTO_MIN_SCALE = 0.0625
 
 
 @dataclass(frozen=True)
@@ -47,15 +62,81 @@ class Segmentation:
     mask: np.ndarray
     damaged_pct: float
     threshold: float
+    scale: float = 1.0  # the resize the model saw the photo at (chosen per photo with "auto")
 
     @classmethod
-    def from_probability(cls, probability: np.ndarray, threshold: float) -> "Segmentation":
+    def from_probability(cls, probability: np.ndarray, threshold: float, scale: float = 1.0) -> "Segmentation":
         mask = probability >= threshold
-        return cls(probability, mask, 100.0 * float(mask.mean()), float(threshold))
+        return cls(probability, mask, 100.0 * float(mask.mean()), float(threshold), float(scale))
 
     def at(self, threshold: float) -> "Segmentation":
         """The same probabilities at another threshold (no model call)."""
-        return Segmentation.from_probability(self.probability, threshold)
+        return Segmentation.from_probability(self.probability, threshold, self.scale)
+
+    @property
+    def doubt(self) -> str:
+        """Why this mask should be checked by eye, or '' (see :func:`doubt`)."""
+        return doubt(self.probability, self.threshold)
+
+
+# A mask is flagged when the pixels the model nearly called damaged (probability from half
+# the threshold up to it) are at least as many as those it did, and at least DOUBT_MIN_PCT
+# of the photo: the model is hedging (a faint or unfamiliar crack, a photo unlike the
+# training ones), and the threshold, not the photo, decides what is drawn.
+DOUBT_MIN_PCT = 0.1
+
+
+def doubt(probability: np.ndarray, threshold: float) -> str:
+    """A one-line reason to check this mask by eye, or '' when the model is sure of it."""
+    sure = float((probability >= threshold).mean()) * 100
+    near = float(((probability >= threshold / 2) & (probability < threshold)).mean()) * 100
+    if near >= DOUBT_MIN_PCT and near >= sure:
+        return (f"unsure: {near:.2f}% of the photo is nearly damage (probability {threshold / 2:.2f}-{threshold:.2f}) "
+                f"against {sure:.2f}% drawn; check the heatmap, a lower threshold may show more")
+    return ""
+
+
+def scale_ladder(shape: tuple) -> list[float]:
+    """The scales :func:`choose_scale` considers for a photo of this shape, coarsest first:
+    1, 1/2, 1/4 ... down to AUTO_MIN_SCALE, while the photo stays AUTO_MIN_SIDE across."""
+    side, ladder = max(shape[:2]), [1.0]
+    while ladder[-1] / 2 >= AUTO_MIN_SCALE and side * ladder[-1] / 2 >= AUTO_MIN_SIDE:
+        ladder.append(ladder[-1] / 2)
+    return ladder[::-1]
+
+
+def crack_width(mask: np.ndarray) -> float:
+    """The mean width of a mask's cracks in pixels, as 2 x area / perimeter (a long band of
+    width w has area L w and perimeter about 2 L); NaN for an empty mask."""
+    area = int(mask.sum())
+    if not area:
+        return float("nan")
+    edges = int((mask[1:] != mask[:-1]).sum() + (mask[:, 1:] != mask[:, :-1]).sum()
+                + mask[0].sum() + mask[-1].sum() + mask[:, 0].sum() + mask[:, -1].sum())
+    return 2.0 * area / edges
+
+
+def choose_scale(probe: Callable[[float], np.ndarray], shape: tuple, threshold: float
+                 ) -> tuple[float, np.ndarray | None]:
+    """The automatic scale of a photo, and its map at that scale when the probe already made it.
+
+    ``probe(scale)`` is the probability map of the photo as the model sees it at that scale.
+    Maps are made from the coarsest scale of :func:`scale_ladder` up, until one has at least
+    AUTO_MIN_FOUND of its pixels at or above ``threshold``; the width of those pixels'
+    cracks, in the photo's own pixels, picks the largest scale of the ladder that makes them
+    at most AUTO_MAX_WIDTH wide (the coarsest, if none does).
+    """
+    ladder = scale_ladder(shape)
+    for s in ladder:
+        prob = probe(s)
+        mask = prob >= threshold
+        if mask.mean() >= AUTO_MIN_FOUND or s == 1.0:
+            if mask.mean() < AUTO_MIN_FOUND:
+                return 1.0, prob
+            width = crack_width(mask) / s
+            pick = max([x for x in ladder if width * x <= AUTO_MAX_WIDTH], default=ladder[0])
+            return pick, (prob if pick == s else None)
+    return 1.0, None  # not reached: the ladder ends at 1
 
 
 def _window(tile: int, margin: int) -> np.ndarray:
@@ -261,11 +342,33 @@ class Predictor:
         is called after each row of tiles (a page's progress bar; an exception it raises,
         such as a page's rerun, stops the work there).
         """
+        return self.scaled_probability(image, flips, scale, progress)[0]
+
+    def scaled_probability(self, image: np.ndarray, flips: bool | None = None, scale: float | str | None = None,
+                           progress: Callable[[float], None] | None = None) -> tuple[np.ndarray, float]:
+        """:meth:`probability`, and the scale the model saw the photo at (its own with ``"auto"``)."""
         flips, scale = self._options(flips, scale)
         _check_rgb(image)
-        return _restored(self._seen_map(_resized(image, scale), flips, progress), *image.shape[:2])
+        return self._probability(image, flips, scale, progress)
 
-    def maps(self, images: Iterable[np.ndarray], flips: bool | None = None, scale: float | None = None,
+    def choose(self, image: np.ndarray, flips: bool = False) -> tuple[float, np.ndarray | None]:
+        """The automatic scale of a photo (:func:`choose_scale`), and its map as the model sees
+        it at that scale when the coarse passes already made it."""
+        return choose_scale(lambda s: self._seen_map(_resized(image, s), flips), image.shape,
+                            self.default_threshold)
+
+    def _probability(self, image: np.ndarray, flips: bool, scale, progress=None) -> tuple[np.ndarray, float]:
+        """(the photo's map, the scale the model saw it at)."""
+        seen_map = None
+        if scale == AUTO:
+            scale, seen_map = self.choose(image, flips)
+        if seen_map is None:
+            seen_map = self._seen_map(_resized(image, scale), flips, progress)
+        elif progress is not None:
+            progress(1.0)
+        return _restored(seen_map, *image.shape[:2]), scale
+
+    def maps(self, images: Iterable[np.ndarray], flips: bool | None = None, scale: float | str | None = None,
              lookahead: int | None = None) -> Iterable[np.ndarray]:
         """The probability maps of a stream of photos, in order, one as soon as it is done.
 
@@ -273,6 +376,13 @@ class Predictor:
         enough to fill a pass, at least 2) are in flight at once, each holding only its
         current band of tiles. Each map equals :meth:`probability` of its photo.
         """
+        for prob, _ in self.scaled_maps(images, flips, scale, lookahead):
+            yield prob
+
+    def scaled_maps(self, images: Iterable[np.ndarray], flips: bool | None = None, scale: float | str | None = None,
+                    lookahead: int | None = None) -> Iterable[tuple[np.ndarray, float]]:
+        """:meth:`maps`, each with the scale the model saw its photo at (chosen per photo with
+        ``"auto"``: the coarse passes run photo by photo, the chosen scale's tiles shared)."""
         flips, scale = self._options(flips, scale)
         views = _FLIPS if flips else _FLIPS[:1]
         window = lookahead or max(2, self.batch_size)
@@ -280,11 +390,16 @@ class Predictor:
         def jobs():
             for image in images:
                 _check_rgb(image)
-                seen = _resized(image, scale)
-                yield image.shape[:2], [(flip, self._rows(flip(seen))) for flip in views]
+                chosen, seen_map = self.choose(image, flips) if scale == AUTO else (scale, None)
+                key = (image.shape[:2], chosen)
+                if seen_map is not None:
+                    yield key, [(_FLIPS[0], _ready(seen_map))]
+                else:
+                    seen = _resized(image, chosen)
+                    yield key, [(flip, self._rows(flip(seen))) for flip in views]
 
-        for shape, maps in self._drive(jobs(), window):
-            yield _restored(maps, *shape)
+        for (shape, chosen), maps in self._drive(jobs(), window):
+            yield _restored(maps, *shape), chosen
 
     def _seen_map(self, seen: np.ndarray, flips: bool, progress: Callable[[float], None] | None = None
                   ) -> np.ndarray:
@@ -319,11 +434,17 @@ class Predictor:
                     exhausted = True
                     break
                 entry = [key, views, [None] * len(views), {}]
-                for v, (_, gen) in enumerate(views):
-                    entry[3][v] = next(gen)
+                for v, (flip, gen) in enumerate(views):
+                    try:
+                        entry[3][v] = next(gen)
+                    except StopIteration as done:  # a map made already (the automatic scale's probe)
+                        entry[2][v] = flip(done.value)
                 active.append(entry)
-            if not active:
-                break
+            while active and not active[0][3]:
+                e = active.pop(0)
+                yield e[0], _mean_of_views(e[2])
+            if not any(e[3] for e in active):
+                continue
             waiting = [(e, v) for e in active for v in sorted(e[3])]
             shape = waiting[0][0][3][waiting[0][1]].shape[1:3]
             per_pass = self.passes_of(shape)
@@ -391,17 +512,24 @@ class Predictor:
     def segment(self, image: np.ndarray, threshold: float | None = None, flips: bool | None = None,
                 scale: float | None = None) -> Segmentation:
         t = self.default_threshold if threshold is None else float(threshold)
-        return Segmentation.from_probability(self.probability(image, flips, scale), t)
+        prob, seen_scale = self.scaled_probability(image, flips, scale)
+        return Segmentation.from_probability(prob, t, seen_scale)
 
     def segment_many(self, images: Sequence[np.ndarray], threshold: float | None = None,
                      flips: bool | None = None, scale: float | None = None) -> list[Segmentation]:
         """Segment many photos, their tiles sharing full passes (each equals :meth:`segment`)."""
         t = self.default_threshold if threshold is None else float(threshold)
-        return [Segmentation.from_probability(p, t) for p in self.maps(images, flips, scale)]
+        return [Segmentation.from_probability(p, t, s) for p, s in self.scaled_maps(images, flips, scale)]
 
 
 def _up16(n: int) -> int:
     return -(-n // 16) * 16
+
+
+def _ready(prob: np.ndarray):
+    """A tile generator (:meth:`Predictor._rows`) with no tiles left: its map is made."""
+    return prob
+    yield  # noqa: unreachable; makes this a generator
 
 
 def _mean_of_views(maps: list[np.ndarray]) -> np.ndarray:
@@ -531,7 +659,9 @@ def heatmap(probability: np.ndarray) -> np.ndarray:
 OUTPUT_SUFFIXES = ("_mask", "_overlay", "_cracks")
 # Names datasets give their masks (see unet.data): never photos to segment.
 _MASK_TAGS = ("_mask", "_lab", "_label", "_gt")
-RESULT_FIELDS = ["file", "damaged_pct", "error", "mask", "overlay", "note"]  # the first three as before
+# The first three as before; scale: the resize the model saw the photo at; confidence: "low"
+# when the mask should be checked by eye (the note says why: :func:`doubt`).
+RESULT_FIELDS = ["file", "damaged_pct", "error", "mask", "overlay", "note", "scale", "confidence"]
 
 # The bundled model learned from photos 224-544 px across (models/MODEL_CARD.md). The same
 # wall enlarged 4x lost most of its cracks: a DeepCrack photo enlarged to 4000x3000 scored
@@ -667,13 +797,13 @@ def predict_files(
     dm = DamageModel.of(model)
     predictor = dm.predictor
     cut = predictor.default_threshold if threshold is None else float(threshold)
-    seen_scale = dm.card.scale if scale is None else check_scale(scale)
+    scale_setting = dm.card.scale if scale is None else check_scale(scale)
     depth = max(2, predictor.batch_size) + 2
     ready: dict[int, object] = {}  # index -> error text, or (future, image, seg): decoded, not yet final
 
     def write(i: int, image: np.ndarray, seg: Segmentation):
         """Write one photo's outputs; runs on the writing thread. Returns (row changes, measurement)."""
-        outputs, changes, found = job.render(i, image, seg, seen_scale)
+        outputs, changes, found = job.render(i, image, seg, scale_setting)
         job.write(outputs)
         return changes, found
 
@@ -711,9 +841,9 @@ def predict_files(
                 next_i += 1
                 yield next_i - 1
 
-        for prob in predictor.maps(photos(), flips, scale, lookahead=depth - 2):
+        for prob, seen_scale in predictor.scaled_maps(photos(), flips, scale, lookahead=depth - 2):
             i, image = fed.popleft()
-            seg = Segmentation.from_probability(prob, cut)
+            seg = Segmentation.from_probability(prob, cut, seen_scale)
             ready[i] = (writer.submit(write, i, image, seg), image, seg)
             yield from settle(None)
         while next_i < len(job.files):
@@ -791,9 +921,9 @@ class PhotoJob:
         """(photo ``i``, '') or (None, why it is not processed)."""
         return read_photo(self.files[i][0], self.clash(i))
 
-    def render(self, i: int, image: np.ndarray, seg: Segmentation, seen_scale: float):
+    def render(self, i: int, image: np.ndarray, seg: Segmentation, scale_setting: float | str):
         """Photo ``i``'s outputs as ({column: (file name, bytes)}, row changes, measurement or None)."""
-        return render_outputs(self.files[i][1], image, seg, seen_scale, self.measure, self.mm_per_px)
+        return render_outputs(self.files[i][1], image, seg, scale_setting, self.measure, self.mm_per_px)
 
     def write(self, outputs: dict) -> None:
         from .files import write_bytes_atomic
@@ -842,10 +972,11 @@ def read_photo(path: Path, clash: str = "") -> tuple[np.ndarray | None, str]:
         return None, f"cannot be read ({exc.strerror or exc})"
 
 
-def render_outputs(name: str, image: np.ndarray, seg: Segmentation, seen_scale: float, measure: bool = False,
+def render_outputs(name: str, image: np.ndarray, seg: Segmentation, scale_setting: float | str, measure: bool = False,
                    mm_per_px: float | None = None):
     """A photo's output files as bytes, ({column: (file name, bytes)}, row changes, measurement
-    or None): the same bytes wherever they are made."""
+    or None): the same bytes wherever they are made. ``scale_setting`` is the scale asked for
+    (``"auto"`` or a number); ``seg.scale`` the one the model saw the photo at."""
     from .cracks import measure as measure_mask
     from .cracks import width_picture
     from .files import csv_text
@@ -859,8 +990,11 @@ def render_outputs(name: str, image: np.ndarray, seg: Segmentation, seen_scale: 
         outputs["cracks_csv"] = (f"{name}_cracks.csv", csv_text(found.rows(), found.fields).encode())
         outputs["cracks_png"] = (f"{name}_cracks.png", encode_png(width_picture(image, found)))
         changes.update(found.summary())
+    unsure = seg.doubt
+    hint = "" if scale_setting == AUTO else scale_hint(image.shape, seg.scale)
     changes.update({k: filename for k, (filename, _) in outputs.items()}, damaged_pct=round(seg.damaged_pct, 4),
-                   error="", note=scale_hint(image.shape, seen_scale))
+                   error="", note="; ".join(n for n in (unsure, hint) if n), scale=f"{seg.scale:g}",
+                   confidence="low" if unsure else "high")
     return outputs, changes, found
 
 

@@ -135,9 +135,10 @@ def _install_stop_signals(run: Run) -> None:
 
 
 def _data(cfg: TrainConfig, log):
-    from .data import Augment, PairBatcher, load_pairs, training_splits
+    from .data import Augment, PairBatcher, load_pairs, parse_fold, training_splits
 
-    train, val, scan = training_splits(cfg.data, seed=cfg.seed, val_fraction=cfg.val_fraction)
+    train, val, scan = training_splits(cfg.data, seed=cfg.seed, val_fraction=cfg.val_fraction,
+                                       fold=parse_fold(cfg.fold))
     train_pairs, _, p1 = load_pairs(train)
     val_pairs, val_kept, p2 = load_pairs(val)
     problems = scan.problems + p1 + p2
@@ -160,7 +161,8 @@ def _data(cfg: TrainConfig, log):
     shard = process if processes > 1 else None
     train_b = PairBatcher(train_pairs, cfg.size, local, aug, steps=steps, seed=cfg.seed, shard=shard)
     val_b = PairBatcher(val_pairs, cfg.size, local, None) if val_pairs else None
-    log(f"data: {len(train_pairs)} training and {len(val_pairs)} validation photos, "
+    held = f" (fold {cfg.fold} of the training photos; the val split is not read)" if cfg.fold else ""
+    log(f"data: {len(train_pairs)} training and {len(val_pairs)} validation photos{held}, "
         f"{len(problems)} skipped; {steps} batches of {cfg.batch} per epoch")
     return train_b, val_b, len(problems), val_kept
 
