@@ -383,3 +383,23 @@ def test_distributed_training_outside_jax_is_refused_in_one_line(tmp_path, sampl
                   str(tmp_path), "--distributed", env={"KERAS_BACKEND": "tensorflow"})
     assert out.returncode == 2 and not list(tmp_path.iterdir())
     assert out.stderr.strip().splitlines()[-1].startswith("error: --distributed trains on the JAX backend")
+
+
+def test_a_run_on_a_fold_validates_on_held_out_training_photos_and_never_reads_val(tmp_path, sample_dir, capsys):
+    from unet.data import fold_split, scan_dataset
+    from unet.train import execute
+
+    scan = scan_dataset(sample_dir)
+    rest, held = fold_split(scan.split("train"), 2, 3)
+    run = create_run(TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=1, batch=4, fold="2/3"),
+                     tmp_path / "runs")
+    assert execute(run) == "completed", run.log_tail()
+    out = capsys.readouterr().out
+    assert (f"data: {len(rest)} training and {len(held)} validation photos (fold 2/3 of the training photos; "
+            "the val split is not read)") in out
+    assert len(held) != len(scan.split("val"))  # not the val split by another name
+    assert run.config()["fold"] == "2/3"
+    from unet.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="fold"):
+        TrainConfig(fold="4/3").validate()
