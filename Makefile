@@ -52,9 +52,9 @@ clean:
 # rate; about 100 min more in mixed bfloat16 (40 epochs of 100 steps, a new cosine
 # cycle); about 75 min on larger 384x384 crops (more context per crop); then about 65 min
 # on zoomed-out crops (0.9-1.5x the crop side shrunk to 384). On a GPU each stage takes
-# minutes. The threshold is then chosen on the validation splits, with photos at their own
-# scale: shrinking them scores higher on these splits but loses hairline cracks
-# (models/MODEL_CARD.md), so `--scales` is not used here.
+# minutes. The card then gets the automatic scale (docs/auto-scale.md) and a threshold chosen
+# on fold 1 of 5 of the training photos (whole source walls per fold), never on the val
+# splits, which are read once at the end (models/MODEL_CARD.md).
 # Each stage starts from the model the previous one saved.
 SHARED_DATA ?= ../shared/data
 # $(call stage,CONFIG,NAME,DEST): train models/CONFIG.json, copy its newest run's model to DEST.
@@ -66,5 +66,5 @@ default-model: setup
 	$(call stage,default.long,default-long,runs/default-stage3.keras)
 	$(call stage,default.context,default-context,runs/default-stage4.keras)
 	$(call stage,default.zoomout,default-zoomout,models/default.keras) && cp $$run/model.json models/default.json
-	$(BIN)/python -m unet calibrate --model models/default.keras --write \
-	  --data $(SHARED_DATA)/masonry/val $(SHARED_DATA)/deepcrack/val
+	$(BIN)/python -m unet calibrate --model models/default.keras --write --scales auto --fold 1/5 \
+	  --data $(SHARED_DATA)/masonry $(SHARED_DATA)/deepcrack
