@@ -130,13 +130,11 @@ def choose_scale(probe: Callable[[float], np.ndarray], shape: tuple, threshold: 
     for s in ladder:
         prob = probe(s)
         mask = prob >= threshold
-        if mask.mean() >= AUTO_MIN_FOUND or s == 1.0:
-            if mask.mean() < AUTO_MIN_FOUND:
-                return 1.0, prob
+        if mask.mean() >= AUTO_MIN_FOUND:
             width = crack_width(mask) / s
             pick = max([x for x in ladder if width * x <= AUTO_MAX_WIDTH], default=ladder[0])
             return pick, (prob if pick == s else None)
-    return 1.0, None  # not reached: the ladder ends at 1
+    return 1.0, prob  # nothing found: the ladder ends at 1, so the last map is the photo's own
 
 
 def _window(tile: int, margin: int) -> np.ndarray:
@@ -359,18 +357,21 @@ class Predictor:
 
     def _probability(self, image: np.ndarray, flips: bool, scale, progress=None) -> tuple[np.ndarray, float]:
         """(the photo's map, the scale the model saw it at)."""
-        h, w = image.shape[:2]
-        if scale != AUTO:
-            return _restored(self._seen_map(_resized(image, scale), flips, progress), h, w), scale
-        chosen, seen_map = self.choose(image, flips)
-        if seen_map is None:
-            seen_map = self._seen_map(_resized(image, chosen), flips, None if chosen < 1 else progress)
-        maps = [seen_map]
-        if chosen < 1:
-            maps.append(self._seen_map(_resized(image, 2 * chosen), flips, progress))
-        elif progress is not None:
+        chosen, seen_map, scales = self._plan(image, flips, scale)
+        maps = [seen_map] if seen_map is not None else []
+        for s in scales[len(maps):]:  # progress follows the last (largest) scale
+            maps.append(self._seen_map(_resized(image, s), flips, progress if s == scales[-1] else None))
+        if seen_map is not None and len(scales) == 1 and progress is not None:
             progress(1.0)
-        return _blend_scales(maps, h, w), chosen
+        return _blend_scales(maps, *image.shape[:2]), chosen
+
+    def _plan(self, image: np.ndarray, flips: bool, scale) -> tuple[float, np.ndarray | None, list[float]]:
+        """(the scale reported, its map if the coarse passes made it, the scales whose maps are
+        blended): one scale when it is given; with ``"auto"`` the chosen one and, below 1, twice it."""
+        if scale != AUTO:
+            return scale, None, [scale]
+        chosen, seen_map = self.choose(image, flips)
+        return chosen, seen_map, [chosen, 2 * chosen] if chosen < 1 else [chosen]
 
     def maps(self, images: Iterable[np.ndarray], flips: bool | None = None, scale: float | str | None = None,
              lookahead: int | None = None) -> Iterable[np.ndarray]:
@@ -395,8 +396,7 @@ class Predictor:
             for image in images:
                 _check_rgb(image)
                 h, w = image.shape[:2]
-                chosen, seen_map = self.choose(image, flips) if scale == AUTO else (scale, None)
-                scales = [chosen, 2 * chosen] if scale == AUTO and chosen < 1 else [chosen]
+                chosen, seen_map, scales = self._plan(image, flips, scale)
                 parts, groups = [], []
                 for k, s in enumerate(scales):
                     if k == 0 and seen_map is not None:
