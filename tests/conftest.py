@@ -11,8 +11,20 @@ import numpy as np
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# The JAX runs here (and the processes they start) train tiny networks for a few steps: XLA's
+# CPU backend optimising them took longer than the training (41 s -> 17 s for a 2-epoch run).
+# Tests check behaviour, not speed; the product compiles at XLA's defaults.
+if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_backend_optimization_level=0").strip()
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def pytest_xdist_auto_num_workers(config):
+    """``-n auto`` (pytest.ini): one worker per core, at most 4. Each worker holds TensorFlow
+    and starts training processes, servers and a browser of its own; files stay whole on
+    one worker (``--dist loadfile``), so module fixtures are made once."""
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 @pytest.fixture(scope="session")
