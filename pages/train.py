@@ -58,6 +58,9 @@ with st.form("new_run"):
                           help="Random flips, rotations, crops and brightness changes of the training photos")
     mixed = c3.checkbox("Mixed precision", False, key="train_mixed",
                         help="Faster on hardware made for it: bfloat16 on recent CPUs, float16 on GPUs")
+    ema = c3.checkbox("Average the weights (EMA)", False, key="train_ema",
+                      help="Validation and the saved model use a moving average of the weights over about "
+                           "the last 100 batches (momentum 0.99): steadier than the last batch's weights")
     steps = c1.number_input("Batches per epoch (0 = one pass over the photos)", 0, 10000, 20, key="train_steps",
                             help="Random crops are drawn each batch, so small datasets can use more batches per epoch")
     name = c2.text_input("Run label (optional)", key="train_name", max_chars=40)
@@ -90,7 +93,7 @@ if submitted:
             cfg = TrainConfig(data=str(root), preset=preset, size=int(size), loss=loss, epochs=int(epochs),
                               batch=int(batch), learning_rate=float(lr), device=device, augment=augment,
                               steps_per_epoch=int(steps) or None, mixed_precision=mixed, name=name,
-                              init_from=init_from).validate()
+                              init_from=init_from, ema=0.99 if ema else 0.0).validate()
             run = create_run(cfg, RUNS_DIR)
             pid = launch(run)
             st.session_state[RUN_KEY] = run.id

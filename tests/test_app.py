@@ -169,12 +169,13 @@ def test_train_page_starts_a_run(app_env):
     at.selectbox(key="train_preset").set_value("tiny")
     at.select_slider(key="train_size").set_value(64)
     at.number_input(key="train_epochs").set_value(1)
+    at.checkbox(key="train_ema").check()
     at.button[0].click().run()  # the form's submit button
     assert not at.exception, [e.value for e in at.exception]
     from unet.runs import list_runs, wait
 
     created = list_runs(runs)
-    assert len(created) == 1 and created[0].config()["preset"] == "tiny"
+    assert len(created) == 1 and created[0].config()["preset"] == "tiny" and created[0].config()["ema"] == 0.99
     assert wait(created[0], timeout=120)["state"] == "completed", created[0].log_tail()
     # The log shown is the run's own, without TensorFlow's CUDA probing on a machine with no GPU.
     at.run()

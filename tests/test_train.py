@@ -403,3 +403,38 @@ def test_a_run_on_a_fold_validates_on_held_out_training_photos_and_never_reads_v
 
     with pytest.raises(ConfigError, match="fold"):
         TrainConfig(fold="4/3").validate()
+
+
+def test_weight_averaging_is_what_validation_sees_and_what_the_run_exports(tmp_path, sample_dir, trained_tiny):
+    """``ema``: validation scores the averaged weights (so the best checkpoint is chosen on
+    them), the checkpoint keeps the trained weights with the average in its optimizer state
+    (a resumed run goes on averaging), and model.keras is the average."""
+    import keras
+
+    from unet.errors import ConfigError
+    from unet.train import _averaged_weights, _data, execute, keras_dataset
+
+    cfg = TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=2, batch=4, ema=0.8,
+                      learning_rate=0.01)
+    run = create_run(cfg, tmp_path)
+    assert execute(run) == "completed", run.log_tail()
+    best_row = max(run.history(), key=lambda r: r["val_dice"])
+    checkpoint = keras.saving.load_model(run.best_checkpoint, safe_mode=True)
+    trained = [keras.ops.convert_to_numpy(v) for v in checkpoint.trainable_variables]
+    _, val_b, _, _ = _data(cfg, lambda line: None)
+    raw_loss = checkpoint.evaluate(keras_dataset(val_b, workers=1), verbose=0, return_dict=True)["loss"]
+    _averaged_weights(checkpoint)
+    averaged = [keras.ops.convert_to_numpy(v) for v in checkpoint.trainable_variables]
+    avg_loss = checkpoint.evaluate(keras_dataset(val_b, workers=1), verbose=0, return_dict=True)["loss"]
+    assert not all(np.allclose(a, b) for a, b in zip(trained, averaged))  # the average is not the trained
+    assert avg_loss == pytest.approx(best_row["val_loss"], rel=1e-3, abs=1e-4)
+    assert abs(raw_loss - best_row["val_loss"]) > 1e-3
+    exported = keras.saving.load_model(run.model_path, safe_mode=True, compile=False)
+    assert all(np.allclose(a, keras.ops.convert_to_numpy(b)) for a, b in zip(averaged, exported.trainable_variables))
+    with pytest.raises(ConfigError, match="ema"):
+        TrainConfig(ema=1.0).validate()
+    # a checkpoint of a run without averaging cannot be averaged: said, not guessed
+    from unet.model import ModelError
+
+    with pytest.raises(ModelError, match="no weight average"):
+        _averaged_weights(keras.saving.load_model(trained_tiny.best_checkpoint, safe_mode=True))

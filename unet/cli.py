@@ -120,7 +120,7 @@ def _train_config(a) -> TrainConfig:
         "data": (a.data[0] if len(a.data) == 1 else a.data) if a.data else None, "preset": a.preset, "size": a.size, "epochs": a.epochs, "batch": a.batch,
         "loss": a.loss, "learning_rate": a.lr, "steps_per_epoch": a.steps_per_epoch, "seed": a.seed,
         "device": a.device, "name": a.name, "optimizer": a.optimizer, "schedule": a.schedule,
-        "init_from": a.init_from, "fold": a.fold,
+        "init_from": a.init_from, "fold": a.fold, "ema": a.ema,
     }
     base.update({k: v for k, v in overrides.items() if v is not None})
     if a.no_augment:
@@ -495,6 +495,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=DEVICES)
     p.add_argument("--mixed-precision", action="store_true", help="bfloat16 on CPU, float16 on GPU")
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--ema", type=float, metavar="M", help="average the weights as training goes (momentum M, "
+                   "such as 0.99); validation and the saved model use the average")
     p.add_argument("--name", help="a label for the run id")
     p.add_argument("--init-from", help="start from this .keras model's weights (same preset): fine-tuning")
     p.add_argument("--fold", metavar="K/N", help="validate on fold K of N of the training photos (whole source "

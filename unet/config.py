@@ -60,6 +60,10 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     mixed_precision: bool = False
+    # Weight averaging (Polyak/EMA): after each step the averaged weights move (1 - ema) of the
+    # way to the trained ones; validation, the best checkpoint's choice and the exported model
+    # use the average. 0 = off; 0.99-0.999 typical (averaging over about 1/(1 - ema) steps).
+    ema: float = 0.0
     time_budget_min: float | None = None  # end training (as completed) after this many minutes
     init_from: str | None = None  # a .keras model of the same preset whose weights start the run
     # "k/K": validate on fold k of K of the training photos (whole source photos per fold)
@@ -94,6 +98,8 @@ class TrainConfig:
             problems.append("threshold must be between 0 and 1")
         if number("val_fraction", self.val_fraction) and not 0 < self.val_fraction < 1:
             problems.append("val_fraction must be between 0 and 1")
+        if number("ema", self.ema) and not 0 <= self.ema < 1:
+            problems.append("ema must be 0 (off) or a momentum below 1, such as 0.99")
         if self.steps_per_epoch is not None and number("steps_per_epoch", self.steps_per_epoch, True) \
                 and self.steps_per_epoch < 1:
             problems.append("steps_per_epoch must be at least 1 (or left out: one pass over the photos)")

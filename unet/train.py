@@ -117,7 +117,10 @@ def _callbacks(run: Run, cfg: TrainConfig, steps: int, val_steps: int, initial_e
             print(f"epoch {epoch + 1}/{cfg.epochs} " + " ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items())),
                   flush=True)
 
-    cbs = [RunRecorder()]
+    # With weight averaging, validation (and so the best checkpoint's choice) sees the averaged
+    # weights; checkpoints keep the trained ones with the average in the optimizer's state, so
+    # a resumed run goes on as it would have; _export writes the average.
+    cbs = [keras.callbacks.SwapEMAWeights(), RunRecorder()] if cfg.ema else [RunRecorder()]
     if keras.backend.backend() == "tensorflow":
         cbs.append(keras.callbacks.TensorBoard(log_dir=str(run.dir / "tensorboard"), write_graph=False))
     return cbs
@@ -218,8 +221,9 @@ def _compile(model, cfg: TrainConfig, total_steps: int):
     lr = cfg.learning_rate
     if cfg.schedule == "cosine":
         lr = keras.optimizers.schedules.CosineDecay(cfg.learning_rate, decay_steps=max(1, total_steps), alpha=0.05)
-    opt = (keras.optimizers.AdamW(lr, weight_decay=1e-4) if cfg.optimizer == "adamw"
-           else keras.optimizers.Adam(lr))
+    ema = {"use_ema": True, "ema_momentum": cfg.ema} if cfg.ema else {}
+    opt = (keras.optimizers.AdamW(lr, weight_decay=1e-4, **ema) if cfg.optimizer == "adamw"
+           else keras.optimizers.Adam(lr, **ema))
     model.compile(optimizer=opt, loss=get_loss(cfg.loss), metrics=keras_metrics(cfg.threshold))
 
 
@@ -353,6 +357,8 @@ def _export(run: Run, cfg: TrainConfig, val=(), log=lambda line: None) -> None:
     if not run.best_checkpoint.exists():
         return
     final = keras.saving.load_model(run.best_checkpoint, safe_mode=True)
+    if cfg.ema:
+        _averaged_weights(final)
     card = {"threshold": cfg.threshold, "preset": cfg.preset, "source": f"run {run.id}"}
     try:
         old = ModelCard.read(run.model_path)
@@ -366,6 +372,18 @@ def _export(run: Run, cfg: TrainConfig, val=(), log=lambda line: None) -> None:
         card.update(_calibrated(run, DamageModel(final, ModelCard(input_size=cfg.size, threshold=cfg.threshold)),
                                 val, log))
     save_model(DamageModel(final, ModelCard(input_size=cfg.size)), run.model_path, **card)
+
+
+def _averaged_weights(model) -> None:
+    """Put the optimizer's weight average (``ema``) into a checkpoint's network, as was validated."""
+    from .model import ModelError
+
+    opt = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+    average = getattr(opt, "_model_variables_moving_average", None)
+    if not average:
+        raise ModelError("the checkpoint has no weight average in its optimizer state (trained without ema?)")
+    for var, avg in zip(opt._trainable_variables, average):
+        var.assign(avg)
 
 
 def _calibrated(run: Run, model, val, log) -> dict:
