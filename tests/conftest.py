@@ -66,6 +66,24 @@ def run_cli(*args: str, timeout: float = 240, cwd: Path | None = None, env: dict
                           timeout=timeout, cwd=cwd or ROOT, env=full_env)
 
 
+def cli_here(capsys, *args: str):
+    """``python -m unet ARGS`` in this process (the same parser, commands and error handling,
+    without a new interpreter importing TensorFlow: 7 s a call here), for tests of what a
+    command does; :func:`run_cli` stays for what needs a process of its own (exit codes
+    from a shell, a pipe, signals, a training). Returns (returncode, stdout, stderr)."""
+    from types import SimpleNamespace
+
+    from unet.cli import main
+
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    out = capsys.readouterr()
+    return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
+
 def rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 

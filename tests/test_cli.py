@@ -7,7 +7,7 @@ import re
 import pytest
 from PIL import Image
 
-from conftest import run_cli
+from conftest import cli_here, run_cli
 
 
 def _one_line_error(proc):
@@ -64,20 +64,21 @@ def test_predict_writes_a_row_per_file_and_keeps_going_after_a_bad_one(cli_run, 
     assert "1 failed" in proc.stdout
 
 
-def test_predict_measure_and_a_survey_from_the_shell(cli_run, sample_dir, tmp_path):
+def test_predict_measure_and_a_survey(cli_run, sample_dir, tmp_path, capsys):
     _, _, model = cli_run
     photos = str(sample_dir / "test")
-    proc = run_cli("predict", "--model", str(model), "--out", str(tmp_path / "p"), photos, "--mm-per-px", "0.5")
+    proc = cli_here(capsys, "predict", "--model", str(model), "--out", str(tmp_path / "p"), photos,
+                    "--mm-per-px", "0.5")
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(open(tmp_path / "p" / "results.csv")))
     assert rows and all(r["grade"] != "" and (tmp_path / "p" / r["cracks_csv"]).is_file() for r in rows)
-    proc = run_cli("survey", "--model", str(model), "--out", str(tmp_path / "s"), photos, "--title", "t")
+    proc = cli_here(capsys, "survey", "--model", str(model), "--out", str(tmp_path / "s"), photos, "--title", "t")
     assert proc.returncode == 0, proc.stderr
     assert "worst first" in proc.stdout and (tmp_path / "s" / "report.html").is_file()
     ranked = list(csv.DictReader(open(tmp_path / "s" / "survey.csv")))
     assert len(ranked) == len(rows) and "grade" not in ranked[0]  # no scale: no grade column
     for bad in ("abc", "0", "-2"):
-        proc = run_cli("survey", "--out", str(tmp_path / "x"), photos, "--mm-per-px", bad)
+        proc = cli_here(capsys, "survey", "--out", str(tmp_path / "x"), photos, "--mm-per-px", bad)
         assert proc.returncode == 2 and "millimetres per pixel" in proc.stderr and "Traceback" not in proc.stderr
     assert not (tmp_path / "x").exists()
 
@@ -98,7 +99,7 @@ def test_predict_with_every_photo_failing_exits_2_and_a_piped_job_says_how_far_i
     assert re.search(r"segmenting: 1/\d+ \(\d+%\), about .* left", proc.stderr), proc.stderr
 
 
-def test_evaluate_names_the_files_it_skipped(cli_run, sample_dir, tmp_path):
+def test_evaluate_names_the_files_it_skipped(cli_run, sample_dir, tmp_path, capsys):
     import shutil
 
     _, _, model = cli_run
@@ -106,21 +107,21 @@ def test_evaluate_names_the_files_it_skipped(cli_run, sample_dir, tmp_path):
     shutil.copytree(sample_dir / "test", split)
     broken = sorted(split.rglob("images/*.png"))[0]
     broken.write_bytes(b"garbage")
-    proc = run_cli("evaluate", "--model", str(model), "--data", str(split))
+    proc = cli_here(capsys, "evaluate", "--model", str(model), "--data", str(split))
     assert proc.returncode == 0, proc.stderr
     assert f"skipped {broken.relative_to(split)}: not a photo" in proc.stderr
     assert "1 file(s) skipped, listed above" in proc.stdout
 
 
-def test_careful_mode_and_a_scale_in_one_call(cli_run, sample_dir, tmp_path):
+def test_careful_mode_and_a_scale_in_one_call(cli_run, sample_dir, tmp_path, capsys):
     """Careful mode gives a photo and its mirror image the same answer; at another scale the
     mask keeps the photo's size."""
     _, _, model = cli_run
     photo = sorted((sample_dir / "test").rglob("images/*.png"))[0]
     Image.open(photo).transpose(Image.FLIP_LEFT_RIGHT).save(tmp_path / "mirrored.png")
     out = tmp_path / "careful"
-    proc = run_cli("predict", "--model", str(model), "--out", str(out), str(photo), str(tmp_path / "mirrored.png"),
-                   "--flips", "--scale", "0.5")
+    proc = cli_here(capsys, "predict", "--model", str(model), "--out", str(out), str(photo),
+                    str(tmp_path / "mirrored.png"), "--flips", "--scale", "0.5")
     assert proc.returncode == 0, proc.stderr
     pcts = [float(r["damaged_pct"]) for r in csv.DictReader(open(out / "results.csv"))]
     assert len(pcts) == 2 and abs(pcts[0] - pcts[1]) < 0.01
@@ -128,9 +129,10 @@ def test_careful_mode_and_a_scale_in_one_call(cli_run, sample_dir, tmp_path):
         assert mask.size == original.size
 
 
-def test_evaluate_a_run_stores_its_results_where_compare_finds_them(cli_run, sample_dir):
+def test_evaluate_a_run_stores_its_results_where_compare_finds_them(cli_run, sample_dir, capsys):
     runs, run_id, _ = cli_run
-    proc = run_cli("evaluate", "--run", run_id, "--runs-dir", str(runs), "--data", str(sample_dir / "test"), "--json")
+    proc = cli_here(capsys, "evaluate", "--run", run_id, "--runs-dir", str(runs), "--data", str(sample_dir / "test"),
+                    "--json")
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert {"iou", "dice", "precision", "recall", "threshold", "n_images"} <= set(result)
@@ -138,17 +140,17 @@ def test_evaluate_a_run_stores_its_results_where_compare_finds_them(cli_run, sam
     assert list((runs / run_id / "eval").glob("*/metrics.json"))
     # Compare shows the model's own predictions: careful mode or another scale needs --out
     for extra in (["--flips"], ["--scale", "0.5"]):
-        _one_line_error(run_cli("evaluate", "--run", run_id, "--runs-dir", str(runs), "--data",
-                                str(sample_dir / "test"), *extra))
+        _one_line_error(cli_here(capsys, "evaluate", "--run", run_id, "--runs-dir", str(runs), "--data",
+                                 str(sample_dir / "test"), *extra))
 
 
-def test_calibrate_writes_threshold_and_scale_to_the_card(cli_run, sample_dir, tmp_path):
+def test_calibrate_writes_threshold_and_scale_to_the_card(cli_run, sample_dir, tmp_path, capsys):
     _, _, trained = cli_run
     model = tmp_path / "m.keras"  # a copy: the other tests use the run's own card
     model.write_bytes(trained.read_bytes())
     model.with_suffix(".json").write_bytes(trained.with_suffix(".json").read_bytes())
-    proc = run_cli("calibrate", "--model", str(model), "--data", str(sample_dir / "val"), "--scales", "1", "0.5",
-                   "auto", "--write", "--json")
+    proc = cli_here(capsys, "calibrate", "--model", str(model), "--data", str(sample_dir / "val"),
+                    "--scales", "1", "0.5", "auto", "--write", "--json")
     assert proc.returncode == 0, proc.stderr
     chosen = json.loads(proc.stdout)
     assert set(chosen["scales"]) == {"1.0", "0.5", "auto"}
@@ -156,28 +158,28 @@ def test_calibrate_writes_threshold_and_scale_to_the_card(cli_run, sample_dir, t
     card = json.loads(model.with_suffix(".json").read_text())
     assert card["scale"] == chosen["scale"] and card["threshold"] == round(chosen["threshold"], 3)
     assert card["calibration"]["mean_f1"] == chosen["mean_f1"] and card["preset"] == "tiny"
-    proc = run_cli("calibrate", "--model", str(model), "--data", str(sample_dir / "val"), "--scales", "9")
+    proc = cli_here(capsys, "calibrate", "--model", str(model), "--data", str(sample_dir / "val"), "--scales", "9")
     assert proc.returncode == 2 and "scale 9.0 is outside 1/16-4" in proc.stderr
     # On a fold of the training photos instead (what a run trained with --fold 2/3 held out).
-    proc = run_cli("calibrate", "--model", str(model), "--data", str(sample_dir), "--fold", "2/3", "--json")
+    proc = cli_here(capsys, "calibrate", "--model", str(model), "--data", str(sample_dir), "--fold", "2/3", "--json")
     assert proc.returncode == 0, proc.stderr
     from unet.data import fold_split, scan_dataset
 
     held = fold_split(scan_dataset(sample_dir).split("train"), 2, 3)[1]
     on_fold = json.loads(proc.stdout)
     assert on_fold["fold"] == "2/3" and on_fold["splits"][str(sample_dir)]["n_images"] == len(held)
-    proc = run_cli("calibrate", "--model", str(model), "--data", str(sample_dir), "--fold", "3/2")
+    proc = cli_here(capsys, "calibrate", "--model", str(model), "--data", str(sample_dir), "--fold", "3/2")
     assert proc.returncode == 2 and "fold must be k/K" in proc.stderr
 
 
-def test_runs_list_stop_resume_and_start(cli_run):
+def test_runs_list_stop_resume_and_start(cli_run, capsys):
     runs, run_id, _ = cli_run
-    proc = run_cli("runs", "list", "--runs-dir", str(runs), "--json")
+    proc = cli_here(capsys, "runs", "list", "--runs-dir", str(runs), "--json")
     assert json.loads(proc.stdout)[0]["state"] == "completed"
-    proc = run_cli("runs", "list", "--runs-dir", str(runs))
+    proc = cli_here(capsys, "runs", "list", "--runs-dir", str(runs))
     assert run_id in proc.stdout and "completed" in proc.stdout
-    _one_line_error(run_cli("runs", "stop", run_id, "--runs-dir", str(runs)))  # not running
-    _one_line_error(run_cli("runs", "resume", "nope", "--runs-dir", str(runs)))
+    _one_line_error(cli_here(capsys, "runs", "stop", run_id, "--runs-dir", str(runs)))  # not running
+    _one_line_error(cli_here(capsys, "runs", "resume", "nope", "--runs-dir", str(runs)))
     # starting a run that has trained again would replace its history and model: asked for
     proc = run_cli("runs", "start", run_id, "--runs-dir", str(runs))
     _one_line_error(proc)
