@@ -24,7 +24,7 @@ from unet.errors import ConfigError
 from unet.imaging import ImageError, display_name, encode_png, read_image
 from unet.model import ModelError
 from unet.model import AUTO
-from unet.predict import doubt, heatmap, overlay, scale_hint
+from unet.predict import doubt, exposure_note, heatmap, overlay, scale_hint
 
 through_app()
 
@@ -151,7 +151,8 @@ def result(name: str, data: bytes, key: tuple, where) -> ChainMap | None:
         prob = prob.astype(np.float16)  # half the memory
         seconds = time.perf_counter() - start
         bar.empty()
-        item = {"image": image, "prob": prob, "seconds": seconds, "scale": seen_scale}
+        item = {"image": image, "prob": prob, "seconds": seconds, "scale": seen_scale,
+                "light": exposure_note(image)}
         store.put(key, item)
         seen.add(key)
         cache.pop(key, None)  # views of an earlier copy are out of date
@@ -274,6 +275,9 @@ for i, ((name, data), key) in enumerate(zip(files, keys)):
     hint = "" if photo_scale == AUTO else scale_hint((h, w), seen_scale)
     if hint:
         box.warning(f"Large photo: {md_escape(hint)} (*Photo scale* above).")
+    light, retake = entry.get("light") or ("", False)
+    if light:
+        (box.warning if retake else box.info)(f"Exposure: {md_escape(light)}.")
     unsure = entry["doubt"]
     if unsure:
         box.warning(f"Check this mask by eye: the model is {md_escape(unsure)}.")
@@ -308,7 +312,7 @@ for i, ((name, data), key) in enumerate(zip(files, keys)):
     m = m.with_scale(mm_per_px)
     summary = m.summary()
     rows.append({"file": name, "damaged_pct": round(pct, 4), "width": w, "height": h, "error": "",
-                 "photo scale": seen_scale, "confidence": "low" if unsure else "high",
+                 "photo scale": seen_scale, "confidence": "low" if unsure or retake else "high",
                  "cracks": summary["cracks"], "max_width_px": summary["max_width_px"],
                  "total_length_px": summary["total_length_px"], "pattern": summary["pattern"],
                  "mm_per_px": mm_per_px, "max_width_mm": summary.get("max_width_mm"),

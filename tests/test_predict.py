@@ -7,7 +7,7 @@ import pytest
 
 from conftest import rgb
 from unet.damage_model import DamageModel
-from unet.predict import Predictor, heatmap, overlay, predict_files, segment
+from unet.predict import Predictor, heatmap, mirror_pad, overlay, predict_files, segment
 
 
 def _smooth_photo(h, w, seed=0):
@@ -421,3 +421,43 @@ def test_predict_files_writes_what_segment_finds(tiny_model, tmp_path):
     for name, path in photos.items():
         seg = dm.segment(np.asarray(Image.open(path).convert("RGB")), 0.5)
         np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "out" / f"{name}_mask.png")) > 0, seg.mask)
+
+
+def test_a_photo_darker_than_the_training_photos_is_brightened_for_the_model(tiny_model, tmp_path):
+    """Only a photo darker or brighter than every training photo changes: the model sees it at
+    about the training photos' median brightness, on every path, and results.csv says so."""
+    import csv
+
+    from PIL import Image
+
+    from unet.predict import BRIGHT_LUMA, DARK_LUMA, EXPOSURE_TARGET, MAX_GAIN, exposed, exposure_gain, exposure_note
+
+    rng = np.random.default_rng(1)
+    normal = rng.integers(60, 200, (96, 120, 3), dtype=np.uint8)  # mean brightness about 130
+    dark = (normal * 0.25).astype(np.uint8)
+    night = (normal * 0.05).astype(np.uint8)
+    white = np.full((96, 120, 3), 255, np.uint8)
+    white[:10] = normal[:10]  # mean brightness about 243
+    assert exposure_gain(normal) == 1.0 and exposure_note(normal) == ("", False)
+    gain = exposure_gain(dark)
+    luma = (exposed(dark, gain).astype(np.float32) @ np.array([0.299, 0.587, 0.114])).mean()
+    assert gain > 3 and abs(luma - EXPOSURE_TARGET) < 3 and exposure_gain(exposed(dark, gain)) == 1.0
+    assert exposure_gain(night) == MAX_GAIN
+    pred = Predictor(tiny_model)
+    np.testing.assert_array_equal(pred.probability(dark), pred.probability(exposed(dark, gain)))
+    assert not np.array_equal(pred.probability(dark), pred.forward(mirror_pad(dark, 96, 128)[None])[0, :96, :120])
+    # the stream path and the single photo give the same map
+    streamed = list(pred.maps([dark, normal]))
+    np.testing.assert_allclose(streamed[0], pred.probability(dark), atol=1e-6)
+    for name, image in (("normal", normal), ("dark", dark), ("night", night), ("white", white)):
+        Image.fromarray(image).save(tmp_path / f"{name}.png")
+    predict_files(tiny_model, [tmp_path / f"{n}.png" for n in ("normal", "dark", "night", "white")], tmp_path / "o")
+    rows = {Path(r["file"]).stem: r for r in csv.DictReader(open(tmp_path / "o" / "results.csv"))}
+    assert "brightened" not in rows["normal"]["note"] and "overexposed" not in rows["normal"]["note"]
+    assert f"the training photos' {DARK_LUMA:.0f}-{BRIGHT_LUMA:.0f}): brightened x{gain:.2g}" in rows["dark"]["note"]
+    assert "too dark to trust" not in rows["dark"]["note"]
+    assert "too dark to trust" in rows["night"]["note"] and rows["night"]["confidence"] == "low"
+    # mostly white: darkened towards the training photos' brightness, and flagged all the same
+    note = rows["white"]["note"]
+    assert f"darkened x{exposure_gain(white):.2g}" in note and "overexposed: 90% of the photo is pure white" in note
+    assert rows["white"]["confidence"] == "low"

@@ -96,6 +96,71 @@ def doubt(probability: np.ndarray, threshold: float) -> str:
     return ""
 
 
+# Exposure. The training photos' mean brightness (luma, 0-255) spans 77-224. Darkened copies of
+# fold 1/5's photos lost their cracks (masonry F1 0.920 as taken, 0.387 at mean 51, 0.064 at
+# 38; DeepCrack 0.854, 0.662, 0.477); brought back to EXPOSURE_TARGET before the model saw
+# them, they scored 0.921 and 0.847 again. Brightened copies (x2.2: mean 221-245) fell less and
+# regained part (masonry 0.859 -> 0.870, DeepCrack 0.717 -> 0.814); docs/exposure.md. So a
+# photo darker or brighter than every training photo is scaled to EXPOSURE_TARGET (a gain,
+# clipped at white) before the model sees it, and the note says so; a photo within the
+# training photos' range is never touched. A photo mostly blown out to white has lost what no
+# gain brings back, and one far too dark is mostly noise: both are flagged for a check by eye.
+DARK_LUMA = 75.0  # the training photos: 77 or more
+BRIGHT_LUMA = 225.0  # the training photos: 224 or less
+EXPOSURE_TARGET = 135.0  # about the training photos' median brightness
+MAX_GAIN = 8.0  # below a mean of about 17 there is little left but sensor noise
+BLOWN_OUT = 0.5  # share of pixels at white (luma >= 250); the training photos: at most 0.23
+_LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+
+
+def _luma_sample(image: np.ndarray) -> np.ndarray:
+    """Luma of about a quarter million of the photo's pixels (a regular grid): enough for its
+    mean and share of white, at a few milliseconds for a 12 MP photo."""
+    step = max(1, int(np.sqrt(image.shape[0] * image.shape[1] / 250_000)))
+    return image[::step, ::step].astype(np.float32) @ _LUMA
+
+
+def exposure_gain(image: np.ndarray) -> float:
+    """The brightness gain of the model's view of this photo: 1 within the training photos'
+    range (DARK_LUMA-BRIGHT_LUMA on average), else what brings it to EXPOSURE_TARGET (a gain of at
+    most MAX_GAIN)."""
+    mean = float(_luma_sample(image).mean())
+    if DARK_LUMA <= mean <= BRIGHT_LUMA:
+        return 1.0
+    return min(MAX_GAIN, EXPOSURE_TARGET / max(mean, 1.0))
+
+
+def exposed(image: np.ndarray, gain: float) -> np.ndarray:
+    """The photo with its brightness times ``gain`` (clipped at white); itself when the gain is 1."""
+    if gain == 1.0:
+        return image
+    out = image.astype(np.float32)
+    out *= gain
+    np.clip(out, 0, 255, out=out)
+    return out.astype(np.uint8)
+
+
+def exposure_note(image: np.ndarray) -> tuple[str, bool]:
+    """(what the exposure did and what cannot be trusted, whether the mask needs checking by
+    eye); ('', False) for a photo exposed like the training photos."""
+    luma = _luma_sample(image)
+    mean, white = float(luma.mean()), float((luma >= 250).mean())
+    notes, retake = [], False
+    if mean < DARK_LUMA or mean > BRIGHT_LUMA:
+        gain = exposure_gain(image)
+        notes.append(f"a {'dark' if gain > 1 else 'bright'} photo (mean brightness {mean:.0f}/255, the training "
+                     f"photos' {DARK_LUMA:.0f}-{BRIGHT_LUMA:.0f}): {'brightened' if gain > 1 else 'darkened'} "
+                     f"x{gain:.2g} for the model")
+        if gain >= MAX_GAIN:
+            notes.append("too dark to trust, retake it with more light")
+            retake = True
+    if white >= BLOWN_OUT:
+        notes.append(f"overexposed: {100 * white:.0f}% of the photo is pure white, where no crack can be seen; "
+                     "retake it with less light or exposure")
+        retake = True
+    return "; ".join(notes), retake
+
+
 def scale_ladder(shape: tuple) -> list[float]:
     """The scales :func:`choose_scale` considers for a photo of this shape, coarsest first:
     1, 1/2, 1/4 ... down to AUTO_MIN_SCALE, while the photo stays AUTO_MIN_SIDE across."""
@@ -352,11 +417,13 @@ class Predictor:
     def choose(self, image: np.ndarray, flips: bool = False) -> tuple[float, np.ndarray | None]:
         """The automatic scale of a photo (:func:`choose_scale`), and its map as the model sees
         it at that scale when the coarse passes already made it."""
+        image = exposed(image, exposure_gain(image))
         return choose_scale(lambda s: self._seen_map(_resized(image, s), flips), image.shape,
                             self.default_threshold)
 
     def _probability(self, image: np.ndarray, flips: bool, scale, progress=None) -> tuple[np.ndarray, float]:
         """(the photo's map, the scale the model saw it at)."""
+        image = exposed(image, exposure_gain(image))
         chosen, seen_map, scales = self._plan(image, flips, scale)
         maps = [seen_map] if seen_map is not None else []
         for s in scales[len(maps):]:  # progress follows the last (largest) scale
@@ -396,6 +463,7 @@ class Predictor:
             for image in images:
                 _check_rgb(image)
                 h, w = image.shape[:2]
+                image = exposed(image, exposure_gain(image))
                 chosen, seen_map, scales = self._plan(image, flips, scale)
                 parts, groups = [], []
                 for k, s in enumerate(scales):
@@ -1013,10 +1081,11 @@ def render_outputs(name: str, image: np.ndarray, seg: Segmentation, scale_settin
         outputs["cracks_png"] = (f"{name}_cracks.png", encode_png(width_picture(image, found)))
         changes.update(found.summary())
     unsure = seg.doubt
+    light, retake = exposure_note(image)
     hint = "" if scale_setting == AUTO else scale_hint(image.shape, seg.scale)
     changes.update({k: filename for k, (filename, _) in outputs.items()}, damaged_pct=round(seg.damaged_pct, 4),
-                   error="", note="; ".join(n for n in (unsure, hint) if n), scale=f"{seg.scale:g}",
-                   confidence="low" if unsure else "high")
+                   error="", note="; ".join(n for n in (light, unsure, hint) if n), scale=f"{seg.scale:g}",
+                   confidence="low" if unsure or retake else "high")
     return outputs, changes, found
 
 
