@@ -134,10 +134,9 @@ def exposed(image: np.ndarray, gain: float) -> np.ndarray:
     """The photo with its brightness times ``gain`` (clipped at white); itself when the gain is 1."""
     if gain == 1.0:
         return image
-    out = image.astype(np.float32)
-    out *= gain
-    np.clip(out, 0, 255, out=out)
-    return out.astype(np.uint8)
+    # a table of 256 values: no float copy of a 12 MP photo (144 MB), one uint8 result
+    table = np.clip(np.arange(256, dtype=np.float32) * gain, 0, 255).astype(np.uint8)
+    return table[image]
 
 
 def exposure_note(image: np.ndarray) -> tuple[str, bool]:
