@@ -29,6 +29,7 @@ def _write(root, name, red, truth):
     (d / "masks").mkdir()
     img = np.zeros(truth.shape + (3,), np.uint8)
     img[..., 0] = np.clip(red, 0, 255)
+    img[..., 1] = 180  # unseen by the detector; keeps the photo as bright as a training photo (no exposure gain)
     Image.fromarray(img).save(d / "images" / f"{name}.png")
     Image.fromarray(truth.astype(np.uint8) * 255).save(d / "masks" / f"{name}.png")
 
