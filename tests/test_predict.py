@@ -446,6 +446,15 @@ def test_a_photo_darker_than_the_training_photos_is_brightened_for_the_model(tin
     pred = Predictor(tiny_model)
     np.testing.assert_array_equal(pred.probability(dark), pred.probability(exposed(dark, gain)))
     assert not np.array_equal(pred.probability(dark), pred.forward(mirror_pad(dark, 96, 128)[None])[0, :96, :120])
+    # with the automatic scale too, the photo is brightened once, coarse passes and final alike
+    got, want = pred.scaled_probability(dark, scale="auto"), pred.scaled_probability(exposed(dark, gain), scale="auto")
+    np.testing.assert_array_equal(got[0], want[0])
+    assert got[1] == want[1]
+    # (at the cap, brightened once is still dark: the map is the once-brightened photo's, seen
+    # at the scale chosen; here the ladder ends at 1, so it is the forced scale 1's)
+    got = pred.scaled_probability(night, scale="auto")
+    assert got[1] == 1.0
+    np.testing.assert_array_equal(got[0], pred.scaled_probability(night, scale=1.0)[0])
     # the stream path and the single photo give the same map
     streamed = list(pred.maps([dark, normal]))
     np.testing.assert_allclose(streamed[0], pred.probability(dark), atol=1e-6)

@@ -416,7 +416,11 @@ class Predictor:
     def choose(self, image: np.ndarray, flips: bool = False) -> tuple[float, np.ndarray | None]:
         """The automatic scale of a photo (:func:`choose_scale`), and its map as the model sees
         it at that scale when the coarse passes already made it."""
-        image = exposed(image, exposure_gain(image))
+        return self._choose(exposed(image, exposure_gain(image)), flips)
+
+    def _choose(self, image: np.ndarray, flips: bool) -> tuple[float, np.ndarray | None]:
+        """:meth:`choose` of a photo already as the model sees it (its exposure applied once:
+        a photo at the gain's cap would otherwise be brightened again)."""
         return choose_scale(lambda s: self._seen_map(_resized(image, s), flips), image.shape,
                             self.default_threshold)
 
@@ -436,7 +440,7 @@ class Predictor:
         blended): one scale when it is given; with ``"auto"`` the chosen one and, below 1, twice it."""
         if scale != AUTO:
             return scale, None, [scale]
-        chosen, seen_map = self.choose(image, flips)
+        chosen, seen_map = self._choose(image, flips)
         return chosen, seen_map, [chosen, 2 * chosen] if chosen < 1 else [chosen]
 
     def maps(self, images: Iterable[np.ndarray], flips: bool | None = None, scale: float | str | None = None,
