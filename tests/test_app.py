@@ -342,17 +342,27 @@ def test_survey_a_folder_ranks_it_maps_it_and_opens_a_photo(app_env):
     assert len(at.get("image")) >= 2 and any("wide\\.png" in m.value for m in at.markdown)
 
 
-def test_detect_warns_about_a_photo_far_larger_than_the_training_photos_and_offers_a_scale(app_env, trained_tiny):
-    import io
-
+def _detect_with_a_run(app_env, trained_tiny):
+    """Detect, with a trained tiny run chosen in the sidebar."""
     _, runs = app_env
     _copy_run(trained_tiny, runs, "run-a")
     at = _app()
     at.session_state["model_path"] = str(runs / "run-a" / "model.keras")
-    at.switch_page("pages/detect.py").run()
+    return at.switch_page("pages/detect.py").run()
+
+
+def _png(image: np.ndarray) -> bytes:
+    import io
+
     buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (200, 1800, 3), dtype=np.uint8)).save(buf, "PNG")
-    at.file_uploader(key="detect_upload").set_value([("panorama.png", buf.getvalue(), "image/png")]).run()
+    Image.fromarray(image).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def test_detect_warns_about_a_photo_far_larger_than_the_training_photos_and_offers_a_scale(app_env, trained_tiny):
+    at = _detect_with_a_run(app_env, trained_tiny)
+    photo = _png(np.random.default_rng(0).integers(0, 256, (200, 1800, 3), dtype=np.uint8))
+    at.file_uploader(key="detect_upload").set_value([("panorama.png", photo, "image/png")]).run()
     assert any("Large photo" in w.value and "try scale 0\\.5" in w.value for w in at.warning)
     at.selectbox(key="detect_photo_scale").set_value("0.5").run()
     assert not at.exception, [e.value for e in at.exception]
@@ -361,18 +371,9 @@ def test_detect_warns_about_a_photo_far_larger_than_the_training_photos_and_offe
 
 
 def test_detect_says_when_a_photo_was_shown_to_the_model_brighter_and_flags_one_too_dark(app_env, trained_tiny):
-    import io
-
-    _, runs = app_env
-    _copy_run(trained_tiny, runs, "run-a")
-    at = _app()
-    at.session_state["model_path"] = str(runs / "run-a" / "model.keras")
-    at.switch_page("pages/detect.py").run()
-    files = []
-    for name, level in (("stairwell.png", 40), ("cellar.png", 8)):
-        buf = io.BytesIO()
-        Image.fromarray(np.random.default_rng(1).integers(0, level, (80, 96, 3), dtype=np.uint8)).save(buf, "PNG")
-        files.append((name, buf.getvalue(), "image/png"))
+    at = _detect_with_a_run(app_env, trained_tiny)
+    files = [(name, _png(np.random.default_rng(1).integers(0, level, (80, 96, 3), dtype=np.uint8)), "image/png")
+             for name, level in (("stairwell.png", 40), ("cellar.png", 8))]
     at.file_uploader(key="detect_upload").set_value(files).run()
     assert not at.exception, [e.value for e in at.exception]
     brightened = [i.value.replace("\\", "") for i in at.info if "Exposure: a dark photo" in i.value]  # unescaped
