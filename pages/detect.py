@@ -275,7 +275,7 @@ for i, ((name, data), key) in enumerate(zip(files, keys)):
     hint = "" if photo_scale == AUTO else scale_hint((h, w), seen_scale)
     if hint:
         box.warning(f"Large photo: {md_escape(hint)} (*Photo scale* above).")
-    light, retake = entry.get("light") or ("", False)
+    light, retake = entry["light"]
     if light:
         (box.warning if retake else box.info)(f"Exposure: {md_escape(light)}.")
     unsure = entry["doubt"]

@@ -120,14 +120,18 @@ def _luma_sample(image: np.ndarray) -> np.ndarray:
     return image[::step, ::step].astype(np.float32) @ _LUMA
 
 
+def _gain(mean: float) -> float:
+    """The gain for a photo of this mean brightness (see :func:`exposure_gain`)."""
+    if DARK_LUMA <= mean <= BRIGHT_LUMA:
+        return 1.0
+    return min(MAX_GAIN, EXPOSURE_TARGET / max(mean, 1.0))
+
+
 def exposure_gain(image: np.ndarray) -> float:
     """The brightness gain of the model's view of this photo: 1 within the training photos'
     range (DARK_LUMA-BRIGHT_LUMA on average), else what brings it to EXPOSURE_TARGET (a gain of at
     most MAX_GAIN)."""
-    mean = float(_luma_sample(image).mean())
-    if DARK_LUMA <= mean <= BRIGHT_LUMA:
-        return 1.0
-    return min(MAX_GAIN, EXPOSURE_TARGET / max(mean, 1.0))
+    return _gain(float(_luma_sample(image).mean()))
 
 
 def exposed(image: np.ndarray, gain: float) -> np.ndarray:
@@ -144,9 +148,8 @@ def exposure_note(image: np.ndarray) -> tuple[str, bool]:
     eye); ('', False) for a photo exposed like the training photos."""
     luma = _luma_sample(image)
     mean, white = float(luma.mean()), float((luma >= 250).mean())
-    notes, retake = [], False
-    if mean < DARK_LUMA or mean > BRIGHT_LUMA:
-        gain = exposure_gain(image)
+    notes, retake, gain = [], False, _gain(mean)
+    if gain != 1.0:
         notes.append(f"a {'dark' if gain > 1 else 'bright'} photo (mean brightness {mean:.0f}/255, the training "
                      f"photos' {DARK_LUMA:.0f}-{BRIGHT_LUMA:.0f}): {'brightened' if gain > 1 else 'darkened'} "
                      f"x{gain:.2g} for the model")

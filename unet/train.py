@@ -379,11 +379,9 @@ def _averaged_weights(model) -> None:
     from .model import ModelError
 
     opt = getattr(model.optimizer, "inner_optimizer", model.optimizer)
-    average = getattr(opt, "_model_variables_moving_average", None)
-    if not average:
+    if not getattr(opt, "use_ema", False):
         raise ModelError("the checkpoint has no weight average in its optimizer state (trained without ema?)")
-    for var, avg in zip(opt._trainable_variables, average):
-        var.assign(avg)
+    opt.finalize_variable_values(model.trainable_variables)  # Keras: the average into the network
 
 
 def _calibrated(run: Run, model, val, log) -> dict:
