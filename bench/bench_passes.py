@@ -10,7 +10,7 @@
    choosing its tiles, beside the same with tiles of 256 named (the rule before #15).
 3. ``predict_files`` over a folder of DeepCrack-size photos (544x384 JPEGs), writing every
    mask and overlay, against the model's best pass rate for that photo size
-   (``predict_on_batch`` of whole photos, best of batches 1-8), and against the same photos
+   (``predict_on_batch`` of whole photos, best of batches 1-8, to 32 on a GPU), and against the same photos
    read, segmented and written in turn.
 """
 
@@ -51,20 +51,35 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--photos", type=int, default=200, help="photos in the folder (part 3)")
     ap.add_argument("--model", default=str(ROOT / "models" / "default.keras"), help="model for part 3")
+    ap.add_argument("--parts", default="1,2,3", help="which parts to run, e.g. 2,3 (part 1 is a CPU target)")
     a = ap.parse_args()
+    parts = {int(x) for x in a.parts.split(",")}
 
     import keras
 
-    from unet import load_model
-    from unet.damage_model import DamageModel, ModelCard
-    from unet.imaging import read_image, save_png
-    from unet.model import PRESETS, build_unet
-    from unet.predict import Predictor, overlay, pass_pixels, predict_files
+    from unet.predict import accelerator, pass_pixels
 
     repeats = 2 if a.quick else 5
     rng = np.random.default_rng(0)
+    gpu = accelerator()[0] == "gpu"
+    # The ceilings are the model's best pass: on a CPU batch size barely matters, on a GPU it does.
+    batches = (1, 2, 4, 8, 16, 32) if gpu else (1, 2, 4, 8)
     print(f"# pass-size benchmark: backend {keras.backend.backend()}, {os.cpu_count()} CPU cores "
-          f"({cpu_flags()}), {pass_pixels():,} pixels per pass")
+          f"({cpu_flags()}), {'a GPU' if gpu else 'no GPU'}, {pass_pixels():,} pixels per pass")
+
+    if 1 in parts:
+        part_one(a, rng, repeats)
+    if 2 in parts:
+        part_two(a, rng, repeats, gpu)
+    if 3 in parts:
+        part_three(a, repeats, batches)
+
+
+def part_one(a, rng, repeats) -> None:
+    import keras
+
+    from unet.damage_model import DamageModel, ModelCard
+    from unet.model import PRESETS, build_unet
 
     print("\n## 1. one photo of a tile's size: segment vs predict_on_batch of that photo (target >= 0.90)")
     presets = ["seed", "standard"] if a.quick else list(PRESETS)
@@ -79,28 +94,46 @@ def main() -> None:
                   f"{alone / ours:.2f}x")
             keras.backend.clear_session()
 
+
+def part_two(a, rng, repeats, gpu: bool) -> None:
+    import keras
+
+    from unet.model import build_unet
+    from unet.predict import Predictor
+
     print("\n## 2. a 4000x3000 photo against the no-overlap ideal (target <= 1.60)")
     h, w = (1500, 2000) if a.quick else (3000, 4000)
     net = build_unet("seed", None)
-    x = rng.integers(0, 256, (4, 256, 256, 3), dtype=np.uint8)
-    if keras.backend.backend() == "tensorflow":  # the compiled pass alone, as bench_inference's ceiling
-        import tensorflow as tf
+    per_tile = float("inf")
+    for b in (4, 16, 64) if gpu else (4,):  # the device's best pass of 256 tiles
+        x = rng.integers(0, 256, (b, 256, 256, 3), dtype=np.uint8)
+        if keras.backend.backend() == "tensorflow":  # the compiled pass alone, as bench_inference's ceiling
+            import tensorflow as tf
 
-        f = tf.function(lambda t: net(t, training=False))
-        xt = tf.constant(x)
-        per_tile = best_time(lambda: f(xt).numpy(), repeats) / 4
-    else:  # JAX, torch: Keras's own compiled predict step
-        per_tile = best_time(lambda: net.predict_on_batch(x), repeats) / 4
+            f = tf.function(lambda t: net(t, training=False))
+            xt = tf.constant(x)
+            per_tile = min(per_tile, best_time(lambda: f(xt).numpy(), repeats) / b)
+        else:  # JAX, torch: Keras's own compiled predict step
+            per_tile = min(per_tile, best_time(lambda: net.predict_on_batch(x), repeats) / b)
     ideal = h * w / 256**2 * per_tile
     photo = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     for label, pred in (("tiles chosen by the predictor", Predictor(net)),
                         ("tiles of 256 named (before #15)", Predictor(net, tile=256))):
-        pred.probability(photo[:600, :700])  # compile the shapes outside the timing
+        t = time.perf_counter()
+        pred.probability(photo)  # the first photo of its size compiles its shapes (JAX, GPU: seconds)
+        first = time.perf_counter() - t
         t = time.perf_counter()
         pred.probability(photo)
         secs = time.perf_counter() - t
         side = pred.tile_for(h, w)
-        print(f"{label:>32}: {secs:6.2f} s in tiles of {side}; ideal {ideal:.2f} s; ratio {secs / ideal:.2f}")
+        print(f"{label:>32}: {secs:6.2f} s in tiles of {side} (first call, compiling: {first:.2f} s); "
+              f"ideal {ideal:.2f} s; ratio {secs / ideal:.2f}", flush=True)
+
+
+def part_three(a, repeats, batches) -> None:
+    from unet import load_model
+    from unet.imaging import read_image, save_png
+    from unet.predict import overlay, predict_files
 
     print(f"\n## 3. predict over a folder of 544x384 photos, {a.model}")
     n = 24 if a.quick else a.photos
@@ -114,16 +147,34 @@ def main() -> None:
 
         for i in range(n):
             Image.fromarray(damaged_wall(i, 384, 544)[0]).save(src / f"p{i:04d}.jpg", quality=92)
-        padded = np.stack([read_image(p) for p in sorted(src.glob("*.jpg"))[:8]])
+        padded = np.stack([read_image(p) for p in sorted(src.glob("*.jpg"))[:max(batches)]])
         best_rate, best_b = 0.0, 1
-        for b in (1, 2, 4, 8):
+        for b in batches:
             rate = b / best_time(lambda: dm.predictor.model.predict_on_batch(padded[:b]), repeats)
             if rate > best_rate:
                 best_rate, best_b = rate, b
-        predict_files(dm, [src / "p0000.jpg"], Path(tmp) / "warm")  # compile outside the timing
+        t = time.perf_counter()
+        predict_files(dm, [src], Path(tmp) / "warm")  # the first folder compiles its pass shapes
+        first = n / (time.perf_counter() - t)
         t = time.perf_counter()
         rows = predict_files(dm, [src], Path(tmp) / "out")
         ours = n / (time.perf_counter() - t)
+        # The CPU's part alone (decode, render and write every output, on predict's threads): the
+        # rate no model can lift the folder above.
+        from concurrent.futures import ThreadPoolExecutor
+
+        from unet.predict import PhotoJob, writer_threads
+
+        seg = dm.segment(read_image(src / "p0000.jpg"))
+        job = PhotoJob([src], Path(tmp) / "io")
+
+        def io_only(i: int) -> None:
+            job.write(job.render(i, job.read(i)[0], seg, dm.card.scale)[0])
+
+        t = time.perf_counter()
+        with ThreadPoolExecutor(writer_threads()) as pool:
+            list(pool.map(io_only, range(n)))
+        io_rate = n / (time.perf_counter() - t)
         assert not any(r["error"] for r in rows) and len(list((Path(tmp) / "out").glob("*_overlay.png"))) == n
         out1 = Path(tmp) / "one"
         out1.mkdir()
@@ -135,8 +186,10 @@ def main() -> None:
             save_png(overlay(image, seg.mask), out1 / f"{p.stem}_overlay.png")
         one_by_one = n / (time.perf_counter() - t)
     print(f"ceiling: predict_on_batch of whole photos {best_rate:.2f} photos/s (batch {best_b})")
+    print(f"decode, render and write alone ({writer_threads()} threads, no model): {io_rate:.2f} photos/s")
     print(f"predict_files (decode, model, writing overlapped): {ours:.2f} photos/s, {ours / best_rate:.2f}x ceiling "
-          f"(GPU target >= 0.5)")
+          f"(GPU target >= 0.5), {ours / min(best_rate, io_rate):.2f}x the slower of model and writing; "
+          f"first folder (compiling its pass shapes) {first:.2f} photos/s")
     print(f"one by one (read, segment, write, in turn): {one_by_one:.2f} photos/s; "
           f"predict_files is {ours / one_by_one:.2f}x that")
 

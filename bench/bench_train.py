@@ -66,11 +66,14 @@ def main() -> None:
         return steps * a.batch / (time.perf_counter() - t)
 
     batcher.epoch = 0
+    import keras
+
+    print(f"# training benchmark: backend {keras.backend.backend()}, preset {a.preset}, {a.size}x{a.size}, "
+          f"batch {a.batch}, {steps} steps, {len(pairs)} photos decoded and cached once in {decode:.2f} s, "
+          f"{os.cpu_count()} CPU cores, {data_workers()} data threads", flush=True)
     preloaded = timed_fit(fresh(), x=x, y=y, batch_size=a.batch, shuffle=False)
+    print(f"fit on pre-loaded arrays (baseline)  {preloaded:6.2f} img/s", flush=True)
     pipeline = timed_fit(fresh(), x=keras_dataset(batcher))
-    print(f"# training benchmark: preset {a.preset}, {a.size}x{a.size}, batch {a.batch}, {steps} steps, "
-          f"{len(pairs)} photos decoded and cached once in {decode:.2f} s, {os.cpu_count()} CPU cores")
-    print(f"fit on pre-loaded arrays (baseline)  {preloaded:6.2f} img/s")
     print(f"fit with the real pipeline           {pipeline:6.2f} img/s   {pipeline / preloaded:.2f}x baseline "
           f"(target >= 0.90)")
 

@@ -409,9 +409,15 @@ def test_photos_share_passes_and_each_map_equals_its_own(tiny_model):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def test_predict_files_writes_what_segment_finds(tiny_model, tmp_path):
+@pytest.mark.parametrize("writers", ["1", "3"])
+def test_predict_files_writes_what_segment_finds(tiny_model, tmp_path, monkeypatch, writers):
+    """On one writing thread (this CPU) or several (a GPU machine), every photo's outputs and row."""
     from PIL import Image
 
+    from unet.predict import writer_threads
+
+    monkeypatch.setenv("UNET_WRITE_THREADS", writers)
+    assert writer_threads() == int(writers)
     dm = DamageModel(tiny_model, precision="float32")
     photos = {f"p{i}": _photo(tmp_path / "in" / f"p{i}.png", 150 + 60 * i, 200, i) for i in range(6)}
     (tmp_path / "in" / "p9.png").write_bytes(b"not a png")
@@ -470,3 +476,17 @@ def test_a_photo_darker_than_the_training_photos_is_brightened_for_the_model(tin
     note = rows["white"]["note"]
     assert f"darkened x{exposure_gain(white):.2g}" in note and "overexposed: 90% of the photo is pure white" in note
     assert rows["white"]["confidence"] == "low"
+
+
+def test_the_writing_threads_default_to_half_the_cores_and_a_bad_setting_is_named(monkeypatch):
+    import os
+
+    from unet.errors import ConfigError
+    from unet.predict import writer_threads
+
+    monkeypatch.delenv("UNET_WRITE_THREADS", raising=False)
+    assert writer_threads() == max(1, min(8, (os.cpu_count() or 1) // 2))
+    for bad in ("0", "many"):
+        monkeypatch.setenv("UNET_WRITE_THREADS", bad)
+        with pytest.raises(ConfigError, match=f"UNET_WRITE_THREADS must be a whole number of at least 1 \\(got '{bad}'\\)"):
+            writer_threads()

@@ -848,6 +848,22 @@ def output_folder(out_dir: str | Path) -> Path:
     return out
 
 
+def writer_threads() -> int:
+    """Threads rendering and writing a folder's outputs (overlay, PNG encoding): half the cores,
+    at most 8 (one on this 2-core CPU, where the model needs the other). On a GPU machine the
+    model outruns one writer many times over: an H200 ran the bundled model at about 1,300
+    DeepCrack photos/s (docs/benchmarks.md). ``UNET_WRITE_THREADS`` overrides."""
+    text = os.environ.get("UNET_WRITE_THREADS", "")
+    if text.strip():
+        try:
+            if int(text) >= 1:
+                return int(text)
+        except ValueError:
+            pass
+        raise ConfigError(f"UNET_WRITE_THREADS must be a whole number of at least 1 (got {text!r})")
+    return max(1, min(8, (os.cpu_count() or 1) // 2))
+
+
 def predict_files(
     model,
     inputs: Sequence[str | Path],
@@ -956,7 +972,7 @@ def predict_files(
                 job.rows[i].update(item[0].result()[0])
 
     decoder = ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1), thread_name_prefix="unet-decode")
-    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="unet-write")
+    writer = ThreadPoolExecutor(max_workers=writer_threads(), thread_name_prefix="unet-write")
     try:
         job.run(_Counted(finished(), len(job.files)), progress, on_stop=settle_written)
     finally:
