@@ -47,7 +47,8 @@ def scores(model, threshold: float | None, precision: str = "float32", flips: bo
     out = {}
     for name in SPLITS:
         samples, problems = split_samples(name)
-        out[name] = evaluate(model, samples, threshold=threshold, problems=problems, runner=runner, scale=SCALE)
+        out[name] = evaluate(model, samples, threshold=threshold, problems=problems, runner=runner, flips=flips,
+                             scale=SCALE)
     return out
 
 

@@ -145,6 +145,25 @@ def test_augmentation_keeps_image_and_mask_aligned():
         assert np.mean((img[..., 0] > 127) == msk) > 0.97  # resampling differs only at edges
 
 
+def test_brightness_and_contrast_change_every_pixel_by_the_same_rule():
+    """The photo's brightness and contrast change as (v - mean) * c + mean + b, clipped, for every
+    pixel value v (applied through a table); the mask is untouched."""
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    mask = rng.random((64, 64)) < 0.1
+    only_light = Augment(flip=False, rotate90=False, crop_scale=(1.0, 1.0), brightness=0.4, contrast=0.4)
+    for seed in range(5):
+        img, msk = random_pair(image, mask, 64, np.random.default_rng(seed), only_light)
+        r = np.random.default_rng(seed)
+        r.integers(0, 1), r.integers(0, 1)  # the crop's position (the crop is the whole photo)
+        b, c = r.uniform(-0.4, 0.4) * 255, 1.0 + r.uniform(-0.4, 0.4)
+        mean = image.mean()
+        want = np.clip((image.astype(np.float32) - mean) * c + mean + b, 0, 255).astype(np.uint8)
+        np.testing.assert_array_equal(img, want)
+        np.testing.assert_array_equal(msk, mask)
+        assert img.flags.c_contiguous and not np.array_equal(img, image)
+
+
 def test_batches_and_tiles(sample_dir):
     train, val, _ = training_splits(sample_dir)
     pairs, _, _ = load_pairs(train)

@@ -496,7 +496,10 @@ def random_pair(
         b = rng.uniform(-aug.brightness, aug.brightness) * 255
         c = 1.0 + rng.uniform(-aug.contrast, aug.contrast)
         mean = img.mean()
-        img = np.clip((img.astype(np.float32) - mean) * c + mean + b, 0, 255).astype(np.uint8)
+        # Through a 256-entry table: the same values as the arithmetic on every pixel, in one
+        # pass (that arithmetic was half a batch's time, and the GIL's, on a 16-core GPU machine).
+        lut = np.clip((np.arange(256, dtype=np.float32) - mean) * c + mean + b, 0, 255).astype(np.uint8)
+        img = lut[img]
     return np.ascontiguousarray(img), np.ascontiguousarray(msk)
 
 
