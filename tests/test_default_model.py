@@ -69,3 +69,18 @@ def test_a_dark_photo_of_a_wall_still_shows_its_cracks(default_model):
         dark_f1.append(pixel_scores(segment(default_model, dark).mask, crack | spall)["dice"])
         lit_f1.append(pixel_scores(segment(default_model, image).mask, crack | spall)["dice"])
     assert min(dark_f1) > 0.3 and np.mean(dark_f1) >= np.mean(lit_f1) - 0.05, (dark_f1, lit_f1)
+
+
+def test_every_recipe_in_models_is_a_valid_training_config():
+    """The stage configs `make default-model` trains, and the GPU recipe, read and validate as
+    they are (a renamed option or a typo would otherwise surface hours into a retraining)."""
+    import json
+    from pathlib import Path
+
+    from unet.config import TrainConfig
+
+    recipes = sorted(p for p in (Path(DEFAULT_MODEL).parent).glob("*.json") if p.name != "default.json")
+    assert {p.name for p in recipes} >= {"default.train.json", "default.zoomout.json", "recipe.gpu.json"}
+    for path in recipes:
+        cfg = TrainConfig.from_dict(json.loads(path.read_text())).validate()
+        assert cfg.data == ["../shared/data/masonry", "../shared/data/deepcrack"], path.name
