@@ -193,9 +193,22 @@ def choose_scale(probe: Callable[[float], np.ndarray], shape: tuple, threshold: 
     cracks, in the photo's own pixels, picks the largest scale of the ladder that makes them
     at most AUTO_MAX_WIDTH wide (the coarsest, if none does).
     """
+    steps = _choosing(shape, threshold)
+    scale = next(steps)
+    while True:
+        try:
+            scale = steps.send(probe(scale))
+        except StopIteration as done:
+            return done.value
+
+
+def _choosing(shape: tuple, threshold: float):
+    """:func:`choose_scale` as a generator: yields the next scale to probe, is sent its map, and
+    returns (the scale, its map or None). A folder's photos probe side by side this way, their
+    coarse maps sharing forward passes."""
     ladder = scale_ladder(shape)
     for s in ladder:
-        prob = probe(s)
+        prob = yield s
         mask = prob >= threshold
         if mask.mean() >= AUTO_MIN_FOUND:
             width = crack_width(mask) / s
@@ -460,7 +473,7 @@ class Predictor:
     def scaled_maps(self, images: Iterable[np.ndarray], flips: bool | None = None, scale: float | str | None = None,
                     lookahead: int | None = None) -> Iterable[tuple[np.ndarray, float]]:
         """:meth:`maps`, each with the scale the model saw its photo at (chosen per photo with
-        ``"auto"``: the coarse passes run photo by photo, the chosen scale's tiles shared)."""
+        ``"auto"``; the coarse passes of several photos share forward passes, as their tiles do)."""
         flips, scale = self._options(flips, scale)
         views = _FLIPS if flips else _FLIPS[:1]
         window = lookahead or max(2, self.batch_size)
@@ -468,23 +481,39 @@ class Predictor:
         def jobs():
             for image in images:
                 _check_rgb(image)
-                h, w = image.shape[:2]
-                image = exposed(image, exposure_gain(image))
-                chosen, seen_map, scales = self._plan(image, flips, scale)
-                parts, groups = [], []
-                for k, s in enumerate(scales):
-                    if k == 0 and seen_map is not None:
-                        parts.append((_FLIPS[0], _ready(seen_map)))
-                        groups.append(k)
-                        continue
-                    seen = _resized(image, s)
-                    for flip in views:
-                        parts.append((flip, self._rows(flip(seen))))
-                        groups.append(k)
-                yield chosen, parts, lambda done, g=groups, h=h, w=w: _blend_scales(
-                    [_mean_of_views([m for m, k in zip(done, g) if k == j]) for j in sorted(set(g))], h, w)
+                photo = self._photo_rows(exposed(image, exposure_gain(image)), views, scale)
+                yield None, [(_FLIPS[0], photo)], lambda done: done[0]
 
-        yield from self._drive(jobs(), window)
+        for (prob, chosen), _ in self._drive(jobs(), window):
+            yield prob, chosen
+
+    def _photo_rows(self, image: np.ndarray, views, scale):
+        """One photo's whole work as a tile generator (:meth:`_rows`): with ``"auto"`` its coarse
+        maps first, then its maps at the chosen scales; returns (its map, the scale it was seen
+        at). Several photos' generators run side by side in :meth:`_drive`, so their tiles, the
+        coarse passes' included, share forward passes. Each result equals :meth:`scaled_probability`."""
+        def seen_map(s: float):
+            seen = _resized(image, s)
+            maps = yield from _lockstep([self._rows(flip(seen)) for flip in views])
+            return _mean_of_views([flip(m) for flip, m in zip(views, maps)])
+
+        if scale != AUTO:
+            chosen, first, scales = scale, None, [scale]
+        else:
+            steps = _choosing(image.shape, self.default_threshold)
+            probe = next(steps)
+            while True:
+                prob = yield from seen_map(probe)
+                try:
+                    probe = steps.send(prob)
+                except StopIteration as done:
+                    chosen, first = done.value
+                    break
+            scales = [chosen, 2 * chosen] if chosen < 1 else [chosen]
+        maps = [first] if first is not None else []
+        for s in scales[len(maps):]:
+            maps.append((yield from seen_map(s)))
+        return _blend_scales(maps, *image.shape[:2]), chosen
 
     def _seen_map(self, seen: np.ndarray, flips: bool, progress: Callable[[float], None] | None = None
                   ) -> np.ndarray:
@@ -611,10 +640,23 @@ def _up16(n: int) -> int:
     return -(-n // 16) * 16
 
 
-def _ready(prob: np.ndarray):
-    """A tile generator (:meth:`Predictor._rows`) with no tiles left: its map is made."""
-    return prob
-    yield  # noqa: unreachable; makes this a generator
+def _lockstep(gens: list):
+    """Tile generators of the same shape of photo (its mirror images) as one: each row of tiles
+    is theirs together, and it returns their maps. Mirror images have the same tiles, so they
+    end together."""
+    rows = [next(g) for g in gens]
+    while True:
+        probs = yield np.concatenate(rows) if len(rows) > 1 else rows[0]
+        maps, at = [], 0
+        for i, g in enumerate(gens):
+            n = len(rows[i])
+            try:
+                rows[i] = g.send(probs[at : at + n])
+            except StopIteration as done:
+                maps.append(done.value)
+            at += n
+        if maps:
+            return maps
 
 
 def _mean_of_views(maps: list[np.ndarray]) -> np.ndarray:
