@@ -158,6 +158,22 @@ def cmd_train(a) -> int:
     return _final(run, execute(run))
 
 
+def cmd_crossval(a) -> int:
+    from .crossval import cross_validate, table
+    from .runs import default_runs_dir
+
+    cfg = _train_config(a)
+    runs_dir = a.runs_dir or default_runs_dir()
+    summary = cross_validate(cfg, a.folds, runs_dir, only=a.only, scales=a.scales)
+    print(table(summary))
+    failed = [k for k, r in summary["runs"].items() if r.get("mean_f1") is None]
+    if failed:
+        print(f"error: fold(s) {', '.join(sorted(failed, key=int))} not scored (see above); run the same command "
+              "again to resume", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _train_distributed(a, cfg) -> int:
     """One process of a multi-host job (every process runs the same command): process 0 makes
     and writes the run folder; the others train in a scratch folder they remove at the end."""
@@ -507,6 +523,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "KERAS_DISTRIBUTION_JOB_ADDRESSES, _NUM_PROCESSES, _PROCESS_ID; docs/scale.md)")
     _runs_dir_arg(p)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("crossval", help="k-fold cross-validation of a training recipe by source photo: K runs, "
+                       "each scored on the fold it never saw (the val splits are not read)")
+    p.add_argument("--config", required=True, help="JSON training config (the recipe); its fold is replaced")
+    p.add_argument("--folds", type=int, default=5, help="K (default 5)")
+    p.add_argument("--only", type=int, nargs="+", metavar="K", help="train and score only these folds now")
+    p.add_argument("--scales", nargs="+", type=_scale, metavar="S", default=None,
+                   help="scales calibrated with the threshold (default: auto)")
+    p.add_argument("--name", help="a label for the runs and the summary file")
+    _runs_dir_arg(p)
+    p.set_defaults(func=cmd_crossval, data=None, preset=None, size=None, epochs=None, batch=None, loss=None, lr=None,
+                   steps_per_epoch=None, seed=None, device=None, optimizer=None, schedule=None, init_from=None,
+                   fold=None, ema=None, no_augment=False, mixed_precision=False)
 
     p = sub.add_parser("predict", help="segment photos; write masks, overlays and results.csv")
     p.add_argument("inputs", nargs="+", help="image files or folders")

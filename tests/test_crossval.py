@@ -1,0 +1,56 @@
+"""K-fold cross-validation of a recipe: K real tiny trainings, each scored on the fold it never saw."""
+
+import json
+import statistics
+
+import pytest
+
+from conftest import cli_here
+from unet.config import TrainConfig
+from unet.crossval import cross_validate, summary_path
+from unet.errors import ConfigError
+from unet.runs import get_run, list_runs
+
+
+def test_a_recipe_is_trained_per_fold_scored_on_its_fold_and_continued_where_it_stopped(tmp_path, sample_dir, capsys):
+    recipe = {"data": str(sample_dir), "preset": "tiny", "size": 64, "epochs": 1, "batch": 4, "steps_per_epoch": 2,
+              "name": "cv-tiny"}
+    cfg = TrainConfig.from_dict(recipe)
+    runs = tmp_path / "runs"
+
+    first = cross_validate(cfg, 2, runs, only=[2], scales=[1.0])  # one fold now, as a long job cut short
+    assert set(first["runs"]) == {"2"} and first["mean"]["folds_scored"] == 1
+    fold2 = first["runs"]["2"]["run"]
+
+    done = cross_validate(cfg, 2, runs, scales=[1.0])  # the rest later: fold 2 is kept, fold 1 trained
+    log = capsys.readouterr().out
+    assert done["runs"]["2"]["run"] == fold2 and len(list_runs(runs)) == 2
+    for k in ("1", "2"):
+        r = done["runs"][k]
+        run = get_run(r["run"], runs)
+        assert run.config()["fold"] == f"{k}/2" and run.state == "completed"
+        assert f"(fold {k}/2 of the training photos; the val split is not read)" in log
+        assert 0.0 <= r["mean_f1"] <= 1.0 and r["scale"] == 1.0 and set(r["f1"]) == {sample_dir.name}
+    m = done["mean"]
+    assert m["folds_scored"] == 2
+    assert m["mean_f1"]["mean"] == pytest.approx(statistics.fmean(done["runs"][k]["mean_f1"] for k in "12"))
+    assert m["mean_f1"]["sd"] == pytest.approx(statistics.stdev(done["runs"][k]["mean_f1"] for k in "12"))
+    assert json.loads(summary_path(cfg, 2, runs).read_text()) == done
+
+    # The command line: nothing left to train, the table printed.
+    (tmp_path / "recipe.json").write_text(json.dumps(recipe))
+    proc = cli_here(capsys, "crossval", "--config", str(tmp_path / "recipe.json"), "--folds", "2",
+                    "--scales", "1", "--runs-dir", str(runs))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    assert "fold 1/2: done already" in out and "fold 2/2: done already" in out and len(list_runs(runs)) == 2
+    assert f"{m['mean_f1']['mean']:.4f}" in out.splitlines()[-2]
+
+    # Another recipe under the same name is refused, not mixed in.
+    for other, scales in (({**recipe, "epochs": 2}, [1.0]), (recipe, ["auto"])):
+        with pytest.raises(ConfigError, match=r"another recipe \(or scored at other scales\) under this name"):
+            cross_validate(TrainConfig.from_dict(other), 2, runs, scales=scales)
+    assert len(list_runs(runs)) == 2
+    proc = cli_here(capsys, "crossval", "--config", str(tmp_path / "recipe.json"), "--folds", "2",
+                    "--only", "3", "--runs-dir", str(runs))
+    assert proc.returncode == 2 and "fold must be k/K" in proc.stderr

@@ -1,0 +1,169 @@
+"""K-fold cross-validation of a training recipe, by source photo (issue #14's honest protocol).
+
+A recipe (a :class:`~unet.config.TrainConfig`) is trained K times, run k holding out fold k
+of K of every dataset's training photos (whole source photos per fold: no fold shares a wall
+with another), and each run's model is calibrated on the fold it never saw. The mean and
+spread of those K scores rank recipes without reading the val splits, which stay for one
+final reading. Each fold's run is an ordinary run folder; ``crossval-<name>-<K>.json`` in
+the runs folder records them as they finish, so an interrupted cross-validation continues
+where it stopped (a run killed mid-training resumes from its last checkpoint).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import json
+import statistics
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .config import TrainConfig
+from .errors import ConfigError, UnetError
+from .files import read_json, write_json_atomic
+
+
+def summary_path(cfg: TrainConfig, folds: int, runs_dir: str | Path) -> Path:
+    label = "".join(c if c.isalnum() or c in "-_" else "-" for c in (cfg.name or cfg.preset)).strip("-") or "recipe"
+    return Path(runs_dir) / f"crossval-{label}-{folds}.json"
+
+
+def cross_validate(cfg: TrainConfig, folds: int, runs_dir: str | Path, only: Sequence[int] | None = None,
+                   scales: Sequence[float | str] | None = None, log: Callable[[str], None] = print) -> dict:
+    """Train and score the recipe on each fold; returns (and writes) the summary.
+
+    Args:
+        cfg: the recipe; its ``fold`` is replaced by each fold in turn.
+        folds: K, at least 2.
+        only: the folds to do now (1-based; default all); the others already done are kept.
+        scales: the scales :func:`unet.evaluate.calibrate` chooses among with the threshold
+            (default ``["auto"]``, the bundled model's).
+
+    Returns:
+        ``{"recipe", "folds", "scales", "runs": {k: {...}}, "mean": {...}}``: per fold the run
+        id, threshold, scale and F1 per dataset; ``mean`` the mean and standard deviation over
+        the folds done.
+
+    Raises:
+        ConfigError: bad K or fold numbers. A fold whose run fails is recorded as failed and the
+        others still run; the exception is raised only for problems before any training.
+    """
+    from .data import parse_fold
+    from .evaluate import calibrate
+    from .model import load_model
+    from .runs import Run, create_run, get_run
+    from .train import execute
+
+    if folds < 2:
+        raise ConfigError("cross-validation needs at least 2 folds")
+    todo = list(only or range(1, folds + 1))
+    for k in todo:
+        parse_fold(f"{k}/{folds}")  # a clear message for a fold out of range
+    cfg = cfg.validate()
+    path = summary_path(cfg, folds, runs_dir)
+    recipe = json.loads(json.dumps({k: v for k, v in cfg.to_dict().items() if k != "fold"}))  # as stored
+    with _locked(path):
+        summary = read_json(path, None) or {}
+        scales = json.loads(json.dumps(list(scales or ["auto"])))
+        if summary.get("recipe") not in (None, recipe) or summary.get("scales") not in (None, scales):
+            raise ConfigError(f"{path}: holds a cross-validation of another recipe (or scored at other scales) "
+                              "under this name; give this one another name")
+        summary.update(recipe=recipe, folds=folds, scales=scales)
+        summary.setdefault("runs", {})
+        write_json_atomic(path, summary)
+    for k in todo:
+        entry = summary["runs"].get(str(k), {})
+        if entry.get("mean_f1") is not None:
+            log(f"fold {k}/{folds}: done already (run {entry['run']}, mean F1 {entry['mean_f1']:.4f})")
+            continue
+        run = None
+        if entry.get("run"):
+            try:
+                run = get_run(entry["run"], runs_dir)
+            except UnetError:
+                run = None
+        resume = run is not None and run.state != "completed" and run.last_checkpoint.exists()
+        if run is None or (run.state != "completed" and not resume):
+            name = f"{cfg.name or cfg.preset}-fold{k}of{folds}"
+            run = create_run(dataclasses.replace(cfg, fold=f"{k}/{folds}", name=name), runs_dir)
+            resume = False
+        summary = _record(path, k, {"run": run.id, "state": "training"})
+        log(f"fold {k}/{folds}: {'resuming' if resume else 'training'} run {run.id}")
+        state = execute(Run(run.dir), resume=resume)
+        if state != "completed":
+            summary = _record(path, k, {"run": run.id, "state": state})
+            log(f"fold {k}/{folds}: run {run.id} {state}; the other folds go on (run this again to resume it)")
+            continue
+        scored = calibrate(load_model(run.model_path), cfg.dataset_folders(), scales=summary["scales"],
+                           fold=(k, folds))
+        summary = _record(path, k, {
+            "run": run.id, "state": state, "threshold": scored["threshold"], "scale": scored["scale"],
+            "mean_f1": scored["mean_f1"],
+            "f1": {Path(s).name: v["f1_at_threshold"] for s, v in scored["splits"].items()},
+            "recall": {Path(s).name: v["recall_at_threshold"] for s, v in scored["splits"].items()},
+        })
+        log(f"fold {k}/{folds}: mean F1 {scored['mean_f1']:.4f} at threshold {scored['threshold']:.3f}")
+    with _locked(path):
+        return read_json(path)
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """The summary file's lock: several processes may cross-validate folds of one recipe at once
+    (``--only``, one per GPU or machine sharing the runs folder), each recording its own folds."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _record(path: Path, k: int, entry: dict) -> dict:
+    """Fold k's entry into the summary on disk (as other processes left it), with the means anew."""
+    with _locked(path):
+        summary = read_json(path)
+        summary["runs"][str(k)] = entry
+        summary["mean"] = _means(summary["runs"])
+        write_json_atomic(path, summary)
+        return summary
+
+
+def _means(runs: dict) -> dict:
+    """Mean and standard deviation over the scored folds: of the mean F1, and per dataset."""
+    done = [r for r in runs.values() if r.get("mean_f1") is not None]
+    if not done:
+        return {}
+
+    def stats(values: list[float]) -> dict:
+        return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
+
+    out = {"folds_scored": len(done), "mean_f1": stats([r["mean_f1"] for r in done])}
+    for name in done[0]["f1"]:
+        out[f"f1 {name}"] = stats([r["f1"][name] for r in done if name in r["f1"]])
+        out[f"recall {name}"] = stats([r["recall"][name] for r in done if name in r["recall"]])
+    return out
+
+
+def table(summary: dict) -> str:
+    """The summary as lines of text: one per fold, then the mean +- sd."""
+    runs = summary.get("runs", {})
+    names = sorted({n for r in runs.values() for n in r.get("f1", {})})
+    lines = [f"{'fold':<6}{'run':<46}{'threshold':>10}{'scale':>7}{'mean F1':>9}" + "".join(f"{n:>12}" for n in names)]
+    for k in sorted(runs, key=int):
+        r = runs[k]
+        if r.get("mean_f1") is None:
+            lines.append(f"{k:<6}{r['run']:<46}  ({r['state']})")
+            continue
+        scale = r["scale"] if isinstance(r["scale"], str) else f"{r['scale']:g}"
+        lines.append(f"{k:<6}{r['run']:<46}{r['threshold']:>10.3f}{scale:>7}{r['mean_f1']:>9.4f}"
+                     + "".join(f"{r['f1'].get(n, float('nan')):>12.4f}" for n in names))
+    m = summary.get("mean") or {}
+    if m:
+        lines.append(f"{'mean':<6}{m['folds_scored']:<3}{'folds scored':<43}{'':>10}{'':>7}"
+                     f"{m['mean_f1']['mean']:>9.4f}" + "".join(f"{m[f'f1 {n}']['mean']:>12.4f}" for n in names))
+        lines.append(f"{'sd':<6}{'':<46}{'':>10}{'':>7}{m['mean_f1']['sd']:>9.4f}"
+                     + "".join(f"{m[f'f1 {n}']['sd']:>12.4f}" for n in names))
+    return "\n".join(lines)
