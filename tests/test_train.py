@@ -125,6 +125,30 @@ def test_invalid_config_is_refused():
         TrainConfig(size=100).validate()
     with pytest.raises(ValueError, match="preset"):
         TrainConfig(preset="huge").validate()
+    with pytest.raises(ValueError, match=r"brightness must be at least 0 and below 1.*contrast must be"):
+        TrainConfig(brightness=1.5, contrast=-0.1).validate()
+
+
+def test_the_config_sets_how_far_brightness_and_contrast_vary(sample_dir, capsys):
+    """From the command line to the crops: a wider range gives crops further from the photos'
+    own light; a config without the keys (an older run's) keeps +-15%."""
+    from conftest import cli_here
+    from unet.data import load_pairs, random_pair, training_splits
+    from unet.train import augment_of
+
+    assert TrainConfig.from_dict({"data": "d"}).brightness == 0.15 and augment_of(TrainConfig()).contrast == 0.15
+    assert augment_of(TrainConfig(augment=False)).brightness == 0
+    proc = cli_here(capsys, "train", "--data", str(sample_dir), "--brightness", "2", "--epochs", "1")
+    assert proc.returncode == 2 and "brightness must be at least 0 and below 1" in proc.stderr
+    image, mask = load_pairs(training_splits(sample_dir)[0])[0][0]
+
+    def spread(cfg):  # how far the crops' mean brightness strays from the photo's own
+        aug = augment_of(cfg)
+        return np.mean([abs(random_pair(image, mask, 64, np.random.default_rng(i), aug)[0].mean() - image.mean())
+                        for i in range(40)])
+
+    narrow, wide = spread(TrainConfig()), spread(TrainConfig(brightness=0.6, contrast=0.5))
+    assert wide > 2.5 * narrow, (narrow, wide)
 
 
 def test_fine_tune_from_a_saved_model(tmp_path, sample_dir, trained_tiny, capsys):

@@ -120,7 +120,7 @@ def _train_config(a) -> TrainConfig:
         "data": (a.data[0] if len(a.data) == 1 else a.data) if a.data else None, "preset": a.preset, "size": a.size, "epochs": a.epochs, "batch": a.batch,
         "loss": a.loss, "learning_rate": a.lr, "steps_per_epoch": a.steps_per_epoch, "seed": a.seed,
         "device": a.device, "name": a.name, "optimizer": a.optimizer, "schedule": a.schedule,
-        "init_from": a.init_from, "fold": a.fold, "ema": a.ema,
+        "init_from": a.init_from, "fold": a.fold, "ema": a.ema, "brightness": a.brightness, "contrast": a.contrast,
     }
     base.update({k: v for k, v in overrides.items() if v is not None})
     if a.no_augment:
@@ -513,6 +513,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--ema", type=float, metavar="M", help="average the weights as training goes (momentum M, "
                    "such as 0.99); validation and the saved model use the average")
+    p.add_argument("--brightness", type=float, metavar="F", help="crops' brightness moves by up to +-F x 255 "
+                   "(default 0.15)")
+    p.add_argument("--contrast", type=float, metavar="F", help="crops' contrast is scaled by 1 +- F (default 0.15)")
     p.add_argument("--name", help="a label for the run id")
     p.add_argument("--init-from", help="start from this .keras model's weights (same preset): fine-tuning")
     p.add_argument("--fold", metavar="K/N", help="validate on fold K of N of the training photos (whole source "
@@ -535,7 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
     _runs_dir_arg(p)
     p.set_defaults(func=cmd_crossval, data=None, preset=None, size=None, epochs=None, batch=None, loss=None, lr=None,
                    steps_per_epoch=None, seed=None, device=None, optimizer=None, schedule=None, init_from=None,
-                   fold=None, ema=None, no_augment=False, mixed_precision=False)
+                   fold=None, ema=None, brightness=None, contrast=None, no_augment=False, mixed_precision=False)
 
     p = sub.add_parser("predict", help="segment photos; write masks, overlays and results.csv")
     p.add_argument("inputs", nargs="+", help="image files or folders")

@@ -55,6 +55,11 @@ class TrainConfig:
     augment: bool = True
     # Random crops are this many times the input side (log-uniform), then resized to it.
     crop_scale: tuple[float, float] = (0.75, 1.33)
+    # Photometric changes per crop (uniform): brightness moves by up to +-brightness x 255,
+    # contrast is scaled by 1 +- contrast. Wider ranges show the network darker and brighter
+    # photos than the datasets hold (the predictor's exposure rule covers the rest).
+    brightness: float = 0.15
+    contrast: float = 0.15
     val_fraction: float = 0.15  # used only when the dataset has no val/ folder
     threshold: float = 0.5  # for validation metrics, and the saved model's first threshold
     seed: int = 0
@@ -98,6 +103,9 @@ class TrainConfig:
             problems.append("threshold must be between 0 and 1")
         if number("val_fraction", self.val_fraction) and not 0 < self.val_fraction < 1:
             problems.append("val_fraction must be between 0 and 1")
+        for key in ("brightness", "contrast"):
+            if number(key, getattr(self, key)) and not 0 <= getattr(self, key) < 1:
+                problems.append(f"{key} must be at least 0 and below 1 (a fraction: 0.15 is +-15%)")
         if number("ema", self.ema) and not 0 <= self.ema < 1:
             problems.append("ema must be 0 (off) or a momentum below 1, such as 0.99")
         if self.steps_per_epoch is not None and number("steps_per_epoch", self.steps_per_epoch, True) \

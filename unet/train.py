@@ -138,7 +138,7 @@ def _install_stop_signals(run: Run) -> None:
 
 
 def _data(cfg: TrainConfig, log):
-    from .data import Augment, PairBatcher, load_pairs, parse_fold, training_splits
+    from .data import PairBatcher, load_pairs, parse_fold, training_splits
 
     train, val, scan = training_splits(cfg.data, seed=cfg.seed, val_fraction=cfg.val_fraction,
                                        fold=parse_fold(cfg.fold))
@@ -151,7 +151,7 @@ def _data(cfg: TrainConfig, log):
         from .data import DatasetError
 
         raise DatasetError(f"{cfg.data}: no training photo could be read")
-    aug = Augment(crop_scale=tuple(cfg.crop_scale)) if cfg.augment else Augment.none()
+    aug = augment_of(cfg)
     steps = cfg.steps_per_epoch or max(1, math.ceil(len(train_pairs) / cfg.batch))
     # In a multi-host job each process makes its share of every batch (a seed of its own) and the
     # same number of steps as one process would; validation runs the whole split on each process,
@@ -168,6 +168,15 @@ def _data(cfg: TrainConfig, log):
     log(f"data: {len(train_pairs)} training and {len(val_pairs)} validation photos{held}, "
         f"{len(problems)} skipped; {steps} batches of {cfg.batch} per epoch")
     return train_b, val_b, len(problems), val_kept
+
+
+def augment_of(cfg: TrainConfig) -> "Augment":
+    """The crops' random changes for a config (none with ``augment`` off)."""
+    from .data import Augment
+
+    if not cfg.augment:
+        return Augment.none()
+    return Augment(crop_scale=tuple(cfg.crop_scale), brightness=cfg.brightness, contrast=cfg.contrast)
 
 
 def data_workers() -> int:
