@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -92,3 +93,18 @@ def fresh_pages() -> None:
     """Forget imported page modules: pages.common reads UNET_* folders when imported."""
     for name in [m for m in sys.modules if m == "pages" or m.startswith("pages.")]:
         del sys.modules[name]
+
+
+def epochs_of(run) -> list[int]:
+    """The epochs a run's history.csv records."""
+    return [int(r["epoch"]) for r in run.history()]
+
+
+def wait_for(cond, timeout: float = 120, poll: float = 0.2) -> bool:
+    """Whether ``cond()`` became true within ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(poll)
+    return False

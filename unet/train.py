@@ -170,7 +170,7 @@ def _data(cfg: TrainConfig, log):
     return train_b, val_b, len(problems), val_kept
 
 
-def augment_of(cfg: TrainConfig) -> "Augment":
+def augment_of(cfg: TrainConfig):
     """The crops' random changes for a config (none with ``augment`` off)."""
     from .data import Augment
 
