@@ -488,5 +488,5 @@ def test_the_writing_threads_default_to_half_the_cores_and_a_bad_setting_is_name
     assert writer_threads() == max(1, min(8, (os.cpu_count() or 1) // 2))
     for bad in ("0", "many"):
         monkeypatch.setenv("UNET_WRITE_THREADS", bad)
-        with pytest.raises(ConfigError, match=f"UNET_WRITE_THREADS must be a whole number of at least 1 \\(got '{bad}'\\)"):
+        with pytest.raises(ConfigError, match=f"UNET_WRITE_THREADS must be a whole number, 1 or more \\(got '{bad}'\\)"):
             writer_threads()

@@ -8,6 +8,7 @@ trainer all read these lists. This module never imports Keras.
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 
 from .errors import ConfigError
@@ -34,6 +35,21 @@ _RENAMED = {"scale": "crop_scale"}
 def _one_of(name: str, value, allowed) -> str | None:
     return None if value in allowed else f"{name} must be one of {', '.join(allowed)} (got {value!r})"
 
+
+
+def count_setting(name: str, default: int, unit: str = "") -> int:
+    """A whole number of at least 1 from the environment variable ``name`` (``default`` when it
+    is unset or blank); any other value is a :class:`ConfigError` naming the variable."""
+    text = os.environ.get(name, "")
+    if not text.strip():
+        return default
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise ConfigError(f"{name} must be a whole number{' of ' + unit if unit else ''}, 1 or more (got {text!r})")
+    return value
 
 @dataclass
 class TrainConfig:

@@ -14,16 +14,9 @@ def cpu_devices() -> int:
     """How many devices to split the CPU into for data-parallel training (``UNET_CPU_DEVICES``,
     default 1). Several CPU devices train exactly as several GPUs do (a replica per device,
     gradients summed): the way to test multi-device training on a machine without GPUs."""
-    text = os.environ.get("UNET_CPU_DEVICES", "1")
-    try:
-        n = int(text)
-    except ValueError:
-        n = 0
-    if n < 1:
-        from .errors import ConfigError
+    from .config import count_setting
 
-        raise ConfigError(f"UNET_CPU_DEVICES must be a whole number of devices, 1 or more (got {text!r})")
-    return n
+    return count_setting("UNET_CPU_DEVICES", 1, "devices")
 
 
 def prepare(device: str = "auto") -> None:

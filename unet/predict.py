@@ -895,15 +895,9 @@ def writer_threads() -> int:
     at most 8 (one on this 2-core CPU, where the model needs the other). On a GPU machine the
     model outruns one writer many times over: an H200 ran the bundled model at about 1,300
     DeepCrack photos/s (docs/benchmarks.md). ``UNET_WRITE_THREADS`` overrides."""
-    text = os.environ.get("UNET_WRITE_THREADS", "")
-    if text.strip():
-        try:
-            if int(text) >= 1:
-                return int(text)
-        except ValueError:
-            pass
-        raise ConfigError(f"UNET_WRITE_THREADS must be a whole number of at least 1 (got {text!r})")
-    return max(1, min(8, (os.cpu_count() or 1) // 2))
+    from .config import count_setting
+
+    return count_setting("UNET_WRITE_THREADS", max(1, min(8, (os.cpu_count() or 1) // 2)))
 
 
 def predict_files(

@@ -187,15 +187,9 @@ def data_workers() -> int:
     was the bottleneck. Batches stay deterministic: batch ``i`` of epoch ``e`` has its own seed,
     whichever thread makes it (PIL and numpy release the GIL for the heavy parts).
     """
-    text = os.environ.get("UNET_DATA_WORKERS", "")
-    if text:
-        try:
-            if int(text) >= 1:
-                return int(text)
-        except ValueError:
-            pass
-        raise ConfigError(f"UNET_DATA_WORKERS must be a whole number, 1 or more (got {text!r})")
-    return max(1, min(16, os.cpu_count() or 1))
+    from .config import count_setting
+
+    return count_setting("UNET_DATA_WORKERS", max(1, min(16, os.cpu_count() or 1)))
 
 
 def keras_dataset(batcher, workers: int | None = None):
