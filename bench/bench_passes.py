@@ -2,6 +2,10 @@
 
     python bench/bench_passes.py            # the full run (about 10 minutes on 2 cores)
     python bench/bench_passes.py --quick    # a smoke run
+    KERAS_BACKEND=jax python bench/bench_passes.py --parts 2,3   # on a GPU (part 1 is a CPU target)
+
+Parts 2 and 3 time a first call (which compiles its pass shapes: seconds on JAX) apart from
+the steady state; on a GPU the ceilings take the device's best pass (batches up to 64 tiles).
 
 1. One photo of a tile's size through ``unet.segment`` against ``predict_on_batch`` of that
    photo alone, for every preset at tiles of 256 and 384 (target >= 0.9x): no padded pass.
