@@ -54,3 +54,37 @@ def test_a_recipe_is_trained_per_fold_scored_on_its_fold_and_continued_where_it_
     proc = cli_here(capsys, "crossval", "--config", str(tmp_path / "recipe.json"), "--folds", "2",
                     "--only", "3", "--runs-dir", str(runs))
     assert proc.returncode == 2 and "fold must be k/K" in proc.stderr
+
+
+def test_a_fold_whose_run_was_stopped_is_resumed_from_its_checkpoint(tmp_path, sample_dir, capsys):
+    """A fold's run stopped after its first epoch (the Train page's Stop, or a job's end) is
+    recorded as stopped; the same command again resumes that run, not a new one."""
+    import threading
+
+    from conftest import epochs_of, wait_for
+    from unet.runs import Run
+
+    cfg = TrainConfig.from_dict({"data": str(sample_dir), "preset": "tiny", "size": 64, "epochs": 2, "batch": 4,
+                                 "steps_per_epoch": 2, "name": "cv-stop"})
+    runs = tmp_path / "runs"
+
+    def stop_after_the_first_epoch():
+        def first_epoch_done():
+            found = [Run(p) for p in runs.glob("*-cv-stop-fold1of2-*")]
+            return bool(found) and epochs_of(found[0]) == [1] and found[0]
+        assert wait_for(first_epoch_done, timeout=120, poll=0.05)
+        first_epoch_done().stop_path.write_text("stop")
+
+    stopper = threading.Thread(target=stop_after_the_first_epoch)
+    stopper.start()
+    first = cross_validate(cfg, 2, runs, only=[1], scales=[1.0])
+    stopper.join()
+    entry = first["runs"]["1"]
+    assert entry["state"] == "stopped" and "mean_f1" not in entry and not first.get("mean")
+    assert "fold 1/2: run" in capsys.readouterr().out
+
+    again = cross_validate(cfg, 2, runs, only=[1], scales=[1.0])
+    assert f"fold 1/2: resuming run {entry['run']}" in capsys.readouterr().out
+    assert again["runs"]["1"]["run"] == entry["run"] and len(list_runs(runs)) == 1
+    run = get_run(entry["run"], runs)
+    assert run.state == "completed" and epochs_of(run) == [1, 2] and again["mean"]["folds_scored"] == 1

@@ -90,6 +90,7 @@ def cross_validate(cfg: TrainConfig, folds: int, runs_dir: str | Path, only: Seq
             resume = False
         summary = _record(path, k, {"run": run.id, "state": "training"})
         log(f"fold {k}/{folds}: {'resuming' if resume else 'training'} run {run.id}")
+        run.stop_path.unlink(missing_ok=True)  # an old stop request (the one that ended it) is no longer meant
         state = execute(Run(run.dir), resume=resume)
         if state != "completed":
             summary = _record(path, k, {"run": run.id, "state": state})
