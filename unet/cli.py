@@ -116,16 +116,18 @@ def _train_config(a) -> TrainConfig:
             raise CliError(f"{a.config}: cannot read config ({exc.strerror})")
         except ValueError as exc:
             raise CliError(f"{a.config}: not valid JSON ({exc})")
-    overrides = {
-        "data": (a.data[0] if len(a.data) == 1 else a.data) if a.data else None, "preset": a.preset, "size": a.size, "epochs": a.epochs, "batch": a.batch,
-        "loss": a.loss, "learning_rate": a.lr, "steps_per_epoch": a.steps_per_epoch, "seed": a.seed,
-        "device": a.device, "name": a.name, "optimizer": a.optimizer, "schedule": a.schedule,
-        "init_from": a.init_from, "fold": a.fold, "ema": a.ema, "brightness": a.brightness, "contrast": a.contrast,
-    }
+    # Config keys from their flags; a command with fewer flags than `train` (crossval) leaves the rest to the file.
+    flags = {"preset": "preset", "size": "size", "epochs": "epochs", "batch": "batch", "loss": "loss",
+             "learning_rate": "lr", "steps_per_epoch": "steps_per_epoch", "seed": "seed", "device": "device",
+             "name": "name", "optimizer": "optimizer", "schedule": "schedule", "init_from": "init_from",
+             "fold": "fold", "ema": "ema", "brightness": "brightness", "contrast": "contrast"}
+    data = getattr(a, "data", None)
+    overrides = {key: getattr(a, flag, None) for key, flag in flags.items()}
+    overrides["data"] = (data[0] if len(data) == 1 else data) if data else None
     base.update({k: v for k, v in overrides.items() if v is not None})
-    if a.no_augment:
+    if getattr(a, "no_augment", False):
         base["augment"] = False
-    if a.mixed_precision:
+    if getattr(a, "mixed_precision", False):
         base["mixed_precision"] = True
     if "data" not in base:
         raise CliError("--data is required (a dataset folder), or a --config that names one")
@@ -536,9 +538,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="scales calibrated with the threshold (default: auto)")
     p.add_argument("--name", help="a label for the runs and the summary file")
     _runs_dir_arg(p)
-    p.set_defaults(func=cmd_crossval, data=None, preset=None, size=None, epochs=None, batch=None, loss=None, lr=None,
-                   steps_per_epoch=None, seed=None, device=None, optimizer=None, schedule=None, init_from=None,
-                   fold=None, ema=None, brightness=None, contrast=None, no_augment=False, mixed_precision=False)
+    p.set_defaults(func=cmd_crossval)
 
     p = sub.add_parser("predict", help="segment photos; write masks, overlays and results.csv")
     p.add_argument("inputs", nargs="+", help="image files or folders")

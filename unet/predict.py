@@ -437,27 +437,15 @@ class Predictor:
     def _choose(self, image: np.ndarray, flips: bool) -> tuple[float, np.ndarray | None]:
         """:meth:`choose` of a photo already as the model sees it (its exposure applied once:
         a photo at the gain's cap would otherwise be brightened again)."""
-        return choose_scale(lambda s: self._seen_map(_resized(image, s), flips), image.shape,
-                            self.default_threshold)
+        return self._run_one(self._choose_rows(image, _views(flips)))
 
     def _probability(self, image: np.ndarray, flips: bool, scale, progress=None) -> tuple[np.ndarray, float]:
         """(the photo's map, the scale the model saw it at)."""
-        image = exposed(image, exposure_gain(image))
-        chosen, seen_map, scales = self._plan(image, flips, scale)
-        maps = [seen_map] if seen_map is not None else []
-        for s in scales[len(maps):]:  # progress follows the last (largest) scale
-            maps.append(self._seen_map(_resized(image, s), flips, progress if s == scales[-1] else None))
-        if seen_map is not None and len(scales) == 1 and progress is not None:
-            progress(1.0)
-        return _blend_scales(maps, *image.shape[:2]), chosen
+        return self._run_one(self._photo_rows(exposed(image, exposure_gain(image)), _views(flips), scale, progress))
 
-    def _plan(self, image: np.ndarray, flips: bool, scale) -> tuple[float, np.ndarray | None, list[float]]:
-        """(the scale reported, its map if the coarse passes made it, the scales whose maps are
-        blended): one scale when it is given; with ``"auto"`` the chosen one and, below 1, twice it."""
-        if scale != AUTO:
-            return scale, None, [scale]
-        chosen, seen_map = self._choose(image, flips)
-        return chosen, seen_map, [chosen, 2 * chosen] if chosen < 1 else [chosen]
+    def _run_one(self, work):
+        """What one photo's tile generator returns, its tiles run in full passes of their own."""
+        return next(iter(self._drive(iter([(None, [(_FLIPS[0], work)], _first)]), 1)))[0]
 
     def maps(self, images: Iterable[np.ndarray], flips: bool | None = None, scale: float | str | None = None,
              lookahead: int | None = None) -> Iterable[np.ndarray]:
@@ -475,60 +463,51 @@ class Predictor:
         """:meth:`maps`, each with the scale the model saw its photo at (chosen per photo with
         ``"auto"``; the coarse passes of several photos share forward passes, as their tiles do)."""
         flips, scale = self._options(flips, scale)
-        views = _FLIPS if flips else _FLIPS[:1]
         window = lookahead or max(2, self.batch_size)
 
         def jobs():
             for image in images:
                 _check_rgb(image)
-                photo = self._photo_rows(exposed(image, exposure_gain(image)), views, scale)
-                yield None, [(_FLIPS[0], photo)], lambda done: done[0]
+                photo = self._photo_rows(exposed(image, exposure_gain(image)), _views(flips), scale)
+                yield None, [(_FLIPS[0], photo)], _first
 
         for (prob, chosen), _ in self._drive(jobs(), window):
             yield prob, chosen
 
-    def _photo_rows(self, image: np.ndarray, views, scale):
+    def _photo_rows(self, image: np.ndarray, views, scale, progress: Callable[[float], None] | None = None):
         """One photo's whole work as a tile generator (:meth:`_rows`): with ``"auto"`` its coarse
         maps first, then its maps at the chosen scales; returns (its map, the scale it was seen
         at). Several photos' generators run side by side in :meth:`_drive`, so their tiles, the
-        coarse passes' included, share forward passes. Each result equals :meth:`scaled_probability`."""
-        def seen_map(s: float):
-            seen = _resized(image, s)
-            maps = yield from _lockstep([self._rows(flip(seen)) for flip in views])
-            return _mean_of_views([flip(m) for flip, m in zip(views, maps)])
-
+        coarse passes' included, share forward passes. ``progress`` follows the last (largest) scale."""
         if scale != AUTO:
             chosen, first, scales = scale, None, [scale]
         else:
-            steps = _choosing(image.shape, self.default_threshold)
-            probe = next(steps)
-            while True:
-                prob = yield from seen_map(probe)
-                try:
-                    probe = steps.send(prob)
-                except StopIteration as done:
-                    chosen, first = done.value
-                    break
+            chosen, first = yield from self._choose_rows(image, views)
             scales = [chosen, 2 * chosen] if chosen < 1 else [chosen]
         maps = [first] if first is not None else []
         for s in scales[len(maps):]:
-            maps.append((yield from seen_map(s)))
+            maps.append((yield from self._seen_rows(image, s, views, progress if s == scales[-1] else None)))
+        if first is not None and len(scales) == 1 and progress is not None:
+            progress(1.0)
         return _blend_scales(maps, *image.shape[:2]), chosen
 
-    def _seen_map(self, seen: np.ndarray, flips: bool, progress: Callable[[float], None] | None = None
-                  ) -> np.ndarray:
-        """The map of a photo already resized; with ``flips`` averaged over its mirror images."""
-        views = _FLIPS if flips else _FLIPS[:1]
-        done = [0.0] * len(views)  # the views run side by side: progress is their mean
+    def _choose_rows(self, image: np.ndarray, views):
+        """:func:`choose_scale` as a tile generator: returns (the scale, its map or None)."""
+        steps = _choosing(image.shape, self.default_threshold)
+        probe = next(steps)
+        while True:
+            prob = yield from self._seen_rows(image, probe, views)
+            try:
+                probe = steps.send(prob)
+            except StopIteration as done:
+                return done.value
 
-        def reporter(v: int):
-            def report(f: float) -> None:
-                done[v] = f
-                progress(sum(done) / len(views))
-            return None if progress is None else report
-
-        parts = [(flip, self._rows(flip(seen), reporter(v))) for v, flip in enumerate(views)]
-        return next(iter(self._drive(iter([(None, parts, _mean_of_views)]), 1)))[0]
+    def _seen_rows(self, image: np.ndarray, scale: float, views, report: Callable[[float], None] | None = None):
+        """The photo's map at ``scale`` as a tile generator: its mirror images' tiles side by side
+        (they move together, so ``report`` follows the first), their maps flipped back and averaged."""
+        seen = _resized(image, scale)
+        maps = yield from _lockstep([self._rows(flip(seen), report if v == 0 else None) for v, flip in enumerate(views)])
+        return _mean_of_views([flip(m) for flip, m in zip(views, maps)])
 
     def _drive(self, jobs, window: int):
         """Run photos' tile generators (:meth:`_rows`) with their tiles sharing passes.
@@ -638,6 +617,16 @@ class Predictor:
 
 def _up16(n: int) -> int:
     return -(-n // 16) * 16
+
+
+def _views(flips: bool) -> tuple:
+    """The mirror images a map is averaged over: the photo alone, or with its three flips."""
+    return _FLIPS if flips else _FLIPS[:1]
+
+
+def _first(done: list):
+    """The result of a job of one generator (:meth:`Predictor._drive`)."""
+    return done[0]
 
 
 def _lockstep(gens: list):
