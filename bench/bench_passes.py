@@ -11,7 +11,8 @@ the steady state; on a GPU the ceilings take the device's best pass (batches up 
    photo alone, for every preset at tiles of 256 and 384 (target >= 0.9x): no padded pass.
 2. A 4000x3000 photo against the no-overlap ideal (its pixels / a 256 tile's pixels x the
    compiled forward pass's time per 256 tile, seed preset; target <= 1.6x), the predictor
-   choosing its tiles, beside the same with tiles of 256 named (the rule before #15).
+   choosing its tiles, beside the same with tiles of 256 named (the rule before #15); each
+   with the CPU's part of it (the time outside the network's passes).
 3. ``predict_files`` over a folder of DeepCrack-size photos (544x384 JPEGs), writing every
    mask and overlay, against the model's best pass rate for that photo size
    (``predict_on_batch`` of whole photos, best of batches 1-8, to 32 on a GPU), and against the same photos
@@ -123,15 +124,34 @@ def part_two(a, rng, repeats, gpu: bool) -> None:
     photo = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
     for label, pred in (("tiles chosen by the predictor", Predictor(net)),
                         ("tiles of 256 named (before #15)", Predictor(net, tile=256))):
+        network = _timed_forward(pred)
         t = time.perf_counter()
         pred.probability(photo)  # the first photo of its size compiles its shapes (JAX, GPU: seconds)
         first = time.perf_counter() - t
+        network[0] = 0.0
         t = time.perf_counter()
         pred.probability(photo)
         secs = time.perf_counter() - t
         side = pred.tile_for(h, w)
         print(f"{label:>32}: {secs:6.2f} s in tiles of {side} (first call, compiling: {first:.2f} s); "
-              f"ideal {ideal:.2f} s; ratio {secs / ideal:.2f}", flush=True)
+              f"ideal {ideal:.2f} s; ratio {secs / ideal:.2f}; the CPU's part (cutting, blending, "
+              f"the map; outside the network's passes) {secs - network[0]:.3f} s", flush=True)
+
+
+def _timed_forward(pred) -> list[float]:
+    """Time the predictor's network passes: a one-item list that adds up the seconds spent in
+    :meth:`Predictor.forward` (the rest of a call is the CPU's tiling and blending)."""
+    spent, real = [0.0], pred.forward
+
+    def forward(batch, per_pass=None):
+        t = time.perf_counter()
+        try:
+            return real(batch, per_pass)
+        finally:
+            spent[0] += time.perf_counter() - t
+
+    pred.forward = forward
+    return spent
 
 
 def part_three(a, repeats, batches) -> None:

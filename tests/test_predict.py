@@ -57,6 +57,44 @@ def test_large_photo_has_no_seams(tiny_model):
     assert dev[:, seams].mean() <= 2 * dev.mean() + 1e-3
 
 
+def test_tiles_blend_to_the_weighted_mean_of_their_maps(tiny_model):
+    """The moving band and the separable weights give exactly the plain weighted mean of every
+    tile's map, each weighted by its window, over the photo mirrored at its edges."""
+    from unet.predict import _ramp, _starts, exposure_gain
+
+    h, w = 300, 520
+    image = _smooth_photo(h, w, seed=3)
+    assert exposure_gain(image) == 1.0  # the model sees the photo as it is
+    pred = Predictor(tiny_model, tile=128, precision="float32")
+    t, m = pred.tile, pred.margin
+    ph, pw = h + 2 * m, w + 2 * m
+    virtual = np.pad(image, ((m, m), (m, m), (0, 0)), mode="symmetric")
+    window = np.outer(_ramp(t, m), _ramp(t, m)).astype(np.float64)
+    acc, weight = np.zeros((ph, pw)), np.zeros((ph, pw))
+    ys, xs = _starts(ph, t, t - 2 * m), _starts(pw, t, t - 2 * m)
+    assert len(ys) >= 3 and len(xs) >= 5
+    for y in ys:
+        for x in xs:
+            acc[y : y + t, x : x + t] += pred.forward(virtual[y : y + t, x : x + t][None])[0] * window
+            weight[y : y + t, x : x + t] += window
+    expected = (acc / weight)[m : m + h, m : m + w]
+    np.testing.assert_allclose(pred.probability(image), expected, atol=2e-5)
+
+
+def test_border_tiles_are_the_photo_mirrored_at_its_edges():
+    from unet.predict import _mirror_index, _mirror_tile
+
+    rng = np.random.default_rng(0)
+    for h, w, t in [(300, 520, 128), (40, 90, 64), (5, 7, 32)]:  # the last mirrored several times over
+        image = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        for y in (-t // 2, -3, 0, h // 3, h - t + 5, h - 1):
+            for x in (-t // 2, -1, 0, w // 2, w - t + 9):
+                expected = image[np.ix_(_mirror_index(y, t, h), _mirror_index(x, t, w))]
+                np.testing.assert_array_equal(_mirror_tile(image, y, x, t), expected, err_msg=f"{h}x{w} at {y},{x}")
+    far = np.pad(image, ((0, 64), (0, 64), (0, 0)), mode="symmetric")  # numpy's own mirror agrees
+    np.testing.assert_array_equal(_mirror_tile(image, 0, 0, 64), far[:64, :64])
+
+
 def test_threshold_changes_mask_without_recomputing(tiny_model):
     seg = segment(tiny_model, rgb(64, 64, 1), threshold=0.5)
     low, high = seg.at(0.01), seg.at(0.99)

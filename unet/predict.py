@@ -217,14 +217,14 @@ def _choosing(shape: tuple, threshold: float):
     return 1.0, prob  # nothing found: the ladder ends at 1, so the last map is the photo's own
 
 
-def _window(tile: int, margin: int) -> np.ndarray:
-    """2-D blending weights: 1 in the tile's centre, falling linearly to ~0 over the margin."""
+def _ramp(tile: int, margin: int) -> np.ndarray:
+    """1-D blending weights: 1 in the tile's centre, falling linearly to ~0 over the margin."""
     ramp = np.ones(tile, np.float32)
     if margin > 0:
         edge = (np.arange(margin, dtype=np.float32) + 0.5) / margin
         ramp[:margin] = edge
         ramp[-margin:] = edge[::-1]
-    return np.outer(ramp, ramp)
+    return ramp
 
 
 def _starts(length: int, tile: int, stride: int) -> list[int]:
@@ -352,18 +352,11 @@ class Predictor:
         # The larger tile for large photos (only when the tile was not named).
         side = min(MAX_TILE, int(self.pass_pixels**0.5) // 16 * 16)
         self.large_tile = side if tile is None and side > self.tile else self.tile
-        self._windows: dict[int, np.ndarray] = {}
-        self.window = self._window(self.tile)
         self.flips = bool(flips)
         self.scale = check_scale(card.scale if scale is None else scale)
         # One model object serves every browser session of the app; Keras builds its
         # predict function lazily and is not guaranteed thread-safe, so calls take turns.
         self._lock = threading.Lock()
-
-    def _window(self, tile: int) -> np.ndarray:
-        if tile not in self._windows:
-            self._windows[tile] = _window(tile, self.margin)
-        return self._windows[tile]
 
     def _options(self, flips: bool | None, scale: float | None) -> tuple[bool, float]:
         return (self.flips if flips is None else bool(flips)), (self.scale if scale is None else check_scale(scale))
@@ -580,24 +573,31 @@ class Predictor:
             if report is not None:
                 report(1.0)
             return prob
-        window = self._window(t)
+        ramp = _ramp(t, m)
+        window = np.outer(ramp, ramp)
         stride = t - 2 * m
         # Coordinates in a virtual photo mirrored by m on every side (context for the border
         # pixels) and extended at the bottom/right so the last row and column of tiles fit.
         ph, pw = max(h + 2 * m, t), max(w + 2 * m, t)
         ys, xs = _starts(ph, t, stride), _starts(pw, t, stride)
+        # The window is a ramp times a ramp, so the weights' sum over all tiles is the sum of
+        # the row ramps times the sum of the column ramps: two vectors, no weight band.
+        wy, wx = np.zeros(ph, np.float32), np.zeros(pw, np.float32)
+        for y0 in ys:
+            wy[y0 : y0 + t] += ramp
+        for x in xs:
+            wx[x : x + t] += ramp
         out = np.empty((h, w), np.float32)
         acc = np.zeros((t, pw), np.float32)  # the band of rows [y0, y0 + t)
-        weight = np.zeros((t, pw), np.float32)
+        weighted = np.empty((t, t), np.float32)
         for row, y0 in enumerate(ys):
             probs = yield np.stack([_mirror_tile(image, y0 - m, x - m, t) for x in xs])
             for x, p in zip(xs, probs):
-                acc[:, x : x + t] += p * window
-                weight[:, x : x + t] += window
+                acc[:, x : x + t] += np.multiply(p, window, out=weighted)
             done = (ys[row + 1] - y0) if row + 1 < len(ys) else t  # rows no later tile touches
-            _emit(out, acc[:done], weight[:done], y0, m, h, w)
-            acc = np.concatenate([acc[done:], np.zeros((done, pw), np.float32)])
-            weight = np.concatenate([weight[done:], np.zeros((done, pw), np.float32)])
+            _emit(out, acc[:done], wy, wx, y0, m, h, w)
+            acc[: t - done] = acc[done:]  # move the band down, in place
+            acc[t - done :] = 0
             if report is not None:
                 report((row + 1) / len(ys))
         return out
@@ -700,17 +700,25 @@ def _mirror_tile(image: np.ndarray, y: int, x: int, t: int) -> np.ndarray:
     h, w = image.shape[:2]
     if 0 <= y and y + t <= h and 0 <= x and x + t <= w:
         return image[y : y + t, x : x + t]
-    return image[np.ix_(_mirror_index(y, t, h), _mirror_index(x, t, w))]
+    y0, y1, x0, x1 = max(y, 0), min(y + t, h), max(x, 0), min(x + t, w)
+    pads = ((y0 - y, y + t - y1), (x0 - x, x + t - x1))
+    if all(0 < b - a and max(p) <= b - a for (a, b), p in zip(((y0, y1), (x0, x1)), pads)):
+        # The part inside the photo, mirrored at the photo's edges: a slice and a pad, 20-40x
+        # faster than gathering with index arrays (a border tile of a 12 MP photo).
+        return np.pad(image[y0:y1, x0:x1], pads + ((0, 0),) * (image.ndim - 2), mode="symmetric")
+    return image[np.ix_(_mirror_index(y, t, h), _mirror_index(x, t, w))]  # mirrored more than once
 
 
-def _emit(out, acc, weight, y0, m, h, w) -> None:
-    """Write finished band rows (virtual rows y0.., shifted by the margin) into the output."""
+def _emit(out, acc, wy, wx, y0, m, h, w) -> None:
+    """Write finished band rows (virtual rows y0.., shifted by the margin) into the output,
+    divided by the blending weights there (the row weights ``wy`` times the column weights ``wx``)."""
     top, bottom = max(y0 - m, 0), min(y0 - m + len(acc), h)
     if bottom <= top:
         return
     a = acc[top - (y0 - m) : bottom - (y0 - m), m : m + w]
-    wt = weight[top - (y0 - m) : bottom - (y0 - m), m : m + w]
-    out[top:bottom] = a / np.maximum(wt, 1e-6)
+    part = out[top:bottom]
+    np.multiply(a, 1 / np.maximum(wy[top + m : bottom + m], 1e-6)[:, None], out=part)
+    part *= 1 / np.maximum(wx[m : m + w], 1e-6)
 
 
 def default_precision() -> str:
