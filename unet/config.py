@@ -37,18 +37,19 @@ def _one_of(name: str, value, allowed) -> str | None:
 
 
 
-def count_setting(name: str, default: int, unit: str = "") -> int:
-    """A whole number of at least 1 from the environment variable ``name`` (``default`` when it
-    is unset or blank); any other value is a :class:`ConfigError` naming the variable."""
+def count_setting(name: str, default: int, unit: str = "", minimum: int = 1) -> int:
+    """A whole number of at least ``minimum`` from the environment variable ``name`` (``default``
+    when it is unset or blank); any other value is a :class:`ConfigError` naming the variable."""
     text = os.environ.get(name, "")
     if not text.strip():
         return default
     try:
         value = int(text)
     except ValueError:
-        value = 0
-    if value < 1:
-        raise ConfigError(f"{name} must be a whole number{' of ' + unit if unit else ''}, 1 or more (got {text!r})")
+        value = minimum - 1
+    if value < minimum:
+        raise ConfigError(f"{name} must be a whole number{' of ' + unit if unit else ''}, {minimum} or more "
+                          f"(got {text!r})")
     return value
 
 @dataclass

@@ -555,11 +555,12 @@ class PairBatcher:
     def __len__(self) -> int:
         return self.steps
 
-    def batch(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def batch(self, index: int, epoch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Batch ``index`` of ``epoch`` (by default the batcher's current epoch)."""
         if self.augment is None:
             chunk = self.items[index * self.batch_size : (index + 1) * self.batch_size]
         else:
-            key = [self.seed, self.epoch, index] + ([] if self.shard is None else [self.shard])
+            key = [self.seed, self.epoch if epoch is None else int(epoch), index] + ([] if self.shard is None else [self.shard])
             rng = np.random.default_rng(key)
             picks = rng.integers(0, len(self.pairs), self.batch_size)
             chunk = [random_pair(*self.pairs[i], self.size, rng, self.augment) for i in picks]

@@ -192,11 +192,33 @@ def data_workers() -> int:
     return count_setting("UNET_DATA_WORKERS", max(1, min(16, os.cpu_count() or 1)))
 
 
-def keras_dataset(batcher, workers: int | None = None):
+def data_processes(gpu: bool) -> int:
+    """Worker processes making the training batches (``UNET_DATA_PROCESSES``; 0 is threads).
+
+    By default, training on a GPU uses :func:`data_workers` processes: threads there scaled
+    2.1x on 16 cores under the GIL and competed with the training loop for it
+    (:mod:`unet.batches`). On a CPU the network's arithmetic takes every core and the batches
+    are a small part of a step, so threads make them.
+    """
+    from .config import count_setting
+
+    return count_setting("UNET_DATA_PROCESSES", data_workers() if gpu else 0, "processes", minimum=0)
+
+
+def keras_dataset(batcher, workers: int | None = None, processes: int = 0):
     """Wrap a :class:`~unet.data.PairBatcher` as a ``keras.utils.PyDataset``, its batches made
-    ahead by :func:`data_workers` threads (a queue of two per thread)."""
+    ahead by :func:`data_workers` threads (a queue of two per thread), or, for training
+    batches with ``processes``, by that many worker processes (:class:`unet.batches.ProcessBatches`).
+    Either way batch ``i`` of epoch ``e`` is the same. Call its ``close()`` when done (it ends
+    the worker processes)."""
     import keras
 
+    pool = None
+    if processes and batcher.augment is not None:
+        from .batches import ProcessBatches
+
+        pool = ProcessBatches(batcher, processes)
+        workers = 1  # the processes make the batches ahead; the training loop takes them in turn
     workers = workers or data_workers()
 
     class Batches(keras.utils.PyDataset):
@@ -207,10 +229,14 @@ def keras_dataset(batcher, workers: int | None = None):
             return len(batcher)
 
         def __getitem__(self, index):
-            return batcher.batch(index)
+            return batcher.batch(index) if pool is None else pool.batch(batcher.epoch, index)
 
         def on_epoch_end(self):
             batcher.epoch += 1
+
+        def close(self):
+            if pool is not None:
+                pool.close()
 
     return Batches()
 
@@ -326,12 +352,17 @@ def _check_memory(model, cfg: TrainConfig, devices: list[dict]) -> None:
                           "or the size")
 
 
-def _fit(run: Run, cfg: TrainConfig, model, train_b, val_b, initial_epoch: int, log) -> str:
-    """Train from ``initial_epoch``; "completed", or "stopped" on a stop request (checkpoint written)."""
+def _fit(run: Run, cfg: TrainConfig, model, train_b, val_b, initial_epoch: int, log, gpu: bool = False) -> str:
+    """Train from ``initial_epoch``; "completed", or "stopped" on a stop request (checkpoint written).
+    On a GPU the training batches are made by worker processes (:func:`data_processes`)."""
     callbacks = _callbacks(run, cfg, len(train_b), len(val_b) if val_b else 0, initial_epoch)
+    processes = data_processes(gpu)
+    if processes:
+        log(f"training batches made by {processes} worker processes")
+    train_data = keras_dataset(train_b, processes=processes)
     try:
         model.fit(
-            keras_dataset(train_b),
+            train_data,
             validation_data=keras_dataset(val_b) if val_b else None,
             epochs=cfg.epochs,
             initial_epoch=initial_epoch,
@@ -343,6 +374,8 @@ def _fit(run: Run, cfg: TrainConfig, model, train_b, val_b, initial_epoch: int, 
         _atomic_save(model, run.last_checkpoint)
         log("stopped on request after the current batch; checkpoint written")
         return "stopped"
+    finally:
+        train_data.close()
 
 
 def _export(run: Run, cfg: TrainConfig, val=(), log=lambda line: None) -> None:
@@ -451,7 +484,8 @@ def execute(run: Run, resume: bool = False) -> str:
             with scope:
                 model = _network(run, cfg, resume, cfg.epochs * len(train_b), log)
             _check_memory(model, cfg, devices)
-            state = _fit(run, cfg, model, train_b, val_b, initial_epoch, log)
+            state = _fit(run, cfg, model, train_b, val_b, initial_epoch, log,
+                         gpu=any(d["kind"] == "GPU" for d in devices))
             from .devices import process_shard
 
             process, processes = process_shard()

@@ -1,0 +1,232 @@
+"""Training batches made in worker processes, for an accelerator (issue #15).
+
+Threads made the batches until now. Each crop holds Python's GIL for part of its work, so
+the threads compete for it with each other and with the training loop's own Python: on the
+16-core host of an H200 they made only 2.1x what one thread makes, and fed the GPU 0.8x of
+what it could take (docs/benchmarks.md). Here each worker is a process of its own:
+
+- the decoded photos and masks are put once into one block of shared memory, which every
+  worker reads in place (no copy per worker, nothing pickled per batch);
+- a worker writes each batch into a slot of a second shared block, and says which;
+- the training loop copies the slot out (a memcpy) and the slot is free again.
+
+Batch ``i`` of epoch ``e`` is :meth:`unet.data.PairBatcher.batch` of the same batcher, so the
+batches are exactly those the threads make (a test compares them). Workers are started
+with ``spawn`` (safe beside TensorFlow's and JAX's threads) and end when told or when their
+parent dies (they ignore Ctrl-C and SIGTERM: the training process stops them when it has
+finished its batch and written its checkpoint).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import time
+from multiprocessing import shared_memory
+
+import numpy as np
+
+from .data import PairBatcher
+
+
+def _attach(name: str) -> shared_memory.SharedMemory:
+    """Attach to a block the parent made. A spawned worker shares its parent's resource
+    tracker, so registering the name again is a no-op, and the parent's unlink is the one
+    that counts (a worker must not unregister it: the tracker would lose the parent's claim)."""
+    return shared_memory.SharedMemory(name=name)
+
+
+def _layout(pairs) -> tuple[list[tuple], int]:
+    """Where each photo and mask lies in the pairs' block: (offset, shape, dtype) twice per pair."""
+    at, places = 0, []
+    for image, mask in pairs:
+        place = []
+        for arr in (image, mask):
+            place.append((at, arr.shape, arr.dtype.str))
+            at += -(-arr.nbytes // 64) * 64  # each array aligned to 64 bytes
+        places.append(tuple(place))
+    return places, max(at, 1)
+
+
+def _worker(spec: dict, tasks, done, parent: int) -> None:
+    """A worker process: batch (epoch, index) into slot ``slot`` until told to stop.
+
+    It ignores SIGINT and SIGTERM: Ctrl-C in a terminal reaches the whole process group, and
+    the training process handles a stop itself (it finishes the batch, writes its checkpoint,
+    then ends its workers), which needs the workers until then."""
+    import signal
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    pairs_block, out_block = _attach(spec["pairs"]), _attach(spec["out"])
+    pairs = [tuple(np.ndarray(shape, np.dtype(dt), pairs_block.buf, off) for off, shape, dt in place)
+             for place in spec["places"]]
+    batcher = PairBatcher(pairs, spec["size"], spec["batch_size"], spec["augment"], steps=spec["steps"],
+                          seed=spec["seed"], shard=spec["shard"])
+    xs = np.ndarray(spec["x_shape"], np.uint8, out_block.buf, 0)
+    ys = np.ndarray(spec["y_shape"], np.float32, out_block.buf, xs.nbytes)
+    try:
+        while True:
+            try:
+                task = tasks.get(timeout=1.0)
+            except queue.Empty:
+                if os.getppid() != parent:  # the training process is gone
+                    return
+                continue
+            if task is None:
+                return
+            epoch, index, slot = task
+            try:
+                x, y = batcher.batch(index, epoch)
+                xs[slot], ys[slot] = x, y
+                done.put((epoch, index, slot, None))
+            except Exception as exc:  # reported with the batch it was making
+                done.put((epoch, index, slot, f"{type(exc).__name__}: {exc}"))
+    finally:
+        del xs, ys, pairs, batcher
+        pairs_block.close()
+        out_block.close()
+
+
+class ProcessBatches:
+    """A :class:`~unet.data.PairBatcher`'s batches, made ahead by ``workers`` processes.
+
+    :meth:`batch` (epoch, index) returns what ``batcher.batch(index, epoch)`` returns. The
+    batches after the one asked for (in order, across the epoch's end) are made ahead, up to
+    ``ahead`` of them; a batch asked for out of that order is made in the calling process.
+    Call :meth:`close` (or use it as a context manager) to end the workers and free the
+    shared memory.
+    """
+
+    def __init__(self, batcher: PairBatcher, workers: int, ahead: int | None = None):
+        if batcher.augment is None:
+            raise ValueError("worker processes make training batches (random crops); validation tiles need none")
+        self.batcher, self.workers = batcher, int(workers)
+        self.ahead = int(ahead or 2 * self.workers)
+        b, s = batcher.batch_size, batcher.size
+        self._blocks: list[shared_memory.SharedMemory] = []
+        self._procs: list = []
+        try:
+            places, nbytes = _layout(batcher.pairs)
+            pairs_block = self._block(nbytes)
+            for (image, mask), place in zip(batcher.pairs, places):
+                for arr, (off, shape, dt) in zip((image, mask), place):
+                    np.ndarray(shape, np.dtype(dt), pairs_block.buf, off)[...] = arr
+            x_shape, y_shape = (self.ahead, b, s, s, 3), (self.ahead, b, s, s, 1)
+            xs_bytes = int(np.prod(x_shape))
+            out_block = self._block(xs_bytes + int(np.prod(y_shape)) * 4)
+            self._xs = np.ndarray(x_shape, np.uint8, out_block.buf, 0)
+            self._ys = np.ndarray(y_shape, np.float32, out_block.buf, xs_bytes)
+            spec = dict(pairs=pairs_block.name, out=out_block.name, places=places, size=s, batch_size=b,
+                        augment=batcher.augment, steps=batcher.steps, seed=batcher.seed, shard=batcher.shard,
+                        x_shape=x_shape, y_shape=y_shape)
+            ctx = multiprocessing.get_context("spawn")
+            self._tasks, self._done = ctx.Queue(), ctx.Queue()
+            for _ in range(self.workers):
+                p = ctx.Process(target=_worker, args=(spec, self._tasks, self._done, os.getpid()), daemon=True,
+                                name="unet-batches")
+                p.start()
+                self._procs.append(p)
+        except BaseException:
+            self.close()
+            raise
+        self._free = list(range(self.ahead))
+        self._pending: dict[tuple[int, int], int] = {}  # asked of a worker: key -> slot
+        self._ready: dict[tuple[int, int], int] = {}
+        self._discard: set[int] = set()  # slots whose batch is no longer wanted when it comes
+        self._next: tuple[int, int] | None = None  # the next batch to make ahead
+
+    def _block(self, nbytes: int) -> shared_memory.SharedMemory:
+        block = shared_memory.SharedMemory(create=True, size=nbytes)
+        self._blocks.append(block)
+        return block
+
+    def _after(self, key: tuple[int, int]) -> tuple[int, int]:
+        epoch, index = key
+        return (epoch, index + 1) if index + 1 < len(self.batcher) else (epoch + 1, 0)
+
+    def _submit(self) -> None:
+        while self._free and self._next is not None:
+            key, slot = self._next, self._free.pop()
+            self._pending[key] = slot
+            self._tasks.put((key[0], key[1], slot))
+            self._next = self._after(key)
+
+    def _collect(self, block: bool) -> None:
+        """Take the workers' finished batches (waiting for one when ``block``)."""
+        while True:
+            try:
+                epoch, index, slot, error = self._done.get(timeout=5.0) if block else self._done.get_nowait()
+            except queue.Empty:
+                if not block:
+                    return
+                if not any(p.is_alive() for p in self._procs):
+                    codes = sorted({p.exitcode for p in self._procs})
+                    raise RuntimeError(f"every batch worker process has ended (exit codes {codes})")
+                continue
+            key = (epoch, index)
+            self._pending.pop(key, None)
+            if error is not None:
+                raise RuntimeError(f"making training batch {index} of epoch {epoch} failed: {error}")
+            if slot in self._discard:
+                self._discard.discard(slot)
+                self._free.append(slot)
+            else:
+                self._ready[key] = slot
+            return
+
+    def batch(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+        key = (epoch, index)
+        if key not in self._pending and key not in self._ready:
+            if self._next is not None and self._next <= key or not (self._pending or self._ready):
+                # A jump ahead (the first call, a resumed epoch): what was made ahead is not wanted.
+                for k in [k for k in self._ready if k < key]:
+                    self._free.append(self._ready.pop(k))
+                for k in [k for k in self._pending if k < key]:
+                    self._discard.add(self._pending.pop(k))
+                self._next = key
+                self._submit()
+            else:  # behind the batches made ahead (a peek at the first batch): made here
+                return self.batcher.batch(index, epoch)
+        while key not in self._ready:
+            self._collect(block=True)
+            self._submit()  # a slot freed by a batch no longer wanted goes to the next one
+        slot = self._ready.pop(key)
+        x, y = self._xs[slot].copy(), self._ys[slot].copy()
+        self._free.append(slot)
+        self._collect(block=False)
+        self._submit()
+        return x, y
+
+    def close(self) -> None:
+        """End the workers and free the shared memory (safe to call twice)."""
+        procs, self._procs = self._procs, []
+        for _ in procs:
+            try:
+                self._tasks.put(None)
+            except Exception:
+                pass
+        deadline = time.monotonic() + 5.0
+        for p in procs:
+            p.join(max(0.0, deadline - time.monotonic()))
+            if p.is_alive():
+                p.kill()  # it ignores SIGTERM
+                p.join(1.0)
+        self._xs = self._ys = None
+        blocks, self._blocks = self._blocks, []
+        for block in blocks:
+            try:
+                block.close()
+            except BufferError:  # a view still alive somewhere: unlinking still frees the name
+                pass
+            try:
+                block.unlink()
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self) -> "ProcessBatches":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
