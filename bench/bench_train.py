@@ -100,12 +100,18 @@ def main() -> None:
     def threads(workers):
         def make(epoch):
             with ThreadPoolExecutor(workers) as pool:
-                list(pool.map(lambda i: batcher.batch(i, epoch), range(n_batches)))
+                list(pool.map(lambda j: batcher.batch(j % len(batcher), epoch * 1000 + j // len(batcher)),
+                              range(n_batches)))
         return make
 
     results = {f"{w:2d} thread(s)": rate(threads(w)) for w in sorted({1, data_workers()})}
     with ProcessBatches(batcher, processes) as pool:
-        results[f"{processes:2d} processes"] = rate(lambda epoch: [pool.batch(epoch, i) for i in range(n_batches)])
+        def made_by_processes(epoch):  # n_batches in order, over as many epochs as that takes
+            for j in range(n_batches):
+                e, i = divmod(j, len(batcher))
+                pool.batch(epoch * 1000 + e, i)
+
+        results[f"{processes:2d} processes"] = rate(made_by_processes)
     one = results[" 1 thread(s)"]
     for label, r in results.items():
         print(f"pipeline alone, {label:<13} {r:6.0f} img/s   {r / one:.2f}x one thread", flush=True)

@@ -38,8 +38,9 @@ def test_processes_make_exactly_the_batches_the_threads_make_and_leave_nothing_b
         for epoch in (0, 1):
             for i in range(4):
                 _same(pool.batch(epoch, i), batcher.batch(i, epoch))
-        # a peek behind what was made ahead (Keras looks at the first batch), made here
+        # a peek behind what was made ahead (Keras looks at the first batch), and on from there
         _same(pool.batch(1, 0), batcher.batch(0, 1))
+        _same(pool.batch(1, 1), batcher.batch(1, 1))
         # a jump (a resumed run starts at its epoch): what was made ahead is dropped
         _same(pool.batch(5, 2), batcher.batch(2, 5))
         _same(pool.batch(5, 3), batcher.batch(3, 5))

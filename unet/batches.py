@@ -94,7 +94,7 @@ class ProcessBatches:
 
     :meth:`batch` (epoch, index) returns what ``batcher.batch(index, epoch)`` returns. The
     batches after the one asked for (in order, across the epoch's end) are made ahead, up to
-    ``ahead`` of them; a batch asked for out of that order is made in the calling process.
+    ``ahead`` of them; a batch asked for out of that order starts the order again from it.
     Call :meth:`close` (or use it as a context manager) to end the workers and free the
     shared memory.
     """
@@ -179,16 +179,14 @@ class ProcessBatches:
     def batch(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
         key = (epoch, index)
         if key not in self._pending and key not in self._ready:
-            if self._next is not None and self._next <= key or not (self._pending or self._ready):
-                # A jump ahead (the first call, a resumed epoch): what was made ahead is not wanted.
-                for k in [k for k in self._ready if k < key]:
-                    self._free.append(self._ready.pop(k))
-                for k in [k for k in self._pending if k < key]:
-                    self._discard.add(self._pending.pop(k))
-                self._next = key
-                self._submit()
-            else:  # behind the batches made ahead (a peek at the first batch): made here
-                return self.batcher.batch(index, epoch)
+            # Out of the order made ahead (the first call, a resumed epoch, a peek at a batch):
+            # the batches go on from this one, and those made ahead of another are dropped.
+            for k in list(self._ready):
+                self._free.append(self._ready.pop(k))
+            for k in list(self._pending):
+                self._discard.add(self._pending.pop(k))
+            self._next = key
+            self._submit()
         while key not in self._ready:
             self._collect(block=True)
             self._submit()  # a slot freed by a batch no longer wanted goes to the next one
