@@ -180,9 +180,12 @@ def part_three(a, repeats, batches) -> None:
         t = time.perf_counter()
         predict_files(dm, [src], Path(tmp) / "warm")  # the first folder compiles its pass shapes
         first = n / (time.perf_counter() - t)
+        network = _timed_forward(dm.predictor)
         t = time.perf_counter()
         rows = predict_files(dm, [src], Path(tmp) / "out")
-        ours = n / (time.perf_counter() - t)
+        secs = time.perf_counter() - t
+        ours = n / secs
+        dm.predictor.forward = type(dm.predictor).forward.__get__(dm.predictor)
         # The CPU's part alone (decode, render and write every output, on predict's threads): the
         # rate no model can lift the folder above.
         from concurrent.futures import ThreadPoolExecutor
@@ -214,6 +217,9 @@ def part_three(a, repeats, batches) -> None:
     print(f"predict_files (decode, model, writing overlapped): {ours:.2f} photos/s, {ours / best_rate:.2f}x ceiling "
           f"(GPU target >= 0.5), {ours / min(best_rate, io_rate):.2f}x the slower of model and writing; "
           f"first folder (compiling its pass shapes) {first:.2f} photos/s")
+    print(f"the model's thread: in the network's passes {network[0] / n * 1e3:.1f} ms per photo, outside "
+          f"them (exposure, the automatic scale's resizing, maps, thresholds, waiting for photos or writers) "
+          f"{(secs - network[0]) / n * 1e3:.1f} ms")
     print(f"one by one (read, segment, write, in turn): {one_by_one:.2f} photos/s; "
           f"predict_files is {ours / one_by_one:.2f}x that")
 
