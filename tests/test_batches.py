@@ -87,12 +87,14 @@ def test_workers_end_when_the_training_process_is_killed(tmp_path):
             pool = ProcessBatches(PairBatcher(pairs, 32, 2, Augment(), steps=3), 2)
             pool.batch(0, 0)
             print(" ".join(str(p.pid) for p in pool._procs), flush=True)
+            print(" ".join(b.name for b in pool._blocks), flush=True)
             time.sleep(120)
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
         pids = [int(p) for p in proc.stdout.readline().split()]
-        assert len(pids) == 2 and all(psutil.pid_exists(p) for p in pids)
+        names = proc.stdout.readline().split()
+        assert len(pids) == 2 and all(psutil.pid_exists(p) for p in pids) and len(names) == 2
         proc.kill()
         proc.wait(10)
 
@@ -103,26 +105,42 @@ def test_workers_end_when_the_training_process_is_killed(tmp_path):
                 return True
 
         assert wait_for(lambda: all(gone(p) for p in pids), timeout=15), "a worker outlived its training process"
+
+        def freed(name):  # the resource tracker unlinks what the killed process left
+            try:
+                shared_memory.SharedMemory(name=name).close()
+                return False
+            except FileNotFoundError:
+                return True
+
+        assert wait_for(lambda: all(freed(n) for n in names), timeout=15), "a killed run left its shared memory"
     finally:
         proc.kill()
 
 
 def test_a_run_trains_with_batch_processes_as_it_does_with_threads(tmp_path, sample_dir, monkeypatch, capsys):
-    """The same run, its batches made by two processes (the GPU default) or by threads: the same
-    batches, so the same first-epoch loss, and a complete run folder."""
+    """The same run, its batches made by two processes (the GPU default), or by threads because
+    the machine's shared memory is too small for the processes (a container's 64 MiB /dev/shm):
+    the same batches, so the same losses, and a complete run folder either way."""
+    import unet.batches
     from unet.runs import TrainConfig, create_run
     from unet.train import execute
 
+    monkeypatch.setenv("UNET_DATA_PROCESSES", "2")
     losses = {}
-    for processes in ("2", "0"):
-        monkeypatch.setenv("UNET_DATA_PROCESSES", processes)
+    for shm in ("enough", "too small"):
+        if shm == "too small":
+            monkeypatch.setattr(unet.batches, "shared_memory_free", lambda: 2**16)
         run = create_run(TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=2, batch=4,
-                                     steps_per_epoch=3), tmp_path / processes)
+                                     steps_per_epoch=3), tmp_path / shm.replace(" ", "-"))
         assert execute(run) == "completed", run.log_tail()
         assert epochs_of(run) == [1, 2] and run.best_checkpoint.is_file() and run.model_path.is_file()
-        assert ("made by 2 worker processes" in capsys.readouterr().out) == (processes == "2")
-        losses[processes] = [row["loss"] for row in run.history()]
-    np.testing.assert_allclose(losses["2"], losses["0"], rtol=1e-4)
+        out = capsys.readouterr().out
+        assert ("made by 2 worker processes" in out) == (shm == "enough")
+        assert ("MiB free (a container's default is 64 MiB: give it more with --shm-size): "
+                "training batches made by threads instead" in out) == (shm == "too small")
+        losses[shm] = [row["loss"] for row in run.history()]
+    np.testing.assert_allclose(losses["enough"], losses["too small"], rtol=1e-4)
 
 
 def test_a_bad_process_count_is_named(monkeypatch):

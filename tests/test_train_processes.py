@@ -12,7 +12,7 @@ from unet.runs import TrainConfig, create_run, launch, list_runs, request_stop, 
 
 
 def test_stop_then_resume_gives_an_unbroken_history(tmp_path, sample_dir):
-    cfg = TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=12, batch=4, steps_per_epoch=8)
+    cfg = TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=6, batch=4, steps_per_epoch=8)
     run = create_run(cfg, tmp_path)
     launch(run)
     assert wait_for(lambda: len(epochs_of(run)) >= 2), run.log_tail()
@@ -20,24 +20,24 @@ def test_stop_then_resume_gives_an_unbroken_history(tmp_path, sample_dir):
     st = wait(run, timeout=60)
     assert st["state"] == "stopped", run.log_tail()
     done = run.epochs_done()
-    assert 2 <= done < 12 and epochs_of(run) == list(range(1, done + 1))
+    assert 2 <= done < 6 and epochs_of(run) == list(range(1, done + 1))
     assert run.last_checkpoint.is_file()
     assert "stopped on request" in run.log_tail()
     launch(run, resume=True)
     st = wait(run, timeout=180)
     assert st["state"] == "completed", run.log_tail()
-    assert epochs_of(run) == list(range(1, 13))
+    assert epochs_of(run) == list(range(1, 7))
     assert len(st["resumed_at"]) == 1
     # The per-batch loss line goes on from before the stop: no gap where the run was resumed.
     xs = [b[0] for b in run.progress()["batch_losses"]]
-    assert xs == sorted(xs) and xs[0] <= 1.0 and xs[-1] == 12.0
+    assert xs == sorted(xs) and xs[0] <= 1.0 and xs[-1] == 6.0
     gaps = np.diff(xs)
     assert gaps.max() <= 1.5 / 8  # at most one batch apart (8 batches per epoch)
     assert run.progress()["eta_s"] == 0  # and no time left once it is done
 
 
 def test_killed_run_is_reported_failed_and_resumes(tmp_path, sample_dir):
-    cfg = TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=12, batch=4, steps_per_epoch=8)
+    cfg = TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=6, batch=4, steps_per_epoch=8)
     run = create_run(cfg, tmp_path)
     launch(run)
     assert wait_for(lambda: len(epochs_of(run)) >= 2 and run.status()["state"] == "running"), run.log_tail()
@@ -49,7 +49,7 @@ def test_killed_run_is_reported_failed_and_resumes(tmp_path, sample_dir):
     launch(run, resume=True)
     st = wait(run, timeout=180)
     assert st["state"] == "completed", run.log_tail()
-    assert epochs_of(run) == list(range(1, 13))  # no gap, no duplicate
+    assert epochs_of(run) == list(range(1, 7))  # no gap, no duplicate
 
 
 def test_two_runs_started_at_once_keep_to_their_own_files(tmp_path, sample_dir):

@@ -22,6 +22,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import shutil
 import time
 from multiprocessing import shared_memory
 
@@ -35,6 +36,18 @@ def _attach(name: str) -> shared_memory.SharedMemory:
     tracker, so registering the name again is a no-op, and the parent's unlink is the one
     that counts (a worker must not unregister it: the tracker would lose the parent's claim)."""
     return shared_memory.SharedMemory(name=name)
+
+
+class SharedMemoryTooSmall(RuntimeError):
+    """The machine's shared memory cannot hold the photos and the batch slots."""
+
+
+def shared_memory_free() -> int | None:
+    """Bytes free for shared memory (``/dev/shm``, Linux); None where it cannot be told."""
+    try:
+        return shutil.disk_usage("/dev/shm").free
+    except OSError:
+        return None
 
 
 def _layout(pairs) -> tuple[list[tuple], int]:
@@ -107,15 +120,23 @@ class ProcessBatches:
         b, s = batcher.batch_size, batcher.size
         self._blocks: list[shared_memory.SharedMemory] = []
         self._procs: list = []
+        places, nbytes = _layout(batcher.pairs)
+        x_shape, y_shape = (self.ahead, b, s, s, 3), (self.ahead, b, s, s, 1)
+        xs_bytes = int(np.prod(x_shape))
+        out_bytes = xs_bytes + int(np.prod(y_shape)) * 4
+        free = shared_memory_free()
+        if free is not None and nbytes + out_bytes > 0.9 * free:
+            # Writing past a full /dev/shm kills the process with SIGBUS, not an error: refuse first.
+            raise SharedMemoryTooSmall(
+                f"the batch worker processes need {(nbytes + out_bytes) / 2**20:.0f} MiB of shared memory and "
+                f"/dev/shm has {free / 2**20:.0f} MiB free (a container's default is 64 MiB: give it more "
+                "with --shm-size)")
         try:
-            places, nbytes = _layout(batcher.pairs)
             pairs_block = self._block(nbytes)
             for (image, mask), place in zip(batcher.pairs, places):
                 for arr, (off, shape, dt) in zip((image, mask), place):
                     np.ndarray(shape, np.dtype(dt), pairs_block.buf, off)[...] = arr
-            x_shape, y_shape = (self.ahead, b, s, s, 3), (self.ahead, b, s, s, 1)
-            xs_bytes = int(np.prod(x_shape))
-            out_block = self._block(xs_bytes + int(np.prod(y_shape)) * 4)
+            out_block = self._block(out_bytes)
             self._xs = np.ndarray(x_shape, np.uint8, out_block.buf, 0)
             self._ys = np.ndarray(y_shape, np.float32, out_block.buf, xs_bytes)
             spec = dict(pairs=pairs_block.name, out=out_block.name, places=places, size=s, batch_size=b,

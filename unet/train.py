@@ -356,10 +356,16 @@ def _fit(run: Run, cfg: TrainConfig, model, train_b, val_b, initial_epoch: int, 
     """Train from ``initial_epoch``; "completed", or "stopped" on a stop request (checkpoint written).
     On a GPU the training batches are made by worker processes (:func:`data_processes`)."""
     callbacks = _callbacks(run, cfg, len(train_b), len(val_b) if val_b else 0, initial_epoch)
+    from .batches import SharedMemoryTooSmall
+
     processes = data_processes(gpu)
-    if processes:
-        log(f"training batches made by {processes} worker processes")
-    train_data = keras_dataset(train_b, processes=processes)
+    try:
+        train_data = keras_dataset(train_b, processes=processes)
+        if processes:
+            log(f"training batches made by {processes} worker processes")
+    except SharedMemoryTooSmall as exc:
+        log(f"{exc}: training batches made by threads instead")
+        train_data = keras_dataset(train_b)
     try:
         model.fit(
             train_data,
