@@ -182,9 +182,11 @@ class ProcessBatches:
             except queue.Empty:
                 if not block:
                     return
-                if not any(p.is_alive() for p in self._procs):
-                    codes = sorted({p.exitcode for p in self._procs})
-                    raise RuntimeError(f"every batch worker process has ended (exit codes {codes})")
+                dead = [p.exitcode for p in self._procs if not p.is_alive()]
+                if dead:  # its batch will never come (a worker ends only when told to)
+                    raise RuntimeError(f"{len(dead)} of {len(self._procs)} batch worker processes ended "
+                                       f"unexpectedly (exit codes {sorted(set(dead))}; -9 is a kill, often for "
+                                       "memory)")
                 continue
             key = (epoch, index)
             self._pending.pop(key, None)
