@@ -67,6 +67,7 @@ def test_validation_tiles_are_refused_and_a_dead_worker_is_named():
     try:
         pool.batch(0, 0)
         os.kill(pool._procs[0].pid, signal.SIGKILL)  # one of two: its batch would never come
+        assert wait_for(lambda: not pool._procs[0].is_alive(), timeout=10)
         with pytest.raises(RuntimeError, match=r"1 of 2 batch worker processes ended unexpectedly \(exit codes \[-9\]"):
             for i in range(1, 50):
                 pool.batch(0, i)

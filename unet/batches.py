@@ -7,8 +7,9 @@ what it could take (docs/benchmarks.md). Here each worker is a process of its ow
 
 - the decoded photos and masks are put once into one block of shared memory, which every
   worker reads in place (no copy per worker, nothing pickled per batch);
-- a worker writes each batch into a slot of a second shared block, and says which;
-- the training loop copies the slot out (a memcpy) and the slot is free again.
+- a worker writes each batch into a slot of a second shared block (the masks as uint8), and
+  says which;
+- the training loop copies the slot out (the masks to float32) and the slot is free again.
 
 Batch ``i`` of epoch ``e`` is :meth:`unet.data.PairBatcher.batch` of the same batcher, so the
 batches are exactly those the threads make (a test compares them). Workers are started
@@ -78,7 +79,7 @@ def _worker(spec: dict, tasks, done, parent: int) -> None:
     batcher = PairBatcher(pairs, spec["size"], spec["batch_size"], spec["augment"], steps=spec["steps"],
                           seed=spec["seed"], shard=spec["shard"])
     xs = np.ndarray(spec["x_shape"], np.uint8, out_block.buf, 0)
-    ys = np.ndarray(spec["y_shape"], np.float32, out_block.buf, xs.nbytes)
+    ys = np.ndarray(spec["y_shape"], np.uint8, out_block.buf, xs.nbytes)
     try:
         while True:
             try:
@@ -116,14 +117,14 @@ class ProcessBatches:
         if batcher.augment is None:
             raise ValueError("worker processes make training batches (random crops); validation tiles need none")
         self.batcher, self.workers = batcher, int(workers)
-        self.ahead = int(ahead or 2 * self.workers)
+        self.ahead = int(ahead or self.workers + 4)  # a slot per worker at work, and a few made ahead
         b, s = batcher.batch_size, batcher.size
         self._blocks: list[shared_memory.SharedMemory] = []
         self._procs: list = []
         places, nbytes = _layout(batcher.pairs)
         x_shape, y_shape = (self.ahead, b, s, s, 3), (self.ahead, b, s, s, 1)
         xs_bytes = int(np.prod(x_shape))
-        out_bytes = xs_bytes + int(np.prod(y_shape)) * 4
+        out_bytes = xs_bytes + int(np.prod(y_shape))  # masks are 0 or 1: uint8 in the slots
         free = shared_memory_free()
         if free is not None and nbytes + out_bytes > 0.9 * free:
             # Writing past a full /dev/shm kills the process with SIGBUS, not an error: refuse first.
@@ -138,7 +139,7 @@ class ProcessBatches:
                     np.ndarray(shape, np.dtype(dt), pairs_block.buf, off)[...] = arr
             out_block = self._block(out_bytes)
             self._xs = np.ndarray(x_shape, np.uint8, out_block.buf, 0)
-            self._ys = np.ndarray(y_shape, np.float32, out_block.buf, xs_bytes)
+            self._ys = np.ndarray(y_shape, np.uint8, out_block.buf, xs_bytes)
             spec = dict(pairs=pairs_block.name, out=out_block.name, places=places, size=s, batch_size=b,
                         augment=batcher.augment, steps=batcher.steps, seed=batcher.seed, shard=batcher.shard,
                         x_shape=x_shape, y_shape=y_shape)
@@ -174,22 +175,29 @@ class ProcessBatches:
             self._tasks.put((key[0], key[1], slot))
             self._next = self._after(key)
 
+    def _check_workers(self) -> None:
+        """A worker ends only when told to: one that has ended may have taken a batch that will
+        never come, or the queue's lock with it."""
+        dead = [p.exitcode for p in self._procs if not p.is_alive()]
+        if dead:
+            raise RuntimeError(f"{len(dead)} of {len(self._procs)} batch worker processes ended unexpectedly "
+                               f"(exit codes {sorted(set(dead))}; -9 is a kill, often for memory)")
+
     def _collect(self, block: bool) -> None:
         """Take the workers' finished batches (waiting for one when ``block``)."""
+        if block:
+            self._check_workers()
         while True:
             try:
                 epoch, index, slot, error = self._done.get(timeout=5.0) if block else self._done.get_nowait()
             except queue.Empty:
                 if not block:
                     return
-                dead = [p.exitcode for p in self._procs if not p.is_alive()]
-                if dead:  # its batch will never come (a worker ends only when told to)
-                    raise RuntimeError(f"{len(dead)} of {len(self._procs)} batch worker processes ended "
-                                       f"unexpectedly (exit codes {sorted(set(dead))}; -9 is a kill, often for "
-                                       "memory)")
+                self._check_workers()
                 continue
             key = (epoch, index)
-            self._pending.pop(key, None)
+            if self._pending.get(key) == slot:  # not a dropped batch of the same key, asked again since
+                del self._pending[key]
             if error is not None:
                 raise RuntimeError(f"making training batch {index} of epoch {epoch} failed: {error}")
             if slot in self._discard:
@@ -214,7 +222,7 @@ class ProcessBatches:
             self._collect(block=True)
             self._submit()  # a slot freed by a batch no longer wanted goes to the next one
         slot = self._ready.pop(key)
-        x, y = self._xs[slot].copy(), self._ys[slot].copy()
+        x, y = self._xs[slot].copy(), self._ys[slot].astype(np.float32)
         self._free.append(slot)
         self._collect(block=False)
         self._submit()
