@@ -560,7 +560,8 @@ class PairBatcher:
         if self.augment is None:
             chunk = self.items[index * self.batch_size : (index + 1) * self.batch_size]
         else:
-            key = [self.seed, self.epoch if epoch is None else int(epoch), index] + ([] if self.shard is None else [self.shard])
+            epoch = self.epoch if epoch is None else int(epoch)
+            key = [self.seed, epoch, index] + ([] if self.shard is None else [self.shard])
             rng = np.random.default_rng(key)
             picks = rng.integers(0, len(self.pairs), self.batch_size)
             chunk = [random_pair(*self.pairs[i], self.size, rng, self.augment) for i in picks]
