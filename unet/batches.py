@@ -9,7 +9,8 @@ what it could take (docs/benchmarks.md). Here each worker is a process of its ow
   worker reads in place (no copy per worker, nothing pickled per batch);
 - a worker writes each batch into a slot of a second shared block (the masks as uint8), and
   says which;
-- the training loop copies the slot out (the masks to float32) and the slot is free again.
+- a thread of the training process copies each batch out of its slot as it comes (the masks
+  to float32), so the slot is free again and the training loop only takes a made batch.
 
 Batch ``i`` of epoch ``e`` is :meth:`unet.data.PairBatcher.batch` of the same batcher, so the
 batches are exactly those the threads make (a test compares them). Workers are started
@@ -24,6 +25,7 @@ import multiprocessing
 import os
 import queue
 import shutil
+import threading
 import time
 from multiprocessing import shared_memory
 
@@ -153,11 +155,17 @@ class ProcessBatches:
         except BaseException:
             self.close()
             raise
+        # State shared with the receiving thread, under self._cond:
         self._free = list(range(self.ahead))
         self._pending: dict[tuple[int, int], int] = {}  # asked of a worker: key -> slot
-        self._ready: dict[tuple[int, int], int] = {}
+        self._made: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}  # copied out, not yet taken
         self._discard: set[int] = set()  # slots whose batch is no longer wanted when it comes
         self._next: tuple[int, int] | None = None  # the next batch to make ahead
+        self._failure: str | None = None
+        self._cond = threading.Condition()
+        self._closing = False
+        self._receiver = threading.Thread(target=self._receive, name="unet-batches-receive", daemon=True)
+        self._receiver.start()
 
     def _block(self, nbytes: int) -> shared_memory.SharedMemory:
         block = shared_memory.SharedMemory(create=True, size=nbytes)
@@ -169,67 +177,83 @@ class ProcessBatches:
         return (epoch, index + 1) if index + 1 < len(self.batcher) else (epoch + 1, 0)
 
     def _submit(self) -> None:
-        while self._free and self._next is not None:
+        """Ask the workers for the next batches in order, while a slot is free and fewer than
+        ``ahead`` batches are asked for or made and not yet taken (under the lock)."""
+        while self._free and self._next is not None and len(self._pending) + len(self._made) < self.ahead:
             key, slot = self._next, self._free.pop()
             self._pending[key] = slot
             self._tasks.put((key[0], key[1], slot))
             self._next = self._after(key)
 
-    def _check_workers(self) -> None:
+    def _dead_workers(self) -> str | None:
         """A worker ends only when told to: one that has ended may have taken a batch that will
         never come, or the queue's lock with it."""
         dead = [p.exitcode for p in self._procs if not p.is_alive()]
-        if dead:
-            raise RuntimeError(f"{len(dead)} of {len(self._procs)} batch worker processes ended unexpectedly "
-                               f"(exit codes {sorted(set(dead))}; -9 is a kill, often for memory)")
+        if not dead:
+            return None
+        return (f"{len(dead)} of {len(self._procs)} batch worker processes ended unexpectedly "
+                f"(exit codes {sorted(set(dead))}; -9 is a kill, often for memory)")
 
-    def _collect(self, block: bool) -> None:
-        """Take the workers' finished batches (waiting for one when ``block``)."""
-        if block:
-            self._check_workers()
-        while True:
+    def _receive(self) -> None:
+        """The receiving thread: copies each finished batch out of its slot as it comes (numpy
+        copies without the GIL), frees the slot and asks for the next batch, so the training
+        loop only takes a made batch. A failure is kept for :meth:`batch` to raise."""
+        checked = time.monotonic()
+        while not self._closing:
             try:
-                epoch, index, slot, error = self._done.get(timeout=5.0) if block else self._done.get_nowait()
+                epoch, index, slot, error = self._done.get(timeout=0.5)
             except queue.Empty:
-                if not block:
-                    return
-                self._check_workers()
+                epoch = None
+            if time.monotonic() - checked > 0.5 or epoch is None:
+                checked, failure = time.monotonic(), self._dead_workers()
+                if failure:
+                    with self._cond:
+                        self._failure = self._failure or failure
+                        self._cond.notify_all()
+            if epoch is None:
                 continue
             key = (epoch, index)
-            if self._pending.get(key) == slot:  # not a dropped batch of the same key, asked again since
-                del self._pending[key]
-            if error is not None:
-                raise RuntimeError(f"making training batch {index} of epoch {epoch} failed: {error}")
-            if slot in self._discard:
-                self._discard.discard(slot)
+            made = None
+            if error is None and slot not in self._discard:
+                made = self._xs[slot].copy(), self._ys[slot].astype(np.float32)
+            with self._cond:
+                if slot in self._discard:  # dropped while it was made (or copied)
+                    self._discard.discard(slot)
+                elif error is not None:
+                    self._failure = self._failure or f"making training batch {index} of epoch {epoch} failed: {error}"
+                else:
+                    if self._pending.get(key) == slot:
+                        del self._pending[key]
+                    self._made[key] = made
                 self._free.append(slot)
-            else:
-                self._ready[key] = slot
-            return
+                self._submit()
+                self._cond.notify_all()
 
     def batch(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
         key = (epoch, index)
-        if key not in self._pending and key not in self._ready:
-            # Out of the order made ahead (the first call, a resumed epoch, a peek at a batch):
-            # the batches go on from this one, and those made ahead of another are dropped.
-            for k in list(self._ready):
-                self._free.append(self._ready.pop(k))
-            for k in list(self._pending):
-                self._discard.add(self._pending.pop(k))
-            self._next = key
+        with self._cond:
+            if key not in self._pending and key not in self._made:
+                # Out of the order made ahead (the first call, a resumed epoch, a peek at a batch):
+                # the batches go on from this one, and those made ahead of another are dropped.
+                self._made.clear()
+                for k in list(self._pending):
+                    self._discard.add(self._pending.pop(k))
+                self._next = key
+                self._submit()
+            while key not in self._made:
+                if self._failure:
+                    raise RuntimeError(self._failure)
+                self._cond.wait(timeout=1.0)
+            made = self._made.pop(key)
             self._submit()
-        while key not in self._ready:
-            self._collect(block=True)
-            self._submit()  # a slot freed by a batch no longer wanted goes to the next one
-        slot = self._ready.pop(key)
-        x, y = self._xs[slot].copy(), self._ys[slot].astype(np.float32)
-        self._free.append(slot)
-        self._collect(block=False)
-        self._submit()
-        return x, y
+            return made
 
     def close(self) -> None:
         """End the workers and free the shared memory (safe to call twice)."""
+        self._closing = True
+        receiver = getattr(self, "_receiver", None)
+        if receiver is not None and receiver is not threading.current_thread():
+            receiver.join(5.0)
         procs, self._procs = self._procs, []
         for _ in procs:
             try:
