@@ -55,6 +55,17 @@ def test_a_recipe_is_trained_per_fold_scored_on_its_fold_and_continued_where_it_
                     "--only", "3", "--runs-dir", str(runs))
     assert proc.returncode == 2 and "fold must be k/K" in proc.stderr
 
+    # Folds spread over processes (--only): a fold another process is still training is shown
+    # as such, and is no failure of this command's fold.
+    path = next(runs.glob("crossval-*-2.json"))
+    record = json.loads(path.read_text())
+    record["runs"]["2"] = {"run": record["runs"]["2"]["run"], "state": "training"}
+    path.write_text(json.dumps(record))
+    proc = cli_here(capsys, "crossval", "--config", str(tmp_path / "recipe.json"), "--folds", "2",
+                    "--scales", "1", "--only", "1", "--runs-dir", str(runs))
+    assert proc.returncode == 0 and "not scored" not in proc.stderr, proc.stderr
+    assert "(training)" in proc.stdout
+
 
 def test_a_fold_whose_run_was_stopped_is_resumed_from_its_checkpoint(tmp_path, sample_dir, capsys):
     """A fold's run stopped after its first epoch (the Train page's Stop, or a job's end) is
