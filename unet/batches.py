@@ -34,13 +34,6 @@ import numpy as np
 from .data import PairBatcher
 
 
-def _attach(name: str) -> shared_memory.SharedMemory:
-    """Attach to a block the parent made. A spawned worker shares its parent's resource
-    tracker, so registering the name again is a no-op, and the parent's unlink is the one
-    that counts (a worker must not unregister it: the tracker would lose the parent's claim)."""
-    return shared_memory.SharedMemory(name=name)
-
-
 class SharedMemoryTooSmall(RuntimeError):
     """The machine's shared memory cannot hold the photos and the batch slots."""
 
@@ -65,6 +58,11 @@ def _layout(pairs) -> tuple[list[tuple], int]:
     return places, max(at, 1)
 
 
+def _arrays(buf, places) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The (photo, mask) pairs as arrays over the pairs' block, laid out by :func:`_layout`."""
+    return [tuple(np.ndarray(shape, np.dtype(dt), buf, off) for off, shape, dt in place) for place in places]
+
+
 def _worker(spec: dict, tasks, done, parent: int) -> None:
     """A worker process: batch (epoch, index) into slot ``slot`` until told to stop.
 
@@ -75,9 +73,11 @@ def _worker(spec: dict, tasks, done, parent: int) -> None:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_IGN)
-    pairs_block, out_block = _attach(spec["pairs"]), _attach(spec["out"])
-    pairs = [tuple(np.ndarray(shape, np.dtype(dt), pairs_block.buf, off) for off, shape, dt in place)
-             for place in spec["places"]]
+    # Attached, not created: a spawned worker shares its parent's resource tracker, and the
+    # parent's unlink is the one that frees the blocks.
+    pairs_block = shared_memory.SharedMemory(name=spec["pairs"])
+    out_block = shared_memory.SharedMemory(name=spec["out"])
+    pairs = _arrays(pairs_block.buf, spec["places"])
     batcher = PairBatcher(pairs, spec["size"], spec["batch_size"], spec["augment"], steps=spec["steps"],
                           seed=spec["seed"], shard=spec["shard"])
     xs = np.ndarray(spec["x_shape"], np.uint8, out_block.buf, 0)
@@ -136,9 +136,9 @@ class ProcessBatches:
                 "with --shm-size)")
         try:
             pairs_block = self._block(nbytes)
-            for (image, mask), place in zip(batcher.pairs, places):
-                for arr, (off, shape, dt) in zip((image, mask), place):
-                    np.ndarray(shape, np.dtype(dt), pairs_block.buf, off)[...] = arr
+            for pair, shared in zip(batcher.pairs, _arrays(pairs_block.buf, places)):
+                shared[0][...], shared[1][...] = pair
+            del pair, shared  # no view of the block outlives the copy (close() would find it)
             out_block = self._block(out_bytes)
             self._xs = np.ndarray(x_shape, np.uint8, out_block.buf, 0)
             self._ys = np.ndarray(y_shape, np.uint8, out_block.buf, xs_bytes)

@@ -581,12 +581,13 @@ class Predictor:
         ph, pw = max(h + 2 * m, t), max(w + 2 * m, t)
         ys, xs = _starts(ph, t, stride), _starts(pw, t, stride)
         # The window is a ramp times a ramp, so the weights' sum over all tiles is the sum of
-        # the row ramps times the sum of the column ramps: two vectors, no weight band.
+        # the row ramps times the sum of the column ramps: two vectors (kept inverted), no weight band.
         wy, wx = np.zeros(ph, np.float32), np.zeros(pw, np.float32)
         for y0 in ys:
             wy[y0 : y0 + t] += ramp
         for x in xs:
             wx[x : x + t] += ramp
+        wy, wx = 1 / np.maximum(wy, 1e-6), 1 / np.maximum(wx, 1e-6)
         out = np.empty((h, w), np.float32)
         acc = np.zeros((t, pw), np.float32)  # the band of rows [y0, y0 + t)
         weighted = np.empty((t, t), np.float32)
@@ -709,16 +710,17 @@ def _mirror_tile(image: np.ndarray, y: int, x: int, t: int) -> np.ndarray:
     return image[np.ix_(_mirror_index(y, t, h), _mirror_index(x, t, w))]  # mirrored more than once
 
 
-def _emit(out, acc, wy, wx, y0, m, h, w) -> None:
+def _emit(out, acc, iy, ix, y0, m, h, w) -> None:
     """Write finished band rows (virtual rows y0.., shifted by the margin) into the output,
-    divided by the blending weights there (the row weights ``wy`` times the column weights ``wx``)."""
+    divided by the blending weights there (times ``iy`` per row and ``ix`` per column, the
+    inverses of the row and column weights)."""
     top, bottom = max(y0 - m, 0), min(y0 - m + len(acc), h)
     if bottom <= top:
         return
     a = acc[top - (y0 - m) : bottom - (y0 - m), m : m + w]
     part = out[top:bottom]
-    np.multiply(a, 1 / np.maximum(wy[top + m : bottom + m], 1e-6)[:, None], out=part)
-    part *= 1 / np.maximum(wx[m : m + w], 1e-6)
+    np.multiply(a, iy[top + m : bottom + m, None], out=part)
+    part *= ix[m : m + w]
 
 
 def default_precision() -> str:

@@ -355,9 +355,9 @@ def _check_memory(model, cfg: TrainConfig, devices: list[dict]) -> None:
 def _fit(run: Run, cfg: TrainConfig, model, train_b, val_b, initial_epoch: int, log, gpu: bool = False) -> str:
     """Train from ``initial_epoch``; "completed", or "stopped" on a stop request (checkpoint written).
     On a GPU the training batches are made by worker processes (:func:`data_processes`)."""
-    callbacks = _callbacks(run, cfg, len(train_b), len(val_b) if val_b else 0, initial_epoch)
     from .batches import SharedMemoryTooSmall
 
+    callbacks = _callbacks(run, cfg, len(train_b), len(val_b) if val_b else 0, initial_epoch)
     processes = data_processes(gpu)
     try:
         train_data = keras_dataset(train_b, processes=processes)
