@@ -254,6 +254,9 @@ def _compile(model, cfg: TrainConfig, total_steps: int):
     opt = (keras.optimizers.AdamW(lr, weight_decay=1e-4, **ema) if cfg.optimizer == "adamw"
            else keras.optimizers.Adam(lr, **ema))
     model.compile(optimizer=opt, loss=get_loss(cfg.loss), metrics=keras_metrics(cfg.threshold))
+    # The optimizer's variables made now, not in the first step: a variable made while the step is
+    # traced makes TensorFlow trace it twice (the first epoch of a tiny run took 8.9 s, now 3.0).
+    opt.build(model.trainable_variables)
 
 
 def _claim(run: Run, resume: bool) -> dict:
