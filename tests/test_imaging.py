@@ -131,3 +131,37 @@ def test_upload_names_never_become_paths():
     with pytest.raises(ImageError) as err:
         read_image(b"junk", name="../../etc/<img src=x>.png")
     assert str(err.value).startswith("<img src=x>.png:")  # base name only; escaping is the page's job
+
+
+@pytest.mark.parametrize("shape", [(1, 1, 3), (2, 7, 3), (37, 53, 3), (9, 4, 4)])
+def test_colour_png_decodes_to_the_same_pixels(shape):
+    """Overlays are written by our own PNG encoder (one filter, zlib level 1): every pixel comes
+    back exactly, through Pillow's decoder and its CRC checks, for RGB and RGBA and rows of one
+    pixel; rows that differ by more than 127 wrap modulo 256 as PNG defines."""
+    from unet.imaging import encode_png
+
+    rng = np.random.default_rng(sum(shape))
+    arr = rng.integers(0, 256, shape, dtype=np.uint8)
+    arr[::2] = 255 - arr[::2]  # neighbouring rows far apart
+    data = encode_png(arr)
+    img = Image.open(io.BytesIO(data))
+    img.load()
+    assert img.mode == ("RGB" if shape[2] == 3 else "RGBA") and img.size == (shape[1], shape[0])
+    np.testing.assert_array_equal(np.asarray(img), arr)
+    view = np.ascontiguousarray(arr[:, ::-1])  # a mirrored copy, and a non-contiguous view alike
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(encode_png(arr[:, ::-1])))), view)
+
+
+def test_an_overlay_png_is_no_larger_than_pillows():
+    """The one fixed filter costs no size on what the tool writes: a generated wall's overlay."""
+    from unet.imaging import encode_png
+    from unet.predict import overlay
+    from unet.synthetic import damaged_wall
+
+    image, crack, spall = damaged_wall(3, 384, 544)
+    pic = overlay(image, crack | spall)
+    buf = io.BytesIO()
+    Image.fromarray(pic).save(buf, format="PNG", compress_level=1)
+    ours = encode_png(pic)
+    np.testing.assert_array_equal(np.asarray(Image.open(io.BytesIO(ours))), pic)
+    assert len(ours) <= 1.03 * len(buf.getvalue()), (len(ours), len(buf.getvalue()))

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import io
 import os
+import struct
 import warnings
+import zlib
 from pathlib import Path
 from typing import BinaryIO, Union
 
@@ -211,14 +213,41 @@ def image_size(path: Source, name: str | None = None, max_pixels: int = MAX_PIXE
 def encode_png(arr: np.ndarray) -> bytes:
     """PNG bytes of a uint8 image or a bool mask (saved as 0/255).
 
-    Colour pictures (overlays) are compressed at zlib level 1: a 12 MP overlay takes 1.3 s
-    instead of 7.0 s at the default level 6, for a file 15% larger; masks (a few kB) keep level 6.
+    Masks (a few kB) are compressed by Pillow at zlib level 6. Colour pictures (overlays,
+    RGB or RGBA uint8) go through :func:`_colour_png`: level 1, which took a 12 MP overlay
+    1.3 s in Pillow instead of 7.0 s at level 6 for a file 15% larger, and one fixed filter.
     """
     if arr.dtype == bool:
         arr = arr.astype(np.uint8) * 255
+    if arr.ndim == 3 and arr.shape[2] in (3, 4) and arr.dtype == np.uint8:
+        return _colour_png(arr)
     buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG", compress_level=6 if arr.ndim == 2 else 1)
+    Image.fromarray(arr).save(buf, format="PNG", compress_level=6)
     return buf.getvalue()
+
+
+def _png_chunk(tag: bytes, data) -> bytes:
+    return struct.pack(">I", len(data)) + tag + bytes(data) + struct.pack(">I", zlib.crc32(data, zlib.crc32(tag)))
+
+
+def _colour_png(arr: np.ndarray, level: int = 1) -> bytes:
+    """An RGB(A) uint8 picture as PNG bytes, every row with the "Up" filter (its difference from
+    the row above, modulo 256, as the PNG specification defines it) and zlib at ``level``.
+
+    Pillow tries five filters per row and keeps the best; on overlays of crack photos the "Up"
+    filter alone gives files within 1% of that size, and numpy computes it for all rows at
+    once. A 544x384 overlay: 19 ms in Pillow, 10 ms here (2-core AVX2); zlib also lets other
+    threads run while it compresses, so a folder's writer threads work side by side.
+    """
+    h, w, c = arr.shape
+    rows = np.ascontiguousarray(arr).reshape(h, w * c)
+    filtered = np.empty((h, w * c + 1), np.uint8)
+    filtered[:, 0] = 2  # filter type "Up"; the first row's "above" is zeros, so it is itself
+    filtered[0, 1:] = rows[0]
+    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])  # uint8 arithmetic wraps modulo 256
+    header = struct.pack(">IIBBBBB", w, h, 8, 2 if c == 3 else 6, 0, 0, 0)  # 8 bits, RGB or RGBA
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"IDAT", zlib.compress(filtered, level)) + _png_chunk(b"IEND", b""))
 
 
 def save_png(arr: np.ndarray, path: str | os.PathLike) -> None:
