@@ -108,6 +108,16 @@ def test_overlay_and_heatmap():
     mask[0, 0] = True
     out = overlay(image, mask)
     assert out[0, 0, 0] > 150 and (out[1:, 1:] == 100).all()
+    # every pixel value and a damaged share of a photo: the tint formula, exactly, and nothing else touched
+    rng = np.random.default_rng(0)
+    photo = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    photo[0, :, :] = np.arange(40)[:, None] * 6 + np.arange(3)  # values across the range
+    damaged = rng.random((30, 40)) < 0.3
+    damaged[0] = True
+    expected = photo.astype(np.float32)
+    expected[damaged] = 0.45 * expected[damaged] + 0.55 * np.array([255, 32, 32], np.float32)
+    np.testing.assert_array_equal(overlay(photo, damaged), expected.astype(np.uint8))
+    assert overlay(photo, damaged).flags.c_contiguous and photo[0, 1, 0] == 6  # the photo itself unchanged
     heat = heatmap(np.array([[0.0, 1.0]], np.float32))
     assert heat.shape == (1, 2, 3) and heat[0, 1].sum() > heat[0, 0].sum()
 
