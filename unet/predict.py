@@ -658,10 +658,16 @@ def _blend_scales(maps: list[np.ndarray], h: int, w: int) -> np.ndarray:
     geometric mean, so a pixel is damage only where both scales agree (the finer one's speckle
     on enlarged texture and the coarser one's blur of hairlines both fall away). Chosen on the
     held-out fold and generated walls: 0.010 F1 at worst between 1x, 2x and 4x, against 0.017
-    for the automatic scale alone and 0.44 for the photo's own (docs/auto-scale.md)."""
+    for the automatic scale alone and 0.44 for the photo's own (docs/auto-scale.md).
+
+    The mean is taken at the finer map's size and then enlarged once: a 12 MP photo seen at
+    1/8 was two enlargements to 12 MP and a product and root of 12 million pixels (0.45 s
+    here), now one enlargement (0.17 s). Masks of enlarged generated walls agree with the
+    mean taken at full size on 99.94-99.997% of their pixels (F1 -0.004 to +0.003)."""
     if len(maps) == 1:
         return _restored(maps[0], h, w)
-    return np.sqrt(_restored(maps[0], h, w) * _restored(maps[1], h, w))
+    coarse, fine = maps
+    return _restored(np.sqrt(_restored(coarse, *fine.shape) * fine), h, w)
 
 
 def _resized(image: np.ndarray, scale: float) -> np.ndarray:
