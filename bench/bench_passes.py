@@ -186,6 +186,14 @@ def part_three(a, repeats, batches) -> None:
         secs = time.perf_counter() - t
         ours = n / secs
         del dm.predictor.forward  # untimed again: the class's own method
+        # The photos' own work on one thread (the CPU's default) against the device's default.
+        threads, one_thread = dm.predictor.map_threads, None
+        if threads > 1:
+            dm.predictor.map_threads = 1
+            t = time.perf_counter()
+            predict_files(dm, [src], Path(tmp) / "out1")
+            one_thread = n / (time.perf_counter() - t)
+            dm.predictor.map_threads = threads
         # The CPU's part alone (decode, render and write every output, on predict's threads): the
         # rate no model can lift the folder above.
         from concurrent.futures import ThreadPoolExecutor
@@ -217,6 +225,9 @@ def part_three(a, repeats, batches) -> None:
     print(f"predict_files (decode, model, writing overlapped): {ours:.2f} photos/s, {ours / best_rate:.2f}x ceiling "
           f"(GPU target >= 0.5), {ours / min(best_rate, io_rate):.2f}x the slower of model and writing; "
           f"first folder (compiling its pass shapes) {first:.2f} photos/s")
+    if one_thread is not None:
+        print(f"the photos' own work between passes on {threads} threads: {ours:.2f} photos/s; on one: "
+              f"{one_thread:.2f} ({ours / one_thread:.2f}x)")
     print(f"the model's thread: in the network's passes {network[0] / n * 1e3:.1f} ms per photo, outside "
           f"them (exposure, the automatic scale's resizing, maps, thresholds, waiting for photos or writers) "
           f"{(secs - network[0]) / n * 1e3:.1f} ms")

@@ -84,11 +84,15 @@ def test_generated_walls_enlarged_2x_and_4x_score_as_at_their_own_size():
     assert abs(f1[2] - f1[1]) <= 0.03 and abs(f1[4] - f1[1]) <= 0.03, f1
 
 
-def test_a_stream_of_photos_gets_the_same_maps_and_scales_as_one_by_one(tmp_path):
+@pytest.mark.parametrize("map_threads", [1, 3])
+def test_a_stream_of_photos_gets_the_same_maps_and_scales_as_one_by_one(tmp_path, map_threads):
+    """Streamed photos share passes; with 3 threads doing the photos' own work between passes
+    (a GPU's default), the maps are the same again."""
     from unet import load_model
     from unet.synthetic import damaged_wall
 
     dm = load_model()
+    dm.predictor.map_threads = map_threads
     wall, crack, _ = damaged_wall(1, 192, 256)
     photos = [wall, _enlarged(wall, crack, 4)[0], np.full((300, 200, 3), 128, np.uint8)]
     net, passes = dm.predictor.model, []
@@ -128,3 +132,35 @@ def test_a_hedging_mask_is_flagged_and_a_sure_one_is_not():
     assert Segmentation.from_probability(hedging, 0.5).doubt == doubt(hedging, 0.5)
     assert doubt(hedging, 0.3) == ""  # at a lower threshold those rows are drawn
     assert doubt(np.zeros((100, 100), np.float32), 0.5) == ""  # nothing found, nothing nearly found
+
+
+def test_with_threads_a_photos_progress_stays_on_the_calling_thread_and_its_error_reaches_the_caller():
+    """The Detect page's progress bar is drawn from the thread that asked (Streamlit's rule), and a
+    photo that fails between passes fails the call that asked for it."""
+    import threading
+
+    from unet import load_model
+    from unet.synthetic import damaged_wall
+
+    dm = load_model()
+    dm.predictor.map_threads = 3
+    wall = _enlarged(*damaged_wall(2, 192, 256)[:2], 4)[0]
+    seen = []
+    dm.predictor.probability(wall, progress=lambda f: seen.append(threading.current_thread()))
+    assert seen and set(seen) == {threading.current_thread()}
+
+    class Broken(Exception):
+        pass
+
+    def fail(*_):
+        raise Broken("mid-photo")
+
+    from unet import predict as P
+
+    original = P._mean_of_views
+    P._mean_of_views = fail
+    try:
+        with pytest.raises(Broken):
+            list(dm.predictor.maps([wall, wall[:200, :300]]))
+    finally:
+        P._mean_of_views = original

@@ -357,6 +357,8 @@ class Predictor:
         # One model object serves every browser session of the app; Keras builds its
         # predict function lazily and is not guaranteed thread-safe, so calls take turns.
         self._lock = threading.Lock()
+        self.map_threads = map_threads()
+        self._pool = None
 
     def _options(self, flips: bool | None, scale: float | None) -> tuple[bool, float]:
         return (self.flips if flips is None else bool(flips)), (self.scale if scale is None else check_scale(scale))
@@ -434,7 +436,7 @@ class Predictor:
 
     def _probability(self, image: np.ndarray, flips: bool, scale, progress=None) -> tuple[np.ndarray, float]:
         """(the photo's map, the scale the model saw it at)."""
-        return self._run_one(self._photo_rows(exposed(image, exposure_gain(image)), _views(flips), scale, progress))
+        return self._run_one(self._photo_rows(image, _views(flips), scale, progress))
 
     def _run_one(self, work):
         """What one photo's tile generator returns, its tiles run in full passes of their own."""
@@ -461,7 +463,7 @@ class Predictor:
         def jobs():
             for image in images:
                 _check_rgb(image)
-                photo = self._photo_rows(exposed(image, exposure_gain(image)), _views(flips), scale)
+                photo = self._photo_rows(image, _views(flips), scale)
                 yield None, [(_FLIPS[0], photo)], _first
 
         for (prob, chosen), _ in self._drive(jobs(), window):
@@ -471,8 +473,9 @@ class Predictor:
         """One photo's whole work as a tile generator (:meth:`_rows`): with ``"auto"`` its coarse
         maps first, then its maps at the chosen scales; returns (its map, the scale it was seen
         at). Several photos' generators run side by side in :meth:`_drive`, so their tiles, the
-        coarse passes' included, share forward passes. ``progress`` follows the last (largest) scale."""
-        photo = _Photo(image)
+        coarse passes' included, share forward passes. ``progress`` follows the last (largest) scale.
+        The photo's exposure is applied here, in its first step."""
+        photo = _Photo(exposed(image, exposure_gain(image)))
         if scale != AUTO:
             chosen, first, scales = scale, None, [scale]
         else:
@@ -514,19 +517,17 @@ class Predictor:
         active: list[list] = []  # [key, views, [result per view], {view: (tile, tiles)}]
         exhausted = False
         while active or not exhausted:
-            while not exhausted and len(active) < window:
+            admitted: list[list] = []
+            while not exhausted and len(active) + len(admitted) < window:
                 try:
                     key, views, combine = next(source)
                 except StopIteration:
                     exhausted = True
                     break
-                entry = [key, views, [None] * len(views), {}, combine]
-                for v, (flip, gen) in enumerate(views):
-                    try:
-                        entry[3][v] = next(gen)
-                    except StopIteration as done:  # a map made already (the automatic scale's probe)
-                        entry[2][v] = flip(done.value)
-                active.append(entry)
+                admitted.append([key, views, [None] * len(views), {}, combine])
+            # each new photo's first tiles (its exposure, its first resize), side by side
+            self._advance([(e, v, None) for e in admitted for v in range(len(e[1]))])
+            active += admitted
             while active and not active[0][3]:
                 e = active.pop(0)
                 yield e[4](e[2]), e[0]
@@ -541,18 +542,46 @@ class Predictor:
                     chosen.append((e, v))
                     count += len(e[3][v])
             probs = self.forward(np.concatenate([e[3][v] for e, v in chosen]), per_pass)
-            at = 0
-            for e, v in chosen:
-                n = len(e[3][v])
-                try:
-                    e[3][v] = e[1][v][1].send(probs[at : at + n])
-                except StopIteration as done:
-                    del e[3][v]
-                    e[2][v] = e[1][v][0](done.value)
-                at += n
+            ends = np.cumsum([len(e[3][v]) for e, v in chosen])
+            self._advance([(e, v, probs[end - len(e[3][v]) : end]) for (e, v), end in zip(chosen, ends)])
             while active and not active[0][3]:
                 e = active.pop(0)
                 yield e[4](e[2]), e[0]
+
+    def _advance(self, steps: list) -> None:
+        """Send each (entry, view, probabilities) of :meth:`_drive` to its generator (None: its first
+        tiles) and keep what comes back: its next tiles, or its map once it is done.
+
+        Each step is a photo's own work (blending, thresholds, resizes, cutting its next tiles),
+        independent of the others: with several, they run on :attr:`map_threads` threads (on a
+        GPU the model waits on this work, and numpy and Pillow let threads run side by side). A
+        photo's progress callback is only ever given with a single photo, so it stays on the
+        calling thread (a page's progress bar)."""
+
+        def step(item):
+            e, v, value = item
+            try:
+                return True, e[1][v][1].send(value)
+            except StopIteration as done:
+                return False, done.value
+
+        pool = self._map_pool() if len(steps) > 1 else None
+        outcomes = pool.map(step, steps) if pool is not None else map(step, steps)
+        for (e, v, _), (more, value) in zip(steps, outcomes):
+            if more:
+                e[3][v] = value
+            else:  # its map (at the first step: a map made already, the automatic scale's probe)
+                e[3].pop(v, None)
+                e[2][v] = e[1][v][0](value)
+
+    def _map_pool(self):
+        """The threads of :meth:`_advance` (None when :attr:`map_threads` is 1), made once."""
+        if self.map_threads <= 1:
+            return None
+        with self._lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.map_threads, thread_name_prefix="unet-maps")
+            return self._pool
 
     def _rows(self, image: np.ndarray, report: Callable[[float], None] | None = None):
         """A generator: yields a row of tiles (N, th, tw, 3), is sent their probabilities, and
@@ -910,6 +939,19 @@ def output_folder(out_dir: str | Path) -> Path:
     if not os.access(out, os.W_OK | os.X_OK):
         raise UnetError(f"{out}: the output folder cannot be written (permission denied or read-only)")
     return out
+
+
+def map_threads() -> int:
+    """Threads for the photos' own work between the model's passes (:meth:`Predictor._advance`:
+    exposure, resizes, blending, thresholds, cutting tiles): on a GPU half the cores, at most 8,
+    since the model there waits on this work (an H200 ran 1,376 DeepCrack photos/s through
+    the network, the folder 71); on a CPU one, as the network's passes take every core.
+    ``UNET_MAP_THREADS`` overrides."""
+    from .config import count_setting
+
+    if os.environ.get("UNET_MAP_THREADS", "").strip():
+        return count_setting("UNET_MAP_THREADS", 1)
+    return max(1, min(8, (os.cpu_count() or 1) // 2)) if accelerator()[0] == "gpu" else 1
 
 
 def writer_threads() -> int:
