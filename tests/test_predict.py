@@ -79,6 +79,14 @@ def test_tiles_blend_to_the_weighted_mean_of_their_maps(tiny_model):
             weight[y : y + t, x : x + t] += window
     expected = (acc / weight)[m : m + h, m : m + w]
     np.testing.assert_allclose(pred.probability(image), expected, atol=2e-5)
+    # A pass that holds several rows of tiles (a GPU's) gets them together: full passes, same map.
+    wide = Predictor(tiny_model, tile=128, batch_size=2 * len(xs), precision="float32")
+    shapes = _recording(wide)
+    try:
+        np.testing.assert_allclose(wide.probability(image), expected, atol=2e-5)
+    finally:
+        del wide.model.predict_on_batch
+    assert len(shapes) == -(-len(ys) // 2) and shapes[0][0] == 2 * len(xs)  # two rows a pass (one pass each before)
 
 
 def test_border_tiles_are_the_photo_mirrored_at_its_edges():

@@ -584,8 +584,8 @@ class Predictor:
             return self._pool
 
     def _rows(self, image: np.ndarray, report: Callable[[float], None] | None = None):
-        """A generator: yields a row of tiles (N, th, tw, 3), is sent their probabilities, and
-        returns the photo's map.
+        """A generator: yields rows of tiles (N, th, tw, 3), as many rows as a pass holds (at
+        least one), is sent their probabilities, and returns the photo's map.
 
         Tiles are cut straight from the photo with mirrored indices (no padded copy) and
         blended in a band one tile high that moves down the photo, so memory beyond the
@@ -621,16 +621,21 @@ class Predictor:
         out = np.empty((h, w), np.float32)
         acc = np.zeros((t, pw), np.float32)  # the band of rows [y0, y0 + t)
         weighted = np.empty((t, t), np.float32)
-        for row, y0 in enumerate(ys):
-            probs = yield np.stack([_mirror_tile(image, y0 - m, x - m, t) for x in xs])
-            for x, p in zip(xs, probs):
-                acc[:, x : x + t] += np.multiply(p, window, out=weighted)
-            done = (ys[row + 1] - y0) if row + 1 < len(ys) else t  # rows no later tile touches
-            _emit(out, acc[:done], wy, wx, y0, m, h, w)
-            acc[: t - done] = acc[done:]  # move the band down, in place
-            acc[t - done :] = 0
-            if report is not None:
-                report((row + 1) / len(ys))
+        # Rows of tiles go out together when a pass holds several (a GPU's pass holds 4 tiles of
+        # 1024 where a 12 MP photo's row has 5: one row at a time was a pass of 4 and one of 1).
+        together = max(1, self.passes_of((t, t)) // len(xs))
+        for first in range(0, len(ys), together):
+            group = ys[first : first + together]
+            probs = yield np.stack([_mirror_tile(image, y0 - m, x - m, t) for y0 in group for x in xs])
+            for row, y0 in enumerate(group, first):
+                for x, p in zip(xs, probs[(row - first) * len(xs) : (row - first + 1) * len(xs)]):
+                    acc[:, x : x + t] += np.multiply(p, window, out=weighted)
+                done = (ys[row + 1] - y0) if row + 1 < len(ys) else t  # rows no later tile touches
+                _emit(out, acc[:done], wy, wx, y0, m, h, w)
+                acc[: t - done] = acc[done:]  # move the band down, in place
+                acc[t - done :] = 0
+                if report is not None:
+                    report((row + 1) / len(ys))
         return out
 
     def segment(self, image: np.ndarray, threshold: float | None = None, flips: bool | None = None,
