@@ -483,7 +483,8 @@ class Predictor:
             scales = [chosen, 2 * chosen] if chosen < 1 else [chosen]
         maps = [first] if first is not None else []
         for s in scales[len(maps):]:
-            maps.append((yield from self._seen_rows(photo, s, views, progress if s == scales[-1] else None)))
+            last = s == scales[-1]
+            maps.append((yield from self._seen_rows(photo.at(s, last), views, progress if last else None)))
         if first is not None and len(scales) == 1 and progress is not None:
             progress(1.0)
         return _blend_scales(maps, *image.shape[:2]), chosen
@@ -493,16 +494,16 @@ class Predictor:
         steps = _choosing(photo.shape, self.default_threshold)
         probe = next(steps)
         while True:
-            prob = yield from self._seen_rows(photo, probe, views)
+            prob = yield from self._seen_rows(photo.at(probe), views)
             try:
                 probe = steps.send(prob)
             except StopIteration as done:
                 return done.value
 
-    def _seen_rows(self, photo: "_Photo", scale: float, views, report: Callable[[float], None] | None = None):
-        """The photo's map at ``scale`` as a tile generator: its mirror images' tiles side by side
-        (they move together, so ``report`` follows the first), their maps flipped back and averaged."""
-        seen = photo.at(scale)
+    def _seen_rows(self, seen: np.ndarray, views, report: Callable[[float], None] | None = None):
+        """The map of a photo as the model sees it (resized), as a tile generator: its mirror images'
+        tiles side by side (they move together, so ``report`` follows the first), their maps
+        flipped back and averaged."""
         maps = yield from _lockstep([self._rows(flip(seen), report if v == 0 else None) for v, flip in enumerate(views)])
         return _mean_of_views([flip(m) for flip, m in zip(views, maps)])
 
@@ -713,15 +714,21 @@ class _Photo:
     def __init__(self, image: np.ndarray):
         self.image, self.shape, self._pil = image, image.shape, None
 
-    def at(self, scale: float) -> np.ndarray:
+    def at(self, scale: float, last: bool = False) -> np.ndarray:
+        """The photo resized by ``scale``; with ``last``, the Pillow copy is let go after it
+        (not held through the passes of the photo's last scale)."""
         if scale == 1.0:
-            return self.image
-        from PIL import Image
+            seen = self.image
+        else:
+            from PIL import Image
 
-        if self._pil is None:
-            self._pil = Image.fromarray(self.image)
-        h, w = self.shape[:2]
-        return np.asarray(self._pil.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR))
+            if self._pil is None:
+                self._pil = Image.fromarray(self.image)
+            h, w = self.shape[:2]
+            seen = np.asarray(self._pil.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR))
+        if last:
+            self._pil = None
+        return seen
 
 
 def _restored(prob: np.ndarray, h: int, w: int) -> np.ndarray:
