@@ -10,6 +10,7 @@ so the ratio is the pipeline's cost. Data: a generated sample unless --data is g
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import tempfile
 import time
@@ -29,6 +30,9 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--data", help="dataset folder (default: a generated sample)")
     a = ap.parse_args()
+    # Killed by `timeout` (SIGTERM, as bench/gpu_session.sh does), end as on Ctrl-C: the worker
+    # processes are stopped and their shared memory unlinked by the `finally` blocks.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
     from unet.data import Augment, PairBatcher, load_pairs, training_splits
     from unet.losses import get_loss
