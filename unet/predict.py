@@ -15,6 +15,7 @@ the crack is as wide as those the model learned from, a photo of hairlines is no
 
 from __future__ import annotations
 
+import functools
 import os
 import threading
 import time
@@ -249,8 +250,10 @@ GPU_PASS_PIXELS = 32 * 384 * 384
 MAX_TILE = 1024
 
 
+@functools.lru_cache(maxsize=1)
 def accelerator() -> tuple[str, int | None]:
-    """("gpu", bytes of its memory or None) when Keras's backend computes on a GPU, else ("cpu", None)."""
+    """("gpu", bytes of its memory or None) when Keras's backend computes on a GPU, else ("cpu", None).
+    Probed once per process (every predictor sizes its passes and threads by it)."""
     try:
         import keras
 
@@ -961,9 +964,8 @@ def map_threads() -> int:
     ``UNET_MAP_THREADS`` overrides."""
     from .config import count_setting
 
-    if os.environ.get("UNET_MAP_THREADS", "").strip():
-        return count_setting("UNET_MAP_THREADS", 1)
-    return max(1, min(8, (os.cpu_count() or 1) // 2)) if accelerator()[0] == "gpu" else 1
+    gpu = accelerator()[0] == "gpu"
+    return count_setting("UNET_MAP_THREADS", max(1, min(8, (os.cpu_count() or 1) // 2)) if gpu else 1)
 
 
 def writer_threads() -> int:
