@@ -230,8 +230,14 @@ class ProcessBatches:
                 self._cond.notify_all()
 
     def batch(self, epoch: int, index: int) -> tuple[np.ndarray, np.ndarray]:
+        """Batch ``index`` of ``epoch``. Raises RuntimeError once a worker has ended (found here,
+        not only by the receiving thread's twice-a-second check: the others may have made every
+        batch asked for by then, and the run would go on with a worker fewer, or not, by chance)."""
         key = (epoch, index)
         with self._cond:
+            failure = self._failure or self._dead_workers()
+            if failure:
+                raise RuntimeError(failure)
             if key not in self._pending and key not in self._made:
                 # Out of the order made ahead (the first call, a resumed epoch, a peek at a batch):
                 # the batches go on from this one, and those made ahead of another are dropped.
