@@ -413,10 +413,10 @@ def _export(run: Run, cfg: TrainConfig, val=(), log=lambda line: None) -> None:
         stale = {**old.calibration, "stale": f"the weights changed after calibration (run trained on, {_now()}); "
                                               "calibrate again"}
         card.update(threshold=old.threshold, scale=old.scale, calibration=stale)
-    elif val:
-        card.update(_calibrated(run, DamageModel(final, ModelCard(input_size=cfg.size, threshold=cfg.threshold)),
-                                val, log))
-    save_model(DamageModel(final, ModelCard(input_size=cfg.size)), run.model_path, **card)
+    model = DamageModel(final, ModelCard(input_size=cfg.size, threshold=cfg.threshold))  # one any-size copy
+    if val and "calibration" not in card:
+        card.update(_calibrated(run, model, val, log))
+    save_model(model, run.model_path, **card)
 
 
 def _averaged_weights(model) -> None:
