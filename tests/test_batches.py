@@ -75,15 +75,19 @@ def test_validation_tiles_are_refused_and_a_dead_worker_is_named():
         pool.close()
 
 
-def test_workers_end_when_the_training_process_is_killed(tmp_path):
-    """A killed training run (the Stop page's last resort, an OOM kill) leaves no worker behind."""
+@pytest.mark.parametrize("end", ["SIGKILL", "SIGTERM"])
+def test_workers_end_when_the_training_process_is_killed(tmp_path, end):
+    """A killed training run (the Stop page's last resort, an OOM kill) leaves no worker behind;
+    nor does a process that ends on SIGTERM without closing its pool (a benchmark stopped by
+    `timeout`): it exits at once instead of waiting forever for workers that ignore SIGTERM."""
     script = textwrap.dedent(f"""
-        import sys, time
+        import signal, sys, time
         sys.path.insert(0, {str(ROOT)!r})
         import numpy as np
         from unet.batches import ProcessBatches
         from unet.data import Augment, PairBatcher
         if __name__ == "__main__":
+            signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
             pairs = [(np.zeros((64, 64, 3), np.uint8), np.zeros((64, 64), bool))]
             pool = ProcessBatches(PairBatcher(pairs, 32, 2, Augment(), steps=3), 2)
             pool.batch(0, 0)
@@ -96,8 +100,8 @@ def test_workers_end_when_the_training_process_is_killed(tmp_path):
         pids = [int(p) for p in proc.stdout.readline().split()]
         names = proc.stdout.readline().split()
         assert len(pids) == 2 and all(psutil.pid_exists(p) for p in pids) and len(names) == 2
-        proc.kill()
-        proc.wait(10)
+        proc.send_signal(getattr(signal, end))
+        assert proc.wait(30) == (143 if end == "SIGTERM" else -signal.SIGKILL)
 
         def gone(pid):
             try:

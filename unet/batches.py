@@ -21,6 +21,7 @@ finished its batch and written its checkpoint).
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing
 import os
 import queue
@@ -123,6 +124,10 @@ class ProcessBatches:
         b, s = batcher.batch_size, batcher.size
         self._blocks: list[shared_memory.SharedMemory] = []
         self._procs: list = []
+        # A process ending without close() (sys.exit from a SIGTERM handler mid-epoch, an
+        # exception past every `with`) would hang at exit: multiprocessing's own exit handler
+        # joins the workers, which ignore SIGTERM. This runs before it (atexit is last-in, first-out).
+        atexit.register(self.close)
         places, nbytes = _layout(batcher.pairs)
         x_shape, y_shape = (self.ahead, b, s, s, 3), (self.ahead, b, s, s, 1)
         xs_bytes = int(np.prod(x_shape))
@@ -256,6 +261,7 @@ class ProcessBatches:
 
     def close(self) -> None:
         """End the workers and free the shared memory (safe to call twice)."""
+        atexit.unregister(self.close)
         self._closing = True
         receiver = getattr(self, "_receiver", None)
         if receiver is not None and receiver is not threading.current_thread():
