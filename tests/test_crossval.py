@@ -99,3 +99,34 @@ def test_a_fold_whose_run_was_stopped_is_resumed_from_its_checkpoint(tmp_path, s
     assert again["runs"]["1"]["run"] == entry["run"] and len(list_runs(runs)) == 1
     run = get_run(entry["run"], runs)
     assert run.state == "completed" and epochs_of(run) == [1, 2] and again["mean"]["folds_scored"] == 1
+
+    # The final model: the recipe on every training photo, nothing held out (the val split not
+    # read), its card from the fold scored so far, not from photos it trained on.
+    from unet.crossval import final_model
+    from unet.data import scan_dataset
+    from unet.model import load_model
+
+    scored = again["runs"]["1"]
+    final = final_model(cfg, 2, runs)
+    out = capsys.readouterr().out
+    assert final["state"] == "completed" and final["card"] and final["from_folds"] == [1]
+    assert final["threshold"] == round(scored["threshold"], 3) and final["scale"] == scored["scale"] == 1.0
+    last = get_run(final["run"], runs)
+    assert last.config()["fold"] is None and last.config()["validation"] is False
+    n_train = len(scan_dataset(sample_dir).split("train"))
+    assert f"data: {n_train} training and 0 validation photos (no validation: the val split is not read" in out
+    assert epochs_of(last) == [1, 2] and not any(k.startswith("val_") for k in last.history()[0])
+    assert [int(r["best"]) for r in last.history()] == [1, 1]  # every epoch the newest: the last one is the model
+    card = load_model(last.model_path).card
+    assert card.threshold == final["threshold"] and card.calibration["from_folds"] == [1]
+    assert "never saw" in card.calibration["how"]
+    assert json.loads(summary_path(cfg, 2, runs).read_text())["final"]["run"] == last.id
+    # Again: no second training; the card is renewed from the folds recorded by then.
+    assert final_model(cfg, 2, runs)["run"] == last.id and len(list_runs(runs)) == 2
+
+    # Started before any fold is scored (beside the folds' commands), it trains and says its card waits.
+    early = final_model(TrainConfig.from_dict({**cfg.to_dict(), "name": "no-fold-yet", "epochs": 1}), 2, runs)
+    assert early["state"] == "completed" and early["card"] is False and "no fold is scored yet" in capsys.readouterr().out
+    assert load_model(get_run(early["run"], runs).model_path).card.calibration is None
+    with pytest.raises(ConfigError, match="holds out no fold"):
+        TrainConfig.from_dict({**cfg.to_dict(), "fold": "1/2", "validation": False}).validate()

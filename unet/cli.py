@@ -161,11 +161,17 @@ def cmd_train(a) -> int:
 
 
 def cmd_crossval(a) -> int:
-    from .crossval import cross_validate, table
+    from .crossval import cross_validate, final_model, table
     from .runs import default_runs_dir
 
     cfg = _train_config(a)
     runs_dir = a.runs_dir or default_runs_dir()
+    if a.final:
+        if a.only:
+            raise CliError("--final trains the final model only; train the folds with --only in another command")
+        final = final_model(cfg, a.folds, runs_dir)
+        print(json.dumps(final))
+        return 0 if final.get("card") else 1
     summary = cross_validate(cfg, a.folds, runs_dir, only=a.only, scales=a.scales)
     print(table(summary))
     # This command's folds only: with --only, the others may be training in other processes.
@@ -539,6 +545,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scales", nargs="+", type=_scale, metavar="S", default=None,
                    help="scales calibrated with the threshold (default: auto)")
     p.add_argument("--name", help="a label for the runs and the summary file")
+    p.add_argument("--final", action="store_true", help="train the recipe on every training photo (nothing held "
+                   "out, the val splits not read) and give it the median threshold and the scale of the folds "
+                   "scored so far; again later, only the card is renewed from the folds scored by then")
     _runs_dir_arg(p)
     p.set_defaults(func=cmd_crossval)
 

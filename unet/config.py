@@ -91,6 +91,10 @@ class TrainConfig:
     # "k/K": validate on fold k of K of the training photos (whole source photos per fold)
     # instead of the val split, which is then not read: choices made on folds.
     fold: str | None = None
+    # False: no photos are held out for validation (the val split is not read either): the
+    # model of the last epoch is the run's. For a recipe's final training on every training
+    # photo, its threshold coming from the folds it was cross-validated on (crossval --final).
+    validation: bool = True
     name: str = ""
 
     def validate(self) -> "TrainConfig":
@@ -142,6 +146,10 @@ class TrainConfig:
                 parse_fold(self.fold)
             except DatasetError as exc:
                 problems.append(str(exc))
+        if not isinstance(self.validation, bool):
+            problems.append(f"validation must be true or false (got {self.validation!r})")
+        elif not self.validation and self.fold is not None:
+            problems.append("a run without validation holds out no fold: leave out fold or validation")
         if not isinstance(self.data, str) and not (
                 isinstance(self.data, list) and self.data and all(isinstance(d, str) for d in self.data)):
             problems.append("data must be a folder or a list of folders")

@@ -29,6 +29,12 @@ def summary_path(cfg: TrainConfig, folds: int, runs_dir: str | Path) -> Path:
     return Path(runs_dir) / f"crossval-{label}-{folds}.json"
 
 
+def _recipe(cfg: TrainConfig) -> dict:
+    """The recipe as the summary stores it: the config less what each run sets (its fold, and
+    whether it validates)."""
+    return json.loads(json.dumps({k: v for k, v in cfg.to_dict().items() if k not in ("fold", "validation")}))
+
+
 def cross_validate(cfg: TrainConfig, folds: int, runs_dir: str | Path, only: Sequence[int] | None = None,
                    scales: Sequence[float | str] | None = None, log: Callable[[str], None] = print) -> dict:
     """Train and score the recipe on each fold; returns (and writes) the summary.
@@ -52,8 +58,6 @@ def cross_validate(cfg: TrainConfig, folds: int, runs_dir: str | Path, only: Seq
     from .data import parse_fold
     from .evaluate import calibrate
     from .model import load_model
-    from .runs import Run, create_run, get_run
-    from .train import execute
 
     if folds < 2:
         raise ConfigError("cross-validation needs at least 2 folds")
@@ -62,7 +66,7 @@ def cross_validate(cfg: TrainConfig, folds: int, runs_dir: str | Path, only: Seq
         parse_fold(f"{k}/{folds}")  # a clear message for a fold out of range
     cfg = cfg.validate()
     path = summary_path(cfg, folds, runs_dir)
-    recipe = json.loads(json.dumps({k: v for k, v in cfg.to_dict().items() if k != "fold"}))  # as stored
+    recipe = _recipe(cfg)
     with _locked(path):
         summary = read_json(path, None) or {}
         scales = json.loads(json.dumps(list(scales or ["auto"])))
@@ -77,24 +81,13 @@ def cross_validate(cfg: TrainConfig, folds: int, runs_dir: str | Path, only: Seq
         if entry.get("mean_f1") is not None:
             log(f"fold {k}/{folds}: done already (run {entry['run']}, mean F1 {entry['mean_f1']:.4f})")
             continue
-        run = None
-        if entry.get("run"):
-            try:
-                run = get_run(entry["run"], runs_dir)
-            except UnetError:
-                run = None
-        resume = run is not None and run.state != "completed" and run.last_checkpoint.exists()
-        if run is None or (run.state != "completed" and not resume):
-            name = f"{cfg.name or cfg.preset}-fold{k}of{folds}"
-            run = create_run(dataclasses.replace(cfg, fold=f"{k}/{folds}", name=name), runs_dir)
-            resume = False
-        summary = _record(path, k, {"run": run.id, "state": "training"})
-        log(f"fold {k}/{folds}: {'resuming' if resume else 'training'} run {run.id}")
-        run.stop_path.unlink(missing_ok=True)  # an old stop request (the one that ended it) is no longer meant
-        state = execute(Run(run.dir), resume=resume)
+        name = f"{cfg.name or cfg.preset}-fold{k}of{folds}"
+        run, state = _trained(entry, runs_dir, dataclasses.replace(cfg, fold=f"{k}/{folds}", name=name),
+                              lambda run: _record(path, k, {"run": run.id, "state": "training"}),
+                              f"fold {k}/{folds}", log)
         if state != "completed":
             summary = _record(path, k, {"run": run.id, "state": state})
-            log(f"fold {k}/{folds}: run {run.id} {state}; the other folds go on (run this again to resume it)")
+            log(f"fold {k}/{folds}: the other folds go on")
             continue
         scored = calibrate(load_model(run.model_path), cfg.dataset_folders(), scales=summary["scales"],
                            fold=(k, folds))
@@ -107,6 +100,97 @@ def cross_validate(cfg: TrainConfig, folds: int, runs_dir: str | Path, only: Seq
         log(f"fold {k}/{folds}: mean F1 {scored['mean_f1']:.4f} at threshold {scored['threshold']:.3f}")
     with _locked(path):
         return read_json(path)
+
+
+def final_model(cfg: TrainConfig, folds: int, runs_dir: str | Path, log: Callable[[str], None] = print) -> dict:
+    """The recipe trained on every training photo, its threshold and scale taken from the folds.
+
+    The last step of the protocol: the folds ranked the recipe, each fold's model calibrated on
+    photos it never saw; the final run trains on all of them with nothing held out (the val
+    splits are not read) and its card gets the median of the folds' thresholds and their most
+    common scale, which no photo it trained on chose. Calibrating it on photos it has seen
+    would pick a threshold for its own overconfidence. Run again, it does not train again: a
+    completed final run only gets its card anew from the folds scored by then (folds trained
+    beside it in other processes count once they are recorded).
+
+    Returns:
+        The summary's ``final`` entry: run id, state, and once a fold is scored, the threshold,
+        scale and the folds they came from (``card`` False while none is).
+    """
+    from .model import load_model
+
+    if folds < 2:
+        raise ConfigError("cross-validation needs at least 2 folds")
+    cfg = cfg.validate()
+    path = summary_path(cfg, folds, runs_dir)
+    recipe = _recipe(cfg)
+    with _locked(path):  # started before any fold (beside them), it opens the summary itself
+        summary = read_json(path, None) or {}
+        if summary.get("recipe") not in (None, recipe):
+            raise ConfigError(f"{path}: holds a cross-validation of another recipe under this name")
+        summary.update(recipe=recipe, folds=folds)
+        summary.setdefault("runs", {})
+        write_json_atomic(path, summary)
+    run, state = _trained(summary.get("final") or {}, runs_dir,
+                          dataclasses.replace(cfg, fold=None, validation=False, name=f"{cfg.name or cfg.preset}-final"),
+                          lambda run: _record_final(path, {"run": run.id, "state": "training"}), "final", log)
+    if state != "completed":
+        _record_final(path, {"run": run.id, "state": state})
+        return {"run": run.id, "state": state, "card": False}
+    with _locked(path):
+        scored = {k: r for k, r in (read_json(path).get("runs") or {}).items() if r.get("mean_f1") is not None}
+    done = {"run": run.id, "state": "completed", "card": bool(scored)}
+    if not scored:
+        log(f"final: run {run.id} trained; no fold is scored yet, so its card keeps threshold "
+            f"{cfg.threshold}: run this again once one is")
+        return _record_final(path, done)
+    folds_used = sorted(scored, key=int)
+    threshold = round(statistics.median(r["threshold"] for r in scored.values()), 3)
+    scales = [r["scale"] for r in scored.values()]
+    scale = max(scales, key=lambda s: (scales.count(s), s == "auto"))
+    record = {"threshold": threshold, "scale": scale, "from_folds": [int(k) for k in folds_used],
+              "fold_thresholds": [scored[k]["threshold"] for k in folds_used],
+              "fold_mean_f1": statistics.fmean(scored[k]["mean_f1"] for k in folds_used),
+              "how": f"the median threshold and the most common scale of {len(folds_used)} of {folds} "
+                    f"cross-validation folds, each chosen on photos its model never saw ({path.name})"}
+    load_model(run.model_path).update_card(threshold=threshold, scale=scale, calibration=record)
+    log(f"final: run {run.id}: threshold {threshold:.3f}, scale {scale} from fold(s) {', '.join(folds_used)}")
+    return _record_final(path, {**done, **{k: record[k] for k in ("threshold", "scale", "from_folds")}})
+
+
+def _trained(entry: dict, runs_dir, cfg: TrainConfig, started: Callable, label: str, log) -> tuple:
+    """(run, state): the run ``entry`` names once it has trained: left as it is when completed,
+    resumed from its last checkpoint when it stopped or died, else a new run of ``cfg``.
+    ``started(run)`` records it before it trains."""
+    from .runs import Run, create_run, get_run
+    from .train import execute
+
+    run = None
+    if entry.get("run"):
+        try:
+            run = get_run(entry["run"], runs_dir)
+        except UnetError:
+            run = None
+    if run is not None and run.state == "completed":
+        return run, "completed"
+    resume = run is not None and run.last_checkpoint.exists()
+    if not resume:
+        run = create_run(cfg, runs_dir)
+    started(run)
+    log(f"{label}: {'resuming' if resume else 'training'} run {run.id}")
+    run.stop_path.unlink(missing_ok=True)  # an old stop request (the one that ended it) is no longer meant
+    state = execute(Run(run.dir), resume=resume)
+    if state != "completed":
+        log(f"{label}: run {run.id} {state}; run this again to resume it")
+    return run, state
+
+
+def _record_final(path: Path, entry: dict) -> dict:
+    with _locked(path):
+        summary = read_json(path)
+        summary["final"] = entry
+        write_json_atomic(path, summary)
+    return entry
 
 
 @contextlib.contextmanager

@@ -328,13 +328,14 @@ def parse_fold(text: str | None) -> tuple[int, int] | None:
 
 def training_splits(
     root: str | Path | Sequence[str | Path], seed: int = 0, val_fraction: float = 0.15,
-    fold: tuple[int, int] | None = None,
+    fold: tuple[int, int] | None = None, validation: bool = True,
 ) -> tuple[list[Sample], list[Sample], Scan]:
     """(train, val) samples of one dataset or several pooled: their own split folders or a seeded split.
 
     With ``fold`` (k, K) the validation photos are fold k of each dataset's training photos
     (:func:`fold_split`) and the dataset's own val split is not read: choices made on folds
-    leave it for one honest reading at the end.
+    leave it for one honest reading at the end. With ``validation`` False every training photo
+    trains and nothing is held out: the val split is not read.
 
     Returns:
         train, val and the scan (of the first root; problems of every root are merged into it).
@@ -345,10 +346,10 @@ def training_splits(
     train, val, merged = [], [], None
     for r in roots:
         scan = scan_dataset(r)
-        t, v = scan.split("train"), scan.split("val")
+        t, v = scan.split("train"), scan.split("val") if validation else []
         if not t and "all" in scan.splits:
             parts = split_samples(scan.split("all"), val_fraction=val_fraction, seed=seed)
-            t, v = parts["train"], parts["val"]
+            t, v = (parts["train"], parts["val"]) if validation else (scan.split("all"), [])
         if fold is not None:
             t, v = fold_split(t, *fold)
         train += t

@@ -103,7 +103,9 @@ def _callbacks(run: Run, cfg: TrainConfig, steps: int, val_steps: int, initial_e
             logs = {k: float(v) for k, v in (logs or {}).items()}
             run.last_checkpoint.parent.mkdir(exist_ok=True)
             _atomic_save(self.model, run.last_checkpoint)
-            score = logs.get("val_dice", -logs.get("loss", 0.0))
+            # Nothing validated: the last epoch is the model (a loss on random training crops is
+            # no measure to choose by; with a decaying learning rate the last epoch is the settled one).
+            score = logs.get("val_dice", epoch)
             improved = score > self.best
             if improved:
                 self.best = score
@@ -112,7 +114,8 @@ def _callbacks(run: Run, cfg: TrainConfig, steps: int, val_steps: int, initial_e
                    "seconds": round(time.monotonic() - self.epoch_t0, 2), "best": int(improved)}
             self.history = [r for r in self.history if int(r["epoch"]) < epoch + 1] + [row]
             write_csv_atomic(run.history_path, self.history)
-            write_json_atomic(run.checkpoint_info_path, {"epochs_done": epoch + 1, "best_val_dice": self.best})
+            write_json_atomic(run.checkpoint_info_path, {"epochs_done": epoch + 1,
+                                                        "best_val_dice": self.best if "val_dice" in logs else None})
             self._progress(steps, logs.get("loss", float("nan")), force=True)
             print(f"epoch {epoch + 1}/{cfg.epochs} " + " ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items())),
                   flush=True)
@@ -141,7 +144,7 @@ def _data(cfg: TrainConfig, log):
     from .data import PairBatcher, load_pairs, parse_fold, training_splits
 
     train, val, scan = training_splits(cfg.data, seed=cfg.seed, val_fraction=cfg.val_fraction,
-                                       fold=parse_fold(cfg.fold))
+                                       fold=parse_fold(cfg.fold), validation=cfg.validation)
     train_pairs, _, p1 = load_pairs(train)
     val_pairs, val_kept, p2 = load_pairs(val)
     problems = scan.problems + p1 + p2
@@ -164,7 +167,8 @@ def _data(cfg: TrainConfig, log):
     shard = process if processes > 1 else None
     train_b = PairBatcher(train_pairs, cfg.size, local, aug, steps=steps, seed=cfg.seed, shard=shard)
     val_b = PairBatcher(val_pairs, cfg.size, local, None) if val_pairs else None
-    held = f" (fold {cfg.fold} of the training photos; the val split is not read)" if cfg.fold else ""
+    held = f" (fold {cfg.fold} of the training photos; the val split is not read)" if cfg.fold else \
+        " (no validation: the val split is not read; the model is the last epoch's)" if not cfg.validation else ""
     log(f"data: {len(train_pairs)} training and {len(val_pairs)} validation photos{held}, "
         f"{len(problems)} skipped; {steps} batches of {cfg.batch} per epoch")
     return train_b, val_b, len(problems), val_kept
