@@ -1,9 +1,14 @@
 #!/bin/bash
-# One lent GPU session's work (issues #15 and #14), as a single prepared script for the device
-# tool (docs/benchmarks.md, "GPU"): #15 re-measured (training batches from threads against
-# worker processes; a large photo and a folder, with the photos' own work on one thread and on
-# several), then #14's cross-validation of models/recipe.gpu.json, two folds at a time, for the
-# time left. Results and logs go to $OUT.
+# One lent GPU session's work (issues #14 and #15), as a single prepared script for the device
+# tool (docs/benchmarks.md, "GPU"), sized for one call of at most 600 s:
+#   1. #14: models/recipe.gpu.json cross-validated on fold 1 of 5 (FOLDS="1 2" for more) and
+#      trained once more on every training photo (`crossval --final`), side by side on the GPU
+#      (two such trainings took 4.2 minutes on the H200); then the
+#      final model's card gets the folds' threshold and scale. The final model, its card and
+#      the summary come back in $OUT/final/ (a .keras file loads here under TensorFlow).
+#   2. #15 re-measured for the time left: training batches from threads against worker
+#      processes (256/8), a large photo and a folder (bench_passes 2,3), then 384/16.
+# Results and logs go to $OUT.
 #
 # Before, on this machine: copy ../shared/data/{masonry,deepcrack}/train to
 # data/gpu/{masonry,deepcrack}/train (ignored by git; 51 MB) and the keras, namex and optree
@@ -12,22 +17,19 @@
 # On the device (carry .whl and data/gpu):
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \
 #   PYTHONPATH=/tmp/site bash bench/gpu_session.sh
+# Afterwards, here: read the val splits once for the final model against the shipped one
+#   python bench/bench_quality.py --model <OUT>/final/model.keras --enlarge 2 4
+# and ship it (models/default.keras + .json) only if it does better on both splits.
 set -u
 T0=$SECONDS
-OUT=${OUT:-/tmp/gpuout3}; mkdir -p $OUT
+OUT=${OUT:-/tmp/gpuout3}; RUNS=${RUNS:-runs/gpu}; mkdir -p $OUT/final
 export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
-log() { echo "[$((SECONDS-T0))s] $*"; }
-if [ "${QUICK:-0}" = 1 ]; then PQ=--quick; ST=3; END=${END:-200}; else PQ=; ST=150; END=${END:-560}; fi
-[ "${SKIP_BENCH:-0}" = 1 ] || {
-nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null; df -h /dev/shm; nproc
-log "bench_train 256/8"
-timeout 150 python3 bench/bench_train.py --preset standard --size 256 --batch 8 --steps $ST --data data/gpu/deepcrack $PQ
-log "bench_train 384/16"
-timeout 150 python3 bench/bench_train.py --preset standard --size 384 --batch 16 --steps $((ST * 2 / 3)) --data data/gpu/deepcrack $PQ
-log "bench_passes 2,3"
-timeout 110 python3 bench/bench_passes.py --parts 2,3 $PQ
-log "benches done"
-} 2>&1 | grep -v "^\s*$\|cudart_stub\|absl::" | tee $OUT/bench.txt
+log() { echo "[$((SECONDS-T0))s] $*" | tee -a $OUT/bench.txt; }
+left() { echo $((END - (SECONDS - T0))); }
+if [ "${QUICK:-0}" = 1 ]; then PQ=--quick; ST=3; END=${END:-400}; TRAIN=${TRAIN:-200}
+else PQ=; ST=150; END=${END:-570}; TRAIN=${TRAIN:-360}; fi
+FOLDS=${FOLDS:-1}
+{ nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null; df -h /dev/shm; nproc; } >> $OUT/bench.txt 2>&1
 python3 - <<PY
 import json
 d = json.load(open("models/recipe.gpu.json"))
@@ -36,17 +38,31 @@ if "${QUICK:-0}" == "1":
     d.update(size=64, batch=2, steps_per_epoch=2, epochs=1, preset="tiny", mixed_precision=False)
 json.dump(d, open("/tmp/recipe3.json", "w"))
 PY
-export XLA_PYTHON_CLIENT_MEM_FRACTION=0.35
-for pair in "1 2" "3 4" "5"; do
-  REM=$((END - (SECONDS - T0)))
-  [ $REM -gt 290 ] || [ "${QUICK:-0}" = 1 -a $REM -gt 30 ] || { log "no time left for folds $pair" | tee -a $OUT/bench.txt; break; }
-  log "crossval folds $pair ($REM s left)" | tee -a $OUT/bench.txt
-  for k in $pair; do
-    timeout $REM python3 -m unet crossval --config /tmp/recipe3.json --folds 5 --only $k --runs-dir runs/gpu > $OUT/fold$k.log 2>&1 &
-  done
-  wait
-  [ "${QUICK:-0}" = 1 ] && break
-done
-cp runs/gpu/crossval-*.json $OUT/ 2>/dev/null
-log "done" | tee -a $OUT/bench.txt
-ls -la $OUT
+# 1. The trainings share the GPU (memory) and the cores (batch workers).
+export XLA_PYTHON_CLIENT_MEM_FRACTION=0.28 UNET_DATA_WORKERS=6
+CV="python3 -m unet crossval --config /tmp/recipe3.json --folds 5 --runs-dir $RUNS"
+log "crossval fold(s) $FOLDS and the final model, side by side (limit $TRAIN s)"
+for k in $FOLDS; do timeout $TRAIN $CV --only $k > $OUT/fold$k.log 2>&1 & done
+timeout $TRAIN $CV --final > $OUT/final.log 2>&1 &
+wait
+log "trainings ended"
+$CV --final >> $OUT/final.log 2>&1  # the card from the folds scored by now (no training again)
+tail -2 $OUT/final.log | tee -a $OUT/bench.txt
+final=$(python3 -c "import json, glob; print(json.load(open(glob.glob('$RUNS/crossval-*-5.json')[0]))['final']['run'])" 2>/dev/null)
+[ -n "$final" ] && cp $RUNS/$final/model.keras $RUNS/$final/model.json $RUNS/$final/history.csv $OUT/final/
+cp $RUNS/crossval-*.json $OUT/final/ 2>/dev/null
+unset XLA_PYTHON_CLIENT_MEM_FRACTION UNET_DATA_WORKERS
+# 2. The benchmarks, one at a time, each only if its usual time is left.
+bench() {  # bench SECONDS_NEEDED LABEL COMMAND...
+  local need=$1 label=$2; shift 2
+  [ $(left) -gt $need ] || { log "no time left for $label"; return; }
+  log "$label"
+  timeout $(left) "$@" 2>&1 | grep --line-buffered -v "^\s*$\|cudart_stub\|absl::" | tee -a $OUT/bench.txt
+}
+bench 70 "bench_train 256/8" python3 bench/bench_train.py --preset standard --size 256 --batch 8 --steps $ST \
+  --data data/gpu/deepcrack $PQ
+bench 100 "bench_passes 2,3" python3 bench/bench_passes.py --parts 2,3 $PQ
+bench 110 "bench_train 384/16" python3 bench/bench_train.py --preset standard --size 384 --batch 16 \
+  --steps $((ST * 2 / 3)) --data data/gpu/deepcrack $PQ
+log "done"
+ls -la $OUT $OUT/final
