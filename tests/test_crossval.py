@@ -13,8 +13,9 @@ from unet.runs import get_run, list_runs
 
 
 def test_a_recipe_is_trained_per_fold_scored_on_its_fold_and_continued_where_it_stopped(tmp_path, sample_dir, capsys):
+    # "validation": false, as a final training's recipe says: each fold's run still validates on its fold
     recipe = {"data": str(sample_dir), "preset": "tiny", "size": 64, "epochs": 1, "batch": 4, "steps_per_epoch": 2,
-              "name": "cv-tiny"}
+              "name": "cv-tiny", "validation": False}
     cfg = TrainConfig.from_dict(recipe)
     runs = tmp_path / "runs"
 

@@ -82,7 +82,8 @@ def cross_validate(cfg: TrainConfig, folds: int, runs_dir: str | Path, only: Seq
             log(f"fold {k}/{folds}: done already (run {entry['run']}, mean F1 {entry['mean_f1']:.4f})")
             continue
         name = f"{cfg.name or cfg.preset}-fold{k}of{folds}"
-        run, state = _trained(entry, runs_dir, dataclasses.replace(cfg, fold=f"{k}/{folds}", name=name),
+        fold_cfg = dataclasses.replace(cfg, fold=f"{k}/{folds}", validation=True, name=name)  # it validates on its fold
+        run, state = _trained(entry, runs_dir, fold_cfg,
                               lambda run: _record(path, k, {"run": run.id, "state": "training"}),
                               f"fold {k}/{folds}", log)
         if state != "completed":
