@@ -120,7 +120,7 @@ def test_a_fold_whose_run_was_stopped_is_resumed_from_its_checkpoint(tmp_path, s
     assert [int(r["best"]) for r in last.history()] == [1, 1]  # every epoch the newest: the last one is the model
     card = load_model(last.model_path).card
     assert card.threshold == final["threshold"] and card.calibration["from_folds"] == [1]
-    assert "never saw" in card.calibration["how"]
+    assert "never saw" in card.calibration["how"] and "cross-validation folds" in card.threshold_origin()
     assert json.loads(summary_path(cfg, 2, runs).read_text())["final"]["run"] == last.id
     # Again: no second training; the card is renewed from the folds recorded by then.
     assert final_model(cfg, 2, runs)["run"] == last.id and len(list_runs(runs)) == 2

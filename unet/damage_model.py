@@ -86,6 +86,22 @@ class ModelCard:
             raise ModelError(f"{name}: calibration must be a JSON object")
         return replace(self, threshold=float(t), scale=scale)
 
+    def threshold_origin(self) -> str | None:
+        """Where the threshold came from, in one sentence (the Home page); None when the card
+        does not say (a threshold set by hand, or an older card)."""
+        c = self.calibration or {}
+        if not c:
+            return None
+        if isinstance(c.get("how"), str):  # crossval --final
+            return f"Threshold: {c['how']}."
+        if isinstance(c.get("auto"), str):  # a run's own, when it finished
+            return f"Threshold: the best F1 on the run's validation photos, {c['auto']}."
+        where = f"fold {c['fold']} of the training photos" if c.get("fold") else \
+            f"{len(c.get('splits') or {})} validation split(s)"
+        f1 = f", mean F1 {c['mean_f1']:.3f} there" if isinstance(c.get("mean_f1"), (int, float)) else ""
+        rule = f" ({c['rule']})" if isinstance(c.get("rule"), str) else ""
+        return f"Threshold chosen by calibration on {where}{rule}{f1}."
+
     def to_dict(self) -> dict:
         out = {k: v for k, v in asdict(self).items() if k != "extra" and v not in ("", None)}
         return {**self.extra, **out}
