@@ -134,17 +134,16 @@ def final_model(cfg: TrainConfig, folds: int, runs_dir: str | Path, log: Callabl
         write_json_atomic(path, summary)
     run, state = _trained(summary.get("final") or {}, runs_dir,
                           dataclasses.replace(cfg, fold=None, validation=False, name=f"{cfg.name or cfg.preset}-final"),
-                          lambda run: _record_final(path, {"run": run.id, "state": "training"}), "final", log)
+                          lambda run: _record(path, "final", {"run": run.id, "state": "training"}), "final", log)
     if state != "completed":
-        _record_final(path, {"run": run.id, "state": state})
-        return {"run": run.id, "state": state, "card": False}
+        return _record(path, "final", {"run": run.id, "state": state, "card": False})["final"]
     with _locked(path):
         scored = {k: r for k, r in (read_json(path).get("runs") or {}).items() if r.get("mean_f1") is not None}
     done = {"run": run.id, "state": "completed", "card": bool(scored)}
     if not scored:
         log(f"final: run {run.id} trained; no fold is scored yet, so its card keeps threshold "
             f"{cfg.threshold}: run this again once one is")
-        return _record_final(path, done)
+        return _record(path, "final", done)["final"]
     folds_used = sorted(scored, key=int)
     threshold = round(statistics.median(r["threshold"] for r in scored.values()), 3)
     scales = [r["scale"] for r in scored.values()]
@@ -156,7 +155,7 @@ def final_model(cfg: TrainConfig, folds: int, runs_dir: str | Path, log: Callabl
                     f"cross-validation folds, each chosen on photos its model never saw ({path.name})"}
     load_model(run.model_path).update_card(threshold=threshold, scale=scale, calibration=record)
     log(f"final: run {run.id}: threshold {threshold:.3f}, scale {scale} from fold(s) {', '.join(folds_used)}")
-    return _record_final(path, {**done, **{k: record[k] for k in ("threshold", "scale", "from_folds")}})
+    return _record(path, "final", {**done, **{k: record[k] for k in ("threshold", "scale", "from_folds")}})["final"]
 
 
 def _trained(entry: dict, runs_dir, cfg: TrainConfig, started: Callable, label: str, log) -> tuple:
@@ -186,14 +185,6 @@ def _trained(entry: dict, runs_dir, cfg: TrainConfig, started: Callable, label: 
     return run, state
 
 
-def _record_final(path: Path, entry: dict) -> dict:
-    with _locked(path):
-        summary = read_json(path)
-        summary["final"] = entry
-        write_json_atomic(path, summary)
-    return entry
-
-
 @contextlib.contextmanager
 def _locked(path: Path):
     """The summary file's lock: several processes may cross-validate folds of one recipe at once
@@ -207,12 +198,16 @@ def _locked(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def _record(path: Path, k: int, entry: dict) -> dict:
-    """Fold k's entry into the summary on disk (as other processes left it), with the means anew."""
+def _record(path: Path, k: int | str, entry: dict) -> dict:
+    """Fold k's entry (or, for k ``"final"``, the final run's) into the summary on disk, as other
+    processes left it, with the means anew; returns the summary."""
     with _locked(path):
         summary = read_json(path)
-        summary["runs"][str(k)] = entry
-        summary["mean"] = _means(summary["runs"])
+        if k == "final":
+            summary["final"] = entry
+        else:
+            summary["runs"][str(k)] = entry
+            summary["mean"] = _means(summary["runs"])
         write_json_atomic(path, summary)
         return summary
 
