@@ -40,8 +40,9 @@ with left:
                        f"trained at {card.input_size} px"
                        + (" · each photo seen at its own scale, from the width of its cracks" if card.scale == "auto"
                           else f" · photos seen at {card.scale:g}x their size" if card.scale != 1.0 else ""))
-            if card.threshold_origin():
-                st.caption(md_escape(card.threshold_origin()))
+            origin = card.threshold_origin()
+            if origin:
+                st.caption(md_escape(origin))
             if card.calibration and card.calibration.get("stale"):
                 st.warning(md_escape(card.calibration["stale"]))
 

@@ -65,17 +65,7 @@ def cross_validate(cfg: TrainConfig, folds: int, runs_dir: str | Path, only: Seq
     for k in todo:
         parse_fold(f"{k}/{folds}")  # a clear message for a fold out of range
     cfg = cfg.validate()
-    path = summary_path(cfg, folds, runs_dir)
-    recipe = _recipe(cfg)
-    with _locked(path):
-        summary = read_json(path, None) or {}
-        scales = json.loads(json.dumps(list(scales or ["auto"])))
-        if summary.get("recipe") not in (None, recipe) or summary.get("scales") not in (None, scales):
-            raise ConfigError(f"{path}: holds a cross-validation of another recipe (or scored at other scales) "
-                              "under this name; give this one another name")
-        summary.update(recipe=recipe, folds=folds, scales=scales)
-        summary.setdefault("runs", {})
-        write_json_atomic(path, summary)
+    path, summary = _opened(cfg, folds, runs_dir, json.loads(json.dumps(list(scales or ["auto"]))))
     for k in todo:
         entry = summary["runs"].get(str(k), {})
         if entry.get("mean_f1") is not None:
@@ -123,15 +113,7 @@ def final_model(cfg: TrainConfig, folds: int, runs_dir: str | Path, log: Callabl
     if folds < 2:
         raise ConfigError("cross-validation needs at least 2 folds")
     cfg = cfg.validate()
-    path = summary_path(cfg, folds, runs_dir)
-    recipe = _recipe(cfg)
-    with _locked(path):  # started before any fold (beside them), it opens the summary itself
-        summary = read_json(path, None) or {}
-        if summary.get("recipe") not in (None, recipe):
-            raise ConfigError(f"{path}: holds a cross-validation of another recipe under this name")
-        summary.update(recipe=recipe, folds=folds)
-        summary.setdefault("runs", {})
-        write_json_atomic(path, summary)
+    path, summary = _opened(cfg, folds, runs_dir)  # started before any fold (beside them), it may make it
     run, state = _trained(summary.get("final") or {}, runs_dir,
                           dataclasses.replace(cfg, fold=None, validation=False, name=f"{cfg.name or cfg.preset}-final"),
                           lambda run: _record(path, "final", {"run": run.id, "state": "training"}), "final", log)
@@ -183,6 +165,24 @@ def _trained(entry: dict, runs_dir, cfg: TrainConfig, started: Callable, label: 
     if state != "completed":
         log(f"{label}: run {run.id} {state}; run this again to resume it")
     return run, state
+
+
+def _opened(cfg: TrainConfig, folds: int, runs_dir, scales: list | None = None) -> tuple[Path, dict]:
+    """(its path, the summary on disk), made or checked against this recipe (and these scales,
+    when given), under the lock; another recipe, or other scales, under the same name is refused."""
+    path, recipe = summary_path(cfg, folds, runs_dir), _recipe(cfg)
+    with _locked(path):
+        summary = read_json(path, None) or {}
+        if summary.get("recipe") not in (None, recipe) or \
+                (scales is not None and summary.get("scales") not in (None, scales)):
+            raise ConfigError(f"{path}: holds a cross-validation of another recipe (or scored at other scales) "
+                              "under this name; give this one another name")
+        summary.update(recipe=recipe, folds=folds)
+        if scales is not None:
+            summary["scales"] = scales
+        summary.setdefault("runs", {})
+        write_json_atomic(path, summary)
+        return path, summary
 
 
 @contextlib.contextmanager

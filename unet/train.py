@@ -105,17 +105,17 @@ def _callbacks(run: Run, cfg: TrainConfig, steps: int, val_steps: int, initial_e
             _atomic_save(self.model, run.last_checkpoint)
             # Nothing validated: the last epoch is the model (a loss on random training crops is
             # no measure to choose by; with a decaying learning rate the last epoch is the settled one).
-            score = logs.get("val_dice", epoch)
-            improved = score > self.best
+            validated = "val_dice" in logs
+            improved = not validated or logs["val_dice"] > self.best
             if improved:
-                self.best = score
+                self.best = logs["val_dice"] if validated else self.best
                 _atomic_save(self.model, run.best_checkpoint)
             row = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in sorted(logs.items())},
                    "seconds": round(time.monotonic() - self.epoch_t0, 2), "best": int(improved)}
             self.history = [r for r in self.history if int(r["epoch"]) < epoch + 1] + [row]
             write_csv_atomic(run.history_path, self.history)
             write_json_atomic(run.checkpoint_info_path, {"epochs_done": epoch + 1,
-                                                        "best_val_dice": self.best if "val_dice" in logs else None})
+                                                        "best_val_dice": self.best if validated else None})
             self._progress(steps, logs.get("loss", float("nan")), force=True)
             print(f"epoch {epoch + 1}/{cfg.epochs} " + " ".join(f"{k}={v:.4f}" for k, v in sorted(logs.items())),
                   flush=True)
@@ -167,8 +167,11 @@ def _data(cfg: TrainConfig, log):
     shard = process if processes > 1 else None
     train_b = PairBatcher(train_pairs, cfg.size, local, aug, steps=steps, seed=cfg.seed, shard=shard)
     val_b = PairBatcher(val_pairs, cfg.size, local, None) if val_pairs else None
-    held = f" (fold {cfg.fold} of the training photos; the val split is not read)" if cfg.fold else \
-        " (no validation: the val split is not read; the model is the last epoch's)" if not cfg.validation else ""
+    held = ""
+    if cfg.fold:
+        held = f" (fold {cfg.fold} of the training photos; the val split is not read)"
+    elif not cfg.validation:
+        held = " (no validation: the val split is not read; the model is the last epoch's)"
     log(f"data: {len(train_pairs)} training and {len(val_pairs)} validation photos{held}, "
         f"{len(problems)} skipped; {steps} batches of {cfg.batch} per epoch")
     return train_b, val_b, len(problems), val_kept
