@@ -59,7 +59,8 @@ def test_ray_predict_writes_the_same_bytes_as_the_single_process_path(cluster, m
     from unet.predict import predict_files
 
     src = _photos(tmp_path / "in", 7)
-    local = predict_files(DamageModel.load(model_file, precision="float32"), [src], tmp_path / "one", measure=True)
+    dm = DamageModel.load(model_file, precision="float32")  # the workers predict in it too, whatever their CPU
+    local = predict_files(dm, [src], tmp_path / "one", measure=True)
     seen = []
 
     def progress(items):
@@ -67,7 +68,7 @@ def test_ray_predict_writes_the_same_bytes_as_the_single_process_path(cluster, m
             seen.append(item)
             yield item
 
-    rows = predict_files_ray(model_file, [src], tmp_path / "ray", measure=True, progress=progress, batch_size=2)
+    rows = predict_files_ray(dm, [src], tmp_path / "ray", measure=True, progress=progress, batch_size=2)
     assert rows == local and len(rows) == 8
     assert _same_outputs(tmp_path / "one", tmp_path / "ray") == []  # results.csv included
     broken = rows[0]
@@ -81,10 +82,11 @@ def test_a_worker_that_dies_costs_no_photo(cluster, model_file, tmp_path):
     from unet.predict import predict_files
 
     src = _photos(tmp_path / "in", 10)
-    local = predict_files(DamageModel.load(model_file, precision="float32"), [src], tmp_path / "one")
+    dm = DamageModel.load(model_file, precision="float32")
+    local = predict_files(dm, [src], tmp_path / "one")
     cluster["marker"].unlink()  # the first worker to start its second batch dies
     try:
-        rows = predict_files_ray(model_file, [src], tmp_path / "ray", batch_size=2)
+        rows = predict_files_ray(dm, [src], tmp_path / "ray", batch_size=2)
     finally:
         died = cluster["marker"].exists()
         cluster["marker"].touch()
@@ -110,7 +112,7 @@ def test_ray_evaluate_gives_the_same_totals(cluster, model_file, tmp_path, sampl
         m.write_bytes(b"not an image")
     dm = DamageModel.load(model_file, precision="float32")
     one = evaluate(dm, samples, out_dir=tmp_path / "one", problems=problems)
-    many = evaluate_ray(model_file, samples, out_dir=tmp_path / "ray", problems=problems, batch_size=2)
+    many = evaluate_ray(dm, samples, out_dir=tmp_path / "ray", problems=problems, batch_size=2)
     assert one["n_images"] == many["n_images"] == len(samples) - 1
     assert one["pixels"] == many["pixels"] and one["best_threshold"] == many["best_threshold"]
     assert {k: one[k] for k in ("iou", "dice", "precision", "recall", "problems")} == \

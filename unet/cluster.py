@@ -99,7 +99,7 @@ class _ModelActor:
             path.write_bytes(blob["keras"])
             if blob.get("card") is not None:
                 path.with_suffix(".json").write_bytes(blob["card"])
-            self.model = DamageModel.load(path)
+            self.model = DamageModel.load(path, precision=blob.get("precision"))
             self.model.predictor  # built now, while the file is there
 
 
@@ -202,7 +202,11 @@ def _mapped(items: list[dict], actor: type, options: dict, model_ref, workers: i
 
 def _model_blob(model) -> tuple[dict, object]:
     """The model file and its card as bytes, and the loaded model (for its defaults here).
-    ``model``: a :class:`~unet.DamageModel` loaded from a file, a path, or None (the bundled one)."""
+    ``model``: a :class:`~unet.DamageModel` loaded from a file, a path, or None (the bundled one).
+    A model loaded with a precision named (or ``UNET_PRECISION`` set here) travels with it: every
+    worker predicts in it, as this process would. Otherwise each worker picks its own by its hardware (bfloat16 where the CPU
+    has native bfloat16), so a mixed cluster's outputs can differ from node to node in the last
+    digits."""
     from .damage_model import DamageModel, ModelCard
 
     dm = model if isinstance(model, DamageModel) else DamageModel.load(model)
@@ -210,7 +214,13 @@ def _model_blob(model) -> tuple[dict, object]:
         raise ConfigError("a model to run on a cluster must come from a .keras file (save it first)")
     path = Path(dm.path)
     card = ModelCard.path_for(path)
-    return {"keras": path.read_bytes(), "card": card.read_bytes() if card.is_file() else None}, dm
+    return {"keras": path.read_bytes(), "card": card.read_bytes() if card.is_file() else None,
+            "precision": dm.precision or _named_precision()}, dm
+
+
+def _named_precision() -> str | None:
+    chosen = os.environ.get("UNET_PRECISION", "auto")
+    return None if chosen == "auto" else chosen
 
 
 def predict_files_ray(
@@ -233,7 +243,7 @@ def predict_files_ray(
 
     Args:
         model: the model file (None: the bundled default), or a :class:`~unet.DamageModel` loaded
-            from one; the file is sent to the workers.
+            from one; the file is sent to the workers, with the precision it was loaded in.
         address: the cluster (see :func:`connect`); None starts one on this machine.
         workers: actors in the pool (default: one per GPU, else one per ``cpus_per_worker`` CPUs).
         batch_size: photos per task (a dead worker's batch is done again elsewhere).
