@@ -68,7 +68,9 @@ class Segmentation:
     @classmethod
     def from_probability(cls, probability: np.ndarray, threshold: float, scale: float = 1.0) -> "Segmentation":
         mask = probability >= threshold
-        return cls(probability, mask, 100.0 * float(mask.mean()), float(threshold), float(scale))
+        # count_nonzero: the same share as mask.mean() (an exact count over the size), without
+        # a float copy of the mask; a millisecond a photo for the smallest models' passes.
+        return cls(probability, mask, 100.0 * (np.count_nonzero(mask) / mask.size), float(threshold), float(scale))
 
     def at(self, threshold: float) -> "Segmentation":
         """The same probabilities at another threshold (no model call)."""
