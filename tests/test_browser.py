@@ -219,10 +219,13 @@ def test_detect_shows_progress_by_tiles_and_cancel_stops_it(server, page, tmp_pa
     photo = tmp_path / "big wall.jpg"
     Image.fromarray(image).save(photo, quality=90)
     page.goto(f"{server['url']}/detect")
-    # Seen as taken: the automatic scale would shrink these wide cracks to a quarter, a pass over
-    # in about a second on a CPU with bfloat16, before the progress could be seen and cancelled.
+    # Long enough on any CPU for the bar (shown after 2 s) to be seen and cancelled: seen as taken
+    # (the automatic scale would shrink these wide cracks to a quarter, done in about a second on a
+    # CPU with bfloat16) and in careful mode (the photo and its three mirror images).
     page.locator("[data-testid='stSelectbox']", has_text="Photo scale").locator("input").click()
     page.locator("[role='option']", has_text="1 (as taken)").click()
+    _wait_idle(page)
+    page.get_by_text("Careful mode").click()
     _wait_idle(page)
     page.locator("input[type='file']").set_input_files(str(photo))
     page.get_by_text(re.compile(r"Segmenting big wall\.jpg: \d+% · about .* left")).wait_for()

@@ -114,3 +114,56 @@ def test_non_model_files_are_refused_with_the_file_name(tmp_path, content):
 def test_missing_model_file_names_the_path(tmp_path):
     with pytest.raises(ModelError, match="does not exist"):
         load_model(tmp_path / "nope.keras")
+
+
+def _with_learnt_statistics(model, seed: int = 1):
+    """Batch norms as training leaves them (not the identity a fresh model starts as), so a
+    folding that got the scale, shift or epsilon wrong changes the output."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if type(layer).__name__ == "BatchNormalization":
+            n = layer.gamma.shape[0]
+            layer.set_weights([rng.uniform(0.7, 1.4, n), rng.normal(0, 0.1, n), rng.normal(0, 0.1, n),
+                               rng.uniform(0.3, 2.0, n)])
+    return model
+
+
+@pytest.mark.parametrize("preset", ["standard", "lite"])
+def test_the_inference_copy_folds_batch_norms_and_gives_the_same_map(preset):
+    from unet.model import inference_copy
+
+    model = _with_learnt_statistics(build_unet(preset, None))
+    before = [w.copy() for w in model.get_weights()]
+    copy = inference_copy(model)
+    kinds = [type(l).__name__ for l in copy.layers]
+    assert "BatchNormalization" not in kinds and "Activation" not in kinds
+    assert len(copy.layers) < len(model.layers) * 0.6
+    x = np.random.default_rng(0).integers(0, 256, (2, 96, 160, 3)).astype("uint8")
+    want, got = np.asarray(model.predict_on_batch(x)), np.asarray(copy.predict_on_batch(x))
+    assert got.shape == want.shape == (2, 96, 160, 1)
+    assert np.abs(got - want).max() < 1e-4 and want.std() > 1e-3  # a map that varies, reproduced
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))  # the model itself untouched
+
+
+def test_the_inference_copy_in_bfloat16_keeps_a_float32_output_and_leaves_unfoldable_layers():
+    from unet.model import inference_copy
+
+    seed = build_unet("seed", None)  # no batch norm: nothing to fold, the same layers
+    copy = inference_copy(seed, "mixed_bfloat16")
+    assert [l.name for l in copy.layers] == [l.name for l in seed.layers]
+    assert copy.get_layer("enc1_conv1").compute_dtype == "bfloat16"
+    x = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3)).astype("uint8")
+    out = copy.predict_on_batch(x)
+    assert out.dtype == np.float32
+    assert np.abs(out - seed.predict_on_batch(x)).max() < 0.02
+
+
+def test_the_predictor_runs_the_folded_copy(tiny_model):
+    from unet.damage_model import DamageModel
+
+    model = _with_learnt_statistics(build_unet("standard", None))
+    dm = DamageModel(model, precision="float32")
+    assert not any(type(l).__name__ == "BatchNormalization" for l in dm.predictor.model.layers)
+    photo = np.random.default_rng(2).integers(0, 256, (192, 320, 3)).astype("uint8")  # runs whole, unpadded
+    direct = np.asarray(model.predict_on_batch(photo[None]))[0, ..., 0]
+    assert direct.std() > 1e-3 and np.abs(dm.probability(photo, scale=1.0) - direct).max() < 1e-4

@@ -245,15 +245,101 @@ def with_precision(model, policy: str = "mixed_bfloat16"):
     ``mixed_bfloat16`` halves the memory traffic and uses the bfloat16 units of recent
     CPUs (AVX512-BF16, AMX) and GPUs; the sigmoid output stays float32.
     """
+    return inference_copy(model, policy, fold=False)
+
+
+def inference_copy(model, policy: str = "float32", fold: bool = True):
+    """A copy of the network for prediction only, computing in ``policy`` (the sigmoid output
+    stays float32), with each batch normalization folded into the convolution before it.
+
+    In inference a batch normalization is a fixed per-channel scale and shift, so a
+    convolution followed by one and by a ReLU is one convolution with a bias and a ReLU:
+    kernel x gamma / sqrt(variance + epsilon), bias beta - mean x that factor. The copy has
+    half the layers of the `standard` preset (38 of 74) and gives the same probabilities
+    (within 1e-8 in float32); a pass is 1.15x faster in float32 and 1.5x in bfloat16 on a
+    2-core AVX512-BF16 CPU (docs/benchmarks.md). The model itself is not changed, so it can
+    go on training; only a folded pattern (a Conv2D with no bias and no activation whose one
+    consumer is the batch normalization, whose one consumer is a ReLU) is rewritten.
+    """
     import keras
+    import numpy as np
 
     config = model.get_config()
+    layers = {layer["name"]: layer for layer in config["layers"]}
+    consumers: dict[str, list[str]] = {}
+    for layer in config["layers"]:
+        for source in _sources(layer):
+            consumers.setdefault(source, []).append(layer["name"])
+    renamed, dropped, folded = {}, set(), {}
+    for layer in config["layers"] if fold else []:
+        if layer["class_name"] != "BatchNormalization" or len(_sources(layer)) != 1:
+            continue
+        conv, after = layers[_sources(layer)[0]], consumers.get(layer["name"], [])
+        if (conv["class_name"] != "Conv2D" or conv["config"]["use_bias"] or conv["config"]["activation"] != "linear"
+                or consumers[conv["name"]] != [layer["name"]] or len(after) != 1
+                or layers[after[0]]["class_name"] != "Activation" or layers[after[0]]["config"]["activation"] != "relu"):
+            continue
+        conv["config"].update(use_bias=True, activation="relu")
+        folded[conv["name"]] = layer["name"]
+        dropped |= {layer["name"], after[0]}
+        renamed[after[0]] = conv["name"]
+    config["layers"] = [layer for layer in config["layers"] if layer["name"] not in dropped]
+    _rename_inputs(config, renamed)
     for layer in config["layers"]:
         if layer["class_name"] != "InputLayer" and layer["name"] != "damage":
             layer["config"]["dtype"] = _policy(policy)
-    fast = keras.Model.from_config(config)
-    fast.set_weights(model.get_weights())
-    return fast
+    copy = keras.Model.from_config(config)
+    for layer in copy.layers:
+        weights = model.get_layer(layer.name).get_weights()
+        if layer.name in folded:
+            norm = model.get_layer(folded[layer.name])
+            gamma, beta, mean, variance = (w.astype(np.float64) for w in norm.get_weights())
+            factor = gamma / np.sqrt(variance + norm.epsilon)
+            weights = [(weights[0] * factor).astype(np.float32), (beta - mean * factor).astype(np.float32)]
+        if weights:
+            layer.set_weights(weights)
+    return copy
+
+
+def _sources(layer: dict) -> list[str]:
+    """The names of the layers whose outputs a layer's config takes."""
+    found: list[str] = []
+
+    def walk(obj):
+        if isinstance(obj, dict):
+            if "keras_history" in obj:
+                found.append(obj["keras_history"][0])
+            for value in obj.values():
+                walk(value)
+        elif isinstance(obj, (list, tuple)):
+            for value in obj:
+                walk(value)
+
+    walk(layer.get("inbound_nodes", []))
+    return found
+
+
+def _rename_inputs(config: dict, renamed: dict) -> None:
+    """Point every reference to a removed layer's output at the layer that replaces it."""
+
+    def walk(obj):
+        if isinstance(obj, dict):
+            if "keras_history" in obj and obj["keras_history"][0] in renamed:
+                obj["keras_history"] = [renamed[obj["keras_history"][0]], *obj["keras_history"][1:]]
+            for value in obj.values():
+                walk(value)
+        elif isinstance(obj, (list, tuple)):
+            for value in obj:
+                walk(value)
+
+    for layer in config["layers"]:
+        walk(layer.get("inbound_nodes", []))
+    for key in ("output_layers", "input_layers"):
+        refs = config.get(key)
+        if refs and isinstance(refs[0], (list, tuple)):
+            config[key] = [[renamed.get(r[0], r[0]), *r[1:]] for r in refs]
+        elif refs and refs[0] in renamed:
+            config[key] = [renamed[refs[0]], *refs[1:]]
 
 
 def cpu_has_bf16() -> bool:
