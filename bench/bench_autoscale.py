@@ -39,9 +39,8 @@ def main() -> None:
     from PIL import Image
 
     from unet import load_model
-    from unet.synthetic import damaged_wall
-
     from unet.model import with_precision
+    from unet.synthetic import damaged_wall
 
     dm = load_model()
     # Today's default when #14 was filed, for the target's baseline: scale 1 through the network

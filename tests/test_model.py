@@ -158,7 +158,7 @@ def test_the_inference_copy_in_bfloat16_keeps_a_float32_output_and_leaves_unfold
     assert np.abs(out - seed.predict_on_batch(x)).max() < 0.02
 
 
-def test_the_predictor_runs_the_folded_copy(tiny_model):
+def test_the_predictor_runs_the_folded_copy():
     from unet.damage_model import DamageModel
 
     model = _with_learnt_statistics(build_unet("standard", None))

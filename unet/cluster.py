@@ -204,9 +204,9 @@ def _model_blob(model) -> tuple[dict, object]:
     """The model file and its card as bytes, and the loaded model (for its defaults here).
     ``model``: a :class:`~unet.DamageModel` loaded from a file, a path, or None (the bundled one).
     A model loaded with a precision named (or ``UNET_PRECISION`` set here) travels with it: every
-    worker predicts in it, as this process would. Otherwise each worker picks its own by its hardware (bfloat16 where the CPU
-    has native bfloat16), so a mixed cluster's outputs can differ from node to node in the last
-    digits."""
+    worker predicts in it, as this process would. Otherwise each worker picks its own by its
+    hardware (bfloat16 where the CPU has native bfloat16), so a mixed cluster's outputs can
+    differ from node to node in the last digits."""
     from .damage_model import DamageModel, ModelCard
 
     dm = model if isinstance(model, DamageModel) else DamageModel.load(model)

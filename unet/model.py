@@ -272,9 +272,10 @@ def inference_copy(model, policy: str = "float32", fold: bool = True):
             consumers.setdefault(source, []).append(layer["name"])
     renamed, dropped, folded = {}, set(), {}
     for layer in config["layers"] if fold else []:
-        if layer["class_name"] != "BatchNormalization" or len(_sources(layer)) != 1:
+        sources = _sources(layer)
+        if layer["class_name"] != "BatchNormalization" or len(sources) != 1:
             continue
-        conv, after = layers[_sources(layer)[0]], consumers.get(layer["name"], [])
+        conv, after = layers[sources[0]], consumers.get(layer["name"], [])
         if (conv["class_name"] != "Conv2D" or conv["config"]["use_bias"] or conv["config"]["activation"] != "linear"
                 or consumers[conv["name"]] != [layer["name"]] or len(after) != 1
                 or layers[after[0]]["class_name"] != "Activation" or layers[after[0]]["config"]["activation"] != "relu"):
@@ -301,45 +302,35 @@ def inference_copy(model, policy: str = "float32", fold: bool = True):
     return copy
 
 
+def _tensor_refs(obj):
+    """Each serialized tensor reference (a dict with a ``keras_history``) in a layer's config."""
+    if isinstance(obj, dict):
+        if "keras_history" in obj:
+            yield obj
+        for value in obj.values():
+            yield from _tensor_refs(value)
+    elif isinstance(obj, (list, tuple)):
+        for value in obj:
+            yield from _tensor_refs(value)
+
+
 def _sources(layer: dict) -> list[str]:
     """The names of the layers whose outputs a layer's config takes."""
-    found: list[str] = []
-
-    def walk(obj):
-        if isinstance(obj, dict):
-            if "keras_history" in obj:
-                found.append(obj["keras_history"][0])
-            for value in obj.values():
-                walk(value)
-        elif isinstance(obj, (list, tuple)):
-            for value in obj:
-                walk(value)
-
-    walk(layer.get("inbound_nodes", []))
-    return found
+    return [ref["keras_history"][0] for ref in _tensor_refs(layer.get("inbound_nodes", []))]
 
 
 def _rename_inputs(config: dict, renamed: dict) -> None:
     """Point every reference to a removed layer's output at the layer that replaces it."""
-
-    def walk(obj):
-        if isinstance(obj, dict):
-            if "keras_history" in obj and obj["keras_history"][0] in renamed:
-                obj["keras_history"] = [renamed[obj["keras_history"][0]], *obj["keras_history"][1:]]
-            for value in obj.values():
-                walk(value)
-        elif isinstance(obj, (list, tuple)):
-            for value in obj:
-                walk(value)
-
     for layer in config["layers"]:
-        walk(layer.get("inbound_nodes", []))
+        for ref in _tensor_refs(layer.get("inbound_nodes", [])):
+            name, *rest = ref["keras_history"]
+            ref["keras_history"] = [renamed.get(name, name), *rest]
     for key in ("output_layers", "input_layers"):
         refs = config.get(key)
         if refs and isinstance(refs[0], (list, tuple)):
             config[key] = [[renamed.get(r[0], r[0]), *r[1:]] for r in refs]
-        elif refs and refs[0] in renamed:
-            config[key] = [renamed[refs[0]], *refs[1:]]
+        elif refs:
+            config[key] = [renamed.get(refs[0], refs[0]), *refs[1:]]
 
 
 def cpu_has_bf16() -> bool:
