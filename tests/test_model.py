@@ -149,6 +149,7 @@ def test_the_inference_copy_in_bfloat16_keeps_a_float32_output_and_leaves_unfold
     from unet.model import inference_copy
 
     seed = build_unet("seed", None)  # no batch norm: nothing to fold, the same layers
+    assert inference_copy(seed) is seed  # nothing to change in float32: no copy built
     copy = inference_copy(seed, "mixed_bfloat16")
     assert [l.name for l in copy.layers] == [l.name for l in seed.layers]
     assert copy.get_layer("enc1_conv1").compute_dtype == "bfloat16"

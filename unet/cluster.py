@@ -208,6 +208,7 @@ def _model_blob(model) -> tuple[dict, object]:
     hardware (bfloat16 where the CPU has native bfloat16), so a mixed cluster's outputs can
     differ from node to node in the last digits."""
     from .damage_model import DamageModel, ModelCard
+    from .predict import named_precision
 
     dm = model if isinstance(model, DamageModel) else DamageModel.load(model)
     if dm.path is None:
@@ -215,12 +216,7 @@ def _model_blob(model) -> tuple[dict, object]:
     path = Path(dm.path)
     card = ModelCard.path_for(path)
     return {"keras": path.read_bytes(), "card": card.read_bytes() if card.is_file() else None,
-            "precision": dm.precision or _named_precision()}, dm
-
-
-def _named_precision() -> str | None:
-    chosen = os.environ.get("UNET_PRECISION", "auto")
-    return None if chosen == "auto" else chosen
+            "precision": dm.precision or named_precision()}, dm
 
 
 def predict_files_ray(

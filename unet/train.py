@@ -108,7 +108,8 @@ def _callbacks(run: Run, cfg: TrainConfig, steps: int, val_steps: int, initial_e
             validated = "val_dice" in logs
             improved = not validated or logs["val_dice"] > self.best
             if improved:
-                self.best = logs["val_dice"] if validated else self.best
+                if validated:
+                    self.best = logs["val_dice"]
                 _atomic_save(self.model, run.best_checkpoint)
             row = {"epoch": epoch + 1, **{k: round(v, 6) for k, v in sorted(logs.items())},
                    "seconds": round(time.monotonic() - self.epoch_t0, 2), "best": int(improved)}
