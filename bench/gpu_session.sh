@@ -29,11 +29,15 @@ left() { echo $((END - (SECONDS - T0))); }
 if [ "${QUICK:-0}" = 1 ]; then PQ=--quick; ST=3; END=${END:-400}; TRAIN=${TRAIN:-200}
 else PQ=; ST=150; END=${END:-570}; TRAIN=${TRAIN:-360}; fi
 FOLDS=${FOLDS:-1}
+# DEEP=1: the recipe with deep supervision instead (models/MODEL_CARD.md: its fold 1 is then
+# compared with the plain recipe's fold 1 of the H200 session, mean F1 0.8706).
 { nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null; df -h /dev/shm; nproc; } >> $OUT/bench.txt 2>&1
 python3 - <<PY
 import json
 d = json.load(open("models/recipe.gpu.json"))
 d["data"] = ["data/gpu/masonry", "data/gpu/deepcrack"]
+if "${DEEP:-0}" == "1":  # the recipe with deep supervision (its own crossval name and summary)
+    d.update(deep_supervision=True, name=d["name"] + "-deep")
 if "${QUICK:-0}" == "1":
     d.update(size=64, batch=2, steps_per_epoch=2, epochs=1, preset="tiny", mixed_precision=False)
 json.dump(d, open("/tmp/recipe3.json", "w"))

@@ -54,6 +54,10 @@ with st.form("new_run"):
     batch = c3.number_input("Batch size", 1, 256, defaults.batch, key="train_batch")
     lr = c1.number_input("Learning rate", 1e-5, 0.1, defaults.learning_rate, format="%.5f", key="train_lr")
     device = c2.selectbox("Device", DEVICES, key="train_device")
+    deep = c2.checkbox("Deep supervision", False, key="train_deep",
+                       help="While training, the decoder's coarser levels each draw a map of their own, scored "
+                            "against the mask too: a direct signal deep into the network. The saved model is the "
+                            "plain preset, as fast to predict")
     augment = c3.checkbox("Augmentation", True, key="train_augment",
                           help="Random flips, rotations, crops and brightness changes of the training photos")
     mixed = c3.checkbox("Mixed precision", False, key="train_mixed",
@@ -93,7 +97,7 @@ if submitted:
             cfg = TrainConfig(data=str(root), preset=preset, size=int(size), loss=loss, epochs=int(epochs),
                               batch=int(batch), learning_rate=float(lr), device=device, augment=augment,
                               steps_per_epoch=int(steps) or None, mixed_precision=mixed, name=name,
-                              init_from=init_from, ema=0.99 if ema else 0.0).validate()
+                              init_from=init_from, ema=0.99 if ema else 0.0, deep_supervision=deep).validate()
             run = create_run(cfg, RUNS_DIR)
             pid = launch(run)
             st.session_state[RUN_KEY] = run.id

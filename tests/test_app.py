@@ -172,12 +172,14 @@ def test_train_page_starts_a_run(app_env):
     at.select_slider(key="train_size").set_value(64)
     at.number_input(key="train_epochs").set_value(1)
     at.checkbox(key="train_ema").check()
+    at.checkbox(key="train_deep").check()
     at.button[0].click().run()  # the form's submit button
     assert not at.exception, [e.value for e in at.exception]
     from unet.runs import list_runs, wait
 
     created = list_runs(runs)
     assert len(created) == 1 and created[0].config()["preset"] == "tiny" and created[0].config()["ema"] == 0.99
+    assert created[0].config()["deep_supervision"] is True
     assert wait(created[0], timeout=120)["state"] == "completed", created[0].log_tail()
     # The log shown is the run's own, without TensorFlow's CUDA probing on a machine with no GPU.
     at.run()

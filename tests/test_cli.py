@@ -38,7 +38,9 @@ def cli_run(tmp_path_factory, sample_dir):
     config.write_text(json.dumps({"data": str(sample_dir), "preset": "tiny", "size": 64, "epochs": 5, "batch": 4,
                                   "crop_scale": [0.9, 1.1], "optimizer": "adamw"}))
     runs = tmp / "runs"
-    proc = run_cli("train", "--config", str(config), "--epochs", "1", "--name", "flags", "--runs-dir", str(runs))
+    # deep supervision on: the predict tests below then also show that such a run's model is a plain one
+    proc = run_cli("train", "--config", str(config), "--epochs", "1", "--name", "flags", "--deep-supervision",
+                   "--runs-dir", str(runs))
     assert proc.returncode == 0, proc.stderr
     run_id = proc.stdout.splitlines()[0].split()[1]
     model = runs / run_id / "model.keras"
@@ -191,6 +193,7 @@ def test_a_config_file_with_flags_that_override_it(cli_run, tmp_path, sample_dir
     stored = json.loads((runs / run_id / "config.json").read_text())
     assert (stored["epochs"], stored["name"], stored["optimizer"], stored["crop_scale"]) == (1, "flags", "adamw",
                                                                                               [0.9, 1.1])
+    assert stored["deep_supervision"] is True
     assert "-flags-" in run_id
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"data": str(sample_dir), "threshold": 5, "crop_scale": [0, 0]}))

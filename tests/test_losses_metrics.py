@@ -100,3 +100,42 @@ def test_tversky_losses_cost_a_missed_crack_edge_more_than_a_false_one(name):
     assert (missed - extra) / exact > (float(dice(truth, thin)) - float(dice(truth, wide))) / float(dice(truth, good))
     again = keras.losses.deserialize(keras.losses.serialize(loss))  # a checkpoint names it: it must load back
     assert float(again(truth, thin)) == pytest.approx(missed)
+
+
+def test_deep_supervision_loss_scores_the_main_map_and_the_side_maps_against_one_mask():
+    import keras
+
+    from unet.losses import DeepSupervisionLoss
+
+    rng = np.random.default_rng(3)
+    y = (rng.random((2, 8, 8, 1)) > 0.7).astype("float32")
+    main = rng.uniform(0.05, 0.95, y.shape).astype("float32")
+    base = float(get_loss("bce_tversky")(y, main))
+    loss = get_loss("bce_tversky", deep_supervision=True)
+    assert float(loss(y, main)) == pytest.approx(base, rel=1e-5)  # one map: the loss itself
+    # three side maps like the main one: the main map's loss and half of it again
+    same = np.concatenate([main] * 4, axis=-1)
+    assert float(loss(y, same)) == pytest.approx(1.5 * base, rel=1e-5)
+    # a side map that finds the crack lowers the loss; the main map still counts twice as much
+    better = same.copy()
+    better[..., 1] = y[..., 0] * 0.98 + 0.01
+    assert float(loss(y, better)) < float(loss(y, same))
+    worse_main = same.copy()
+    worse_main[..., 0] = 1 - y[..., 0]
+    worse_side = same.copy()
+    worse_side[..., 1] = 1 - y[..., 0]
+    assert float(loss(y, worse_main)) > float(loss(y, worse_side)) > float(loss(y, same))
+    # checkpoints save it and load it back
+    again = keras.losses.deserialize(keras.losses.serialize(loss))
+    assert isinstance(again, DeepSupervisionLoss) and float(again(y, better)) == pytest.approx(float(loss(y, better)))
+    with pytest.raises(ValueError, match="focal"):
+        get_loss("focal", deep_supervision=True)
+
+
+def test_pixel_metrics_read_the_main_map_of_stacked_maps():
+    truth = np.zeros((1, 8, 8, 1), "float32")
+    truth[0, 2:4] = 1
+    stacked = np.concatenate([truth, 1 - truth], axis=-1)  # main map right, side map all wrong
+    m = PixelMetric("dice")
+    m.update_state(truth, stacked)
+    assert float(m.result()) == 1.0

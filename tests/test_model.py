@@ -168,3 +168,35 @@ def test_the_predictor_runs_the_folded_copy():
     photo = np.random.default_rng(2).integers(0, 256, (192, 320, 3)).astype("uint8")  # runs whole, unpadded
     direct = np.asarray(model.predict_on_batch(photo[None]))[0, ..., 0]
     assert direct.std() > 1e-3 and np.abs(dm.probability(photo, scale=1.0) - direct).max() < 1e-4
+
+
+def test_a_deeply_supervised_network_trains_the_plain_one_and_gives_it_back(tmp_path):
+    """Deep supervision adds side maps for training only: the main map is the plain network's,
+    a training step moves the plain network's weights, and what is saved is that network."""
+    from unet.losses import get_loss
+    from unet.model import DEEP_SUPERVISION, deeply_supervised, main_network
+
+    plain = build_unet("tiny", 64)
+    deep = deeply_supervised(plain)
+    assert deep.output_shape == (None, 64, 64, 4)  # the main map and levels 4, 3 and 2's
+    x = np.random.default_rng(0).integers(0, 256, (2, 64, 64, 3)).astype("uint8")
+    maps = np.asarray(deep.predict_on_batch(x))
+    np.testing.assert_array_equal(maps[..., :1], plain.predict_on_batch(x))
+    assert maps.min() >= 0 and maps.max() <= 1
+    assert not np.allclose(maps[..., 1], maps[..., 0])
+    deep.compile("adam", get_loss("bce_dice", deep_supervision=True))
+    before = [w.copy() for w in plain.get_weights()]
+    deep.train_on_batch(x, (np.random.default_rng(1).random((2, 64, 64, 1)) > 0.9).astype("float32"))
+    assert any(not np.allclose(a, b) for a, b in zip(before, plain.get_weights()))
+    back = main_network(deep)
+    assert [layer.name for layer in back.layers] == [layer.name for layer in plain.layers]
+    assert main_network(plain) is plain
+    # a checkpoint of the training network loads as the plain model, for any size
+    deep.save(tmp_path / "checkpoint.keras")
+    loaded = load_model(tmp_path / "checkpoint.keras")
+    assert DEEP_SUPERVISION not in {layer.name for layer in loaded.network.layers}
+    np.testing.assert_allclose(loaded.predict_on_batch(x), plain.predict_on_batch(x), atol=1e-6)
+    from unet.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="already|two or more"):
+        deeply_supervised(deep)

@@ -234,3 +234,34 @@ def test_weight_averaging_is_what_validation_sees_and_what_the_run_exports(tmp_p
 
     with pytest.raises(ModelError, match="no weight average"):
         _averaged_weights(keras.saving.load_model(trained_tiny.best_checkpoint, safe_mode=True))
+
+
+def test_a_deeply_supervised_run_trains_side_maps_and_exports_the_plain_preset(tmp_path, sample_dir):
+    """``deep_supervision``: the checkpoints hold the side maps (a resumed run goes on with them);
+    model.keras is the preset's own network, with the averaged weights when ``ema`` is on too."""
+    import json
+
+    import keras
+
+    from unet.model import build_unet, main_network
+    from unet.train import _averaged_weights, execute
+
+    cfg = TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=1, batch=4, ema=0.8,
+                      deep_supervision=True)
+    run = create_run(cfg, tmp_path)
+    assert execute(run) == "completed", run.log_tail()
+    checkpoint = keras.saving.load_model(run.last_checkpoint, safe_mode=True)
+    assert checkpoint.output_shape[-1] == 4 and checkpoint.loss.name == "deep_supervision_loss"
+    assert {"val_dice", "val_recall"} <= set(run.history()[-1])
+    exported = keras.saving.load_model(run.model_path, safe_mode=True, compile=False)
+    assert [layer.name for layer in exported.layers] == [layer.name for layer in build_unet("tiny", 64).layers]
+    best = keras.saving.load_model(run.best_checkpoint, safe_mode=True)
+    _averaged_weights(best)
+    for a, b in zip(main_network(best).get_weights(), exported.get_weights()):
+        np.testing.assert_allclose(a, b)
+    cfg_file = json.loads(run.config_path.read_text())
+    run.config_path.write_text(json.dumps({**cfg_file, "epochs": 2}))
+    assert execute(run, resume=True) == "completed", run.log_tail()
+    assert epochs_of(run) == [1, 2]
+    with pytest.raises(Exception, match="deep_supervision"):
+        TrainConfig(deep_supervision="yes").validate()

@@ -129,6 +129,8 @@ def _train_config(a) -> TrainConfig:
         base["augment"] = False
     if getattr(a, "mixed_precision", False):
         base["mixed_precision"] = True
+    if getattr(a, "deep_supervision", False):
+        base["deep_supervision"] = True
     if "data" not in base:
         raise CliError("--data is required (a dataset folder), or a --config that names one")
     try:
@@ -523,6 +525,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--ema", type=float, metavar="M", help="average the weights as training goes (momentum M, "
                    "such as 0.99); validation and the saved model use the average")
+    p.add_argument("--deep-supervision", action="store_true", help="decoder levels 2-4 each give a map of their "
+                   "own while training, scored with the same loss (the saved model is the plain preset)")
     p.add_argument("--brightness", type=float, metavar="F", help="crops' brightness moves by up to +-F x 255 "
                    "(default 0.15)")
     p.add_argument("--contrast", type=float, metavar="F", help="crops' contrast is scaled by 1 +- F (default 0.15)")

@@ -86,6 +86,10 @@ class TrainConfig:
     # way to the trained ones; validation, the best checkpoint's choice and the exported model
     # use the average. 0 = off; 0.99-0.999 typical (averaging over about 1/(1 - ema) steps).
     ema: float = 0.0
+    # Deep supervision: while training, decoder levels 2-4 each give a map of their own, scored
+    # against the mask with the same loss (unet.model.deeply_supervised); the saved model is the
+    # plain U-Net of the preset.
+    deep_supervision: bool = False
     time_budget_min: float | None = None  # end training (as completed) after this many minutes
     init_from: str | None = None  # a .keras model of the same preset whose weights start the run
     # "k/K": validate on fold k of K of the training photos (whole source photos per fold)
@@ -146,6 +150,8 @@ class TrainConfig:
                 parse_fold(self.fold)
             except DatasetError as exc:
                 problems.append(str(exc))
+        if not isinstance(self.deep_supervision, bool):
+            problems.append(f"deep_supervision must be true or false (got {self.deep_supervision!r})")
         if not isinstance(self.validation, bool):
             problems.append(f"validation must be true or false (got {self.validation!r})")
         elif not self.validation and self.fold is not None:

@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from .files import write_json_atomic
-from .model import DEFAULT_MODEL, ModelError, check_scale, flexible, input_side, rebuilt
+from .model import DEFAULT_MODEL, ModelError, check_scale, flexible, input_side, main_network, rebuilt
 
 # =================================================================================
 # The card
@@ -247,6 +247,7 @@ class DamageModel:
             raise ModelError(f"{path.name}: cannot be loaded: {text}") from None
         if not isinstance(network, keras.Model):
             raise ModelError(f"{path.name}: not a Keras model")
+        network = main_network(network)  # a deeply supervised run's checkpoint: its main map
         _check_shapes(network, path.name)
         try:
             flex = flexible(network)

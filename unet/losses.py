@@ -110,8 +110,42 @@ class BceTverskyLoss(keras.losses.Loss):
         return {**super().get_config(), "alpha": self.alpha, "beta": self.beta}
 
 
-def get_loss(name: str) -> keras.losses.Loss:
-    """The loss for a name in :data:`unet.config.LOSSES`."""
+@keras.saving.register_keras_serializable(package="unet")
+class DeepSupervisionLoss(keras.losses.Loss):
+    """A loss over a deeply supervised network's stacked maps (:func:`unet.model.deeply_supervised`):
+    ``loss(main) + side_weight x mean(loss(side) for each side map)``, every map scored against
+    the same mask. Channel 0 is the main map; a one-channel prediction is scored as ``loss`` alone.
+
+    Args:
+        loss: the loss of each map (a name in :data:`unet.config.LOSSES`).
+        side_weight: the side maps' share against the main map's (0.5: the main map's loss
+            counts twice as much as the side maps' together).
+    """
+
+    def __init__(self, loss: str = "bce_dice", side_weight: float = 0.5, name: str = "deep_supervision_loss",
+                 **kwargs):
+        super().__init__(name=name, **kwargs)
+        self.loss, self.side_weight = loss, side_weight
+        self._loss = get_loss(loss)
+
+    def call(self, y_true, y_pred):
+        maps = y_pred.shape[-1]
+        main = self._loss.call(y_true, y_pred[..., :1])
+        if maps == 1:
+            return main
+        sides = sum(self._loss.call(y_true, y_pred[..., i:i + 1]) for i in range(1, maps))
+        return main + (self.side_weight / (maps - 1)) * sides
+
+    def get_config(self):
+        return {**super().get_config(), "loss": self.loss, "side_weight": self.side_weight}
+
+
+def get_loss(name: str, deep_supervision: bool = False) -> keras.losses.Loss:
+    """The loss for a name in :data:`unet.config.LOSSES`; with ``deep_supervision``, that loss
+    over every map of a deeply supervised network (:class:`DeepSupervisionLoss`)."""
+    if deep_supervision:
+        get_loss(name)  # an unknown name is refused here, with the list of names
+        return DeepSupervisionLoss(name)
     if name == "bce":
         return keras.losses.BinaryCrossentropy(name="bce")
     if name == "dice":

@@ -95,6 +95,7 @@ class PixelMetric(keras.metrics.Metric):
         self.fn = self.add_variable((), initializer="zeros", name="fn", dtype="float32")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
+        y_pred = y_pred[..., :1]  # a deeply supervised network's main map (unet.model.deeply_supervised)
         t = ops.cast(ops.greater(ops.cast(y_true, "float32"), 0.5), "float32")
         p = ops.cast(ops.greater_equal(ops.cast(y_pred, "float32"), self.threshold), "float32")
         tp = ops.sum(t * p)

@@ -183,6 +183,53 @@ def build_unet(
     return keras.Model(inputs, outputs, name=f"unet_{name}")
 
 
+# The layer that stacks a deeply supervised training network's maps (the main one first).
+DEEP_SUPERVISION = "deep_supervision"
+
+
+def deeply_supervised(model):
+    """The U-Net for training with deep supervision: one more probability map from each
+    decoder level below the last (1/8, 1/4 and 1/2 of the input's side for depth 4), each
+    from a 1x1 convolution of that level's features, upsampled bilinearly to the input's side.
+
+    The maps are stacked as channels after the main one ((N, H, W, 1 + depth - 1), in the
+    ``deep_supervision`` layer) for :class:`unet.losses.DeepSupervisionLoss`, which scores
+    every map against the one mask; the pixel metrics read the first channel only. Each
+    coarse map has to find the crack with the features of its level alone, which sends a
+    direct gradient into the lower decoder (and, through the skips, the encoder) instead of
+    one that passed through every level above it.
+
+    The network shares ``model``'s layers, so training it trains ``model``; what is saved
+    for prediction is :func:`main_network` of it: exactly ``model``'s architecture.
+    """
+    import keras
+    from keras import layers
+
+    depth = sum(1 for layer in model.layers if layer.name.startswith("up"))
+    if depth < 2 or any(layer.name == DEEP_SUPERVISION for layer in model.layers):
+        raise ConfigError("deep supervision needs a U-Net of this package with two or more levels, "
+                          "not yet deeply supervised")
+    maps = [model.output]
+    for level in range(depth, 1, -1):
+        features = model.get_layer(f"up{level - 1}").input  # decoder level `level`'s output
+        x = layers.Conv2D(1, 1, name=f"side{level}")(features)
+        x = layers.UpSampling2D(2 ** (level - 1), interpolation="bilinear", name=f"side{level}_up")(x)
+        maps.append(layers.Activation("sigmoid", dtype="float32", name=f"side{level}_prob")(x))
+    stacked = layers.Concatenate(dtype="float32", name=DEEP_SUPERVISION)(maps)
+    return keras.Model(model.input, stacked, name=model.name)
+
+
+def main_network(model):
+    """The prediction network inside a :func:`deeply_supervised` one (its main map only, the
+    side heads left out), sharing its weights; any other network is returned as it is."""
+    import keras
+
+    names = {layer.name for layer in model.layers}
+    if DEEP_SUPERVISION not in names:
+        return model
+    return keras.Model(model.input, model.get_layer("damage").output, name=model.name)
+
+
 # =================================================================================
 # Saving and loading
 # =================================================================================
