@@ -137,12 +137,14 @@ def test_data_parallel_training_over_two_cpu_devices(tmp_path, sample_dir, backe
     (TensorFlow: a MirroredStrategy over two logical CPU devices; JAX, DataParallel over two
     host devices, is the single-process run of the multi-host test below), a replica on each.
     A real training process, a whole history, a checkpoint and a model that loads and
-    predicts here with TensorFlow."""
+    predicts here with TensorFlow. With deep supervision on, whose side maps are built inside the
+    strategy's scope with the rest of the network; the model saved is the plain one."""
     from conftest import run_cli
 
     from unet.damage_model import DamageModel
 
-    cfg = TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=2, batch=4, steps_per_epoch=3)
+    cfg = TrainConfig(data=str(sample_dir), preset="tiny", size=64, epochs=2, batch=4, steps_per_epoch=3,
+                      deep_supervision=True)
     run = create_run(cfg, tmp_path)
     env = {"KERAS_BACKEND": backend, "UNET_CPU_DEVICES": "2", "UNET_DATA_WORKERS": "2"}
     out = run_cli("runs", "start", run.id, "--runs-dir", str(tmp_path), env=env)
@@ -153,8 +155,9 @@ def test_data_parallel_training_over_two_cpu_devices(tmp_path, sample_dir, backe
         else "data parallel: DataParallel over 2 CPU devices" in out.stdout
     assert epochs_of(run) == [1, 2] and all(np.isfinite(float(r["loss"])) for r in run.history())
     assert run.last_checkpoint.is_file() and run.best_checkpoint.is_file()
-    seg = DamageModel.load(run.model_path).segment(np.zeros((40, 50, 3), np.uint8))
-    assert seg.mask.shape == (40, 50)
+    model = DamageModel.load(run.model_path)
+    assert not any(layer.name.startswith("side") for layer in model.network.layers)
+    assert model.segment(np.zeros((40, 50, 3), np.uint8)).mask.shape == (40, 50)
 
 
 def test_a_batch_that_does_not_split_over_the_devices_is_refused(tmp_path, sample_dir):
