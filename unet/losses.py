@@ -144,8 +144,7 @@ def get_loss(name: str, deep_supervision: bool = False) -> keras.losses.Loss:
     """The loss for a name in :data:`unet.config.LOSSES`; with ``deep_supervision``, that loss
     over every map of a deeply supervised network (:class:`DeepSupervisionLoss`)."""
     if deep_supervision:
-        get_loss(name)  # an unknown name is refused here, with the list of names
-        return DeepSupervisionLoss(name)
+        return DeepSupervisionLoss(name)  # builds get_loss(name): an unknown name is refused there
     if name == "bce":
         return keras.losses.BinaryCrossentropy(name="bce")
     if name == "dice":

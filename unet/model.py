@@ -206,7 +206,7 @@ def deeply_supervised(model):
     from keras import layers
 
     depth = sum(1 for layer in model.layers if layer.name.startswith("up"))
-    if depth < 2 or any(layer.name == DEEP_SUPERVISION for layer in model.layers):
+    if depth < 2 or _deeply_supervised(model):
         raise ConfigError("deep supervision needs a U-Net of this package with two or more levels, "
                           "not yet deeply supervised")
     maps = [model.output]
@@ -224,10 +224,13 @@ def main_network(model):
     side heads left out), sharing its weights; any other network is returned as it is."""
     import keras
 
-    names = {layer.name for layer in model.layers}
-    if DEEP_SUPERVISION not in names:
+    if not _deeply_supervised(model):
         return model
     return keras.Model(model.input, model.get_layer("damage").output, name=model.name)
+
+
+def _deeply_supervised(model) -> bool:
+    return any(layer.name == DEEP_SUPERVISION for layer in model.layers)
 
 
 # =================================================================================
