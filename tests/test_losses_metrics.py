@@ -82,7 +82,7 @@ def test_unknown_loss_is_named():
         get_loss("focal")
 
 
-@pytest.mark.parametrize("name", ["bce_tversky", "focal_tversky"])
+@pytest.mark.parametrize("name", ["bce_tversky", "edge_tversky", "focal_tversky"])
 def test_tversky_losses_cost_a_missed_crack_edge_more_than_a_false_one(name):
     import keras
 
@@ -100,6 +100,35 @@ def test_tversky_losses_cost_a_missed_crack_edge_more_than_a_false_one(name):
     assert (missed - extra) / exact > (float(dice(truth, thin)) - float(dice(truth, wide))) / float(dice(truth, good))
     again = keras.losses.deserialize(keras.losses.serialize(loss))  # a checkpoint names it: it must load back
     assert float(again(truth, thin)) == pytest.approx(missed)
+
+
+def test_edge_band_is_the_mask_grown_minus_the_mask_shrunk():
+    from unet.losses import edge_band
+
+    y = np.zeros((1, 12, 12, 1), np.float32)
+    y[0, 3:9, 3:9] = 1  # a 6x6 square
+    band = np.asarray(edge_band(y, 1))[0, ..., 0]
+    expect = np.zeros((12, 12), np.float32)
+    expect[2:10, 2:10] = 1  # grown by one
+    expect[4:8, 4:8] = 0  # minus shrunk by one
+    np.testing.assert_array_equal(band, expect)
+    assert not np.asarray(edge_band(np.zeros_like(y), 2)).any()  # no crack, no edge
+
+
+def test_edge_tversky_costs_an_error_at_a_crack_edge_more_than_the_same_error_away_from_it():
+    truth = np.zeros((1, 32, 32, 1), np.float32)
+    truth[:, 10:13] = 1  # a crack three pixels wide
+    good = truth * 0.98 + 0.01
+    near, far = good.copy(), good.copy()
+    near[:, 13, :4] = 0.9  # four false pixels touching the crack
+    far[:, 28, :4] = 0.9  # the same four, far from it
+    plain, edge = get_loss("bce_tversky"), get_loss("edge_tversky")
+    assert float(plain(truth, near)) == pytest.approx(float(plain(truth, far)), rel=1e-5)  # plain BCE: the same
+    assert float(edge(truth, near)) > float(edge(truth, far)) > float(edge(truth, good))
+    # the crack's own edge pixels missed cost more than under plain BCE, relative to a perfect map
+    thin = good.copy()
+    thin[:, 12] = 0.01
+    assert (float(edge(truth, thin)) - float(edge(truth, good))) > (float(plain(truth, thin)) - float(plain(truth, good)))
 
 
 def test_deep_supervision_loss_scores_the_main_map_and_the_side_maps_against_one_mask():

@@ -514,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, help="training input side, a multiple of 16")
     p.add_argument("--epochs", type=int)
     p.add_argument("--batch", type=int)
-    p.add_argument("--loss", choices=list(LOSSES))
+    p.add_argument("--loss", choices=list(LOSSES), help="; ".join(f"{k}: {v}" for k, v in LOSSES.items()))
     p.add_argument("--lr", type=float, help="learning rate")
     p.add_argument("--optimizer", choices=OPTIMIZERS)
     p.add_argument("--schedule", choices=SCHEDULES)

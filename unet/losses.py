@@ -91,23 +91,45 @@ class TverskyLoss(keras.losses.Loss):
                 "smooth": self.smooth}
 
 
+def edge_band(y_true, px: int):
+    """1 on the pixels within ``px`` pixels of a mask's edge, on either side, else 0: the mask
+    grown by ``px`` minus the mask shrunk by ``px`` (square neighbourhoods, ``(N, H, W, 1)``)."""
+    k = 2 * px + 1
+    grown = ops.max_pool(y_true, pool_size=k, strides=1, padding="same")
+    shrunk = -ops.max_pool(-y_true, pool_size=k, strides=1, padding="same")
+    return grown - shrunk
+
+
 @keras.saving.register_keras_serializable(package="unet")
 class BceTverskyLoss(keras.losses.Loss):
-    """Binary cross-entropy + :class:`TverskyLoss` (alpha 0.3, beta 0.7)."""
+    """Binary cross-entropy + :class:`TverskyLoss` (alpha 0.3, beta 0.7).
 
-    def __init__(self, alpha: float = 0.3, beta: float = 0.7, name: str = "bce_tversky_loss", **kwargs):
+    With ``edge_weight > 0`` the cross-entropy is boundary-aware: pixels within ``edge_px``
+    pixels of a crack's edge (both sides) weigh ``1 + edge_weight``, the rest 1, normalised per
+    crop so the term keeps plain BCE's scale. The edges are where a crack's width is won or
+    lost: the uncertain pixels of a found crack are its edge pixels.
+    """
+
+    def __init__(self, alpha: float = 0.3, beta: float = 0.7, edge_weight: float = 0.0, edge_px: int = 2,
+                 name: str = "bce_tversky_loss", **kwargs):
         super().__init__(name=name, **kwargs)
-        self.alpha, self.beta = alpha, beta
+        self.alpha, self.beta, self.edge_weight, self.edge_px = alpha, beta, edge_weight, int(edge_px)
         self._tversky = TverskyLoss(alpha, beta)
 
     def call(self, y_true, y_pred):
         y_true = ops.cast(y_true, y_pred.dtype)
         p = ops.clip(y_pred, _EPS, 1.0 - _EPS)
-        bce = -ops.mean(y_true * ops.log(p) + (1.0 - y_true) * ops.log(1.0 - p), axis=(1, 2, 3))
+        bce = -(y_true * ops.log(p) + (1.0 - y_true) * ops.log(1.0 - p))
+        if self.edge_weight:
+            w = 1.0 + self.edge_weight * edge_band(y_true, self.edge_px)
+            bce = ops.sum(w * bce, axis=(1, 2, 3)) / ops.sum(w, axis=(1, 2, 3))
+        else:
+            bce = ops.mean(bce, axis=(1, 2, 3))
         return bce + self._tversky.call(y_true, y_pred)
 
     def get_config(self):
-        return {**super().get_config(), "alpha": self.alpha, "beta": self.beta}
+        return {**super().get_config(), "alpha": self.alpha, "beta": self.beta,
+                "edge_weight": self.edge_weight, "edge_px": self.edge_px}
 
 
 @keras.saving.register_keras_serializable(package="unet")
@@ -153,6 +175,8 @@ def get_loss(name: str, deep_supervision: bool = False) -> keras.losses.Loss:
         return BceDiceLoss()
     if name == "bce_tversky":
         return BceTverskyLoss()
+    if name == "edge_tversky":
+        return BceTverskyLoss(edge_weight=2.0, edge_px=2, name="edge_tversky_loss")
     if name == "focal_tversky":
         return TverskyLoss(gamma=0.75, name="focal_tversky_loss")
     raise ConfigError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
