@@ -38,9 +38,10 @@ def cli_run(tmp_path_factory, sample_dir):
     config.write_text(json.dumps({"data": str(sample_dir), "preset": "tiny", "size": 64, "epochs": 5, "batch": 4,
                                   "crop_scale": [0.9, 1.1], "optimizer": "adamw"}))
     runs = tmp / "runs"
-    # deep supervision on: the predict tests below then also show that such a run's model is a plain one
+    # deep supervision on: the predict tests below then also show that such a run's model is a plain one;
+    # and the boundary-aware loss, which needs the mask's neighbourhoods (a real run trains with it)
     proc = run_cli("train", "--config", str(config), "--epochs", "1", "--name", "flags", "--deep-supervision",
-                   "--runs-dir", str(runs))
+                   "--loss", "edge_tversky", "--runs-dir", str(runs))
     assert proc.returncode == 0, proc.stderr
     run_id = proc.stdout.splitlines()[0].split()[1]
     model = runs / run_id / "model.keras"
@@ -193,7 +194,7 @@ def test_a_config_file_with_flags_that_override_it(cli_run, tmp_path, sample_dir
     stored = json.loads((runs / run_id / "config.json").read_text())
     assert (stored["epochs"], stored["name"], stored["optimizer"], stored["crop_scale"]) == (1, "flags", "adamw",
                                                                                               [0.9, 1.1])
-    assert stored["deep_supervision"] is True
+    assert stored["deep_supervision"] is True and stored["loss"] == "edge_tversky"
     assert "-flags-" in run_id
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"data": str(sample_dir), "threshold": 5, "crop_scale": [0, 0]}))
