@@ -43,8 +43,9 @@ d = json.load(open("models/recipe.gpu.json"))
 d["data"] = ["data/gpu/masonry", "data/gpu/deepcrack"]
 if "${DEEP:-1}" == "1":  # the recipe with deep supervision (its own crossval name and summary)
     d.update(deep_supervision=True, name=d["name"] + "-deep")
-if "${LOSS:-}" and "${LOSS:-}" != d["loss"]:  # another loss, under its own crossval name
-    d.update(loss="${LOSS:-}", name=d["name"] + "-" + "${LOSS:-}".replace("_", "-"))
+loss = "${LOSS:-}"
+if loss and loss != d["loss"]:  # another loss, under its own crossval name
+    d.update(loss=loss, name=d["name"] + "-" + loss.replace("_", "-"))
 if "${QUICK:-0}" == "1":
     d.update(size=64, batch=2, steps_per_epoch=2, epochs=1, preset="tiny", mixed_precision=False)
 json.dump(d, open("/tmp/recipe3.json", "w"))

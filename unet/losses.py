@@ -16,6 +16,12 @@ from .errors import ConfigError
 _EPS = 1e-7
 
 
+def pixel_bce(y_true, y_pred):
+    """Binary cross-entropy of each pixel (``y_true`` already in ``y_pred``'s dtype)."""
+    p = ops.clip(y_pred, _EPS, 1.0 - _EPS)
+    return -(y_true * ops.log(p) + (1.0 - y_true) * ops.log(1.0 - p))
+
+
 @keras.saving.register_keras_serializable(package="unet")
 class DiceLoss(keras.losses.Loss):
     """1 - soft Dice over the whole batch (stable on crops with no damage).
@@ -53,8 +59,7 @@ class BceDiceLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         y_true = ops.cast(y_true, y_pred.dtype)
-        p = ops.clip(y_pred, _EPS, 1.0 - _EPS)
-        bce = -ops.mean(y_true * ops.log(p) + (1.0 - y_true) * ops.log(1.0 - p), axis=(1, 2, 3))
+        bce = ops.mean(pixel_bce(y_true, y_pred), axis=(1, 2, 3))
         return self.bce_weight * bce + self.dice_weight * self._dice.call(y_true, y_pred)
 
     def get_config(self):
@@ -118,8 +123,7 @@ class BceTverskyLoss(keras.losses.Loss):
 
     def call(self, y_true, y_pred):
         y_true = ops.cast(y_true, y_pred.dtype)
-        p = ops.clip(y_pred, _EPS, 1.0 - _EPS)
-        bce = -(y_true * ops.log(p) + (1.0 - y_true) * ops.log(1.0 - p))
+        bce = pixel_bce(y_true, y_pred)
         if self.edge_weight:
             w = 1.0 + self.edge_weight * edge_band(y_true, self.edge_px)
             bce = ops.sum(w * bce, axis=(1, 2, 3)) / ops.sum(w, axis=(1, 2, 3))
