@@ -82,7 +82,7 @@ def test_unknown_loss_is_named():
         get_loss("focal")
 
 
-@pytest.mark.parametrize("name", ["bce_tversky", "edge_tversky", "focal_tversky"])
+@pytest.mark.parametrize("name", ["bce_tversky", "edge_tversky", "balanced_tversky", "focal_tversky"])
 def test_tversky_losses_cost_a_missed_crack_edge_more_than_a_false_one(name):
     import keras
 
@@ -129,6 +129,27 @@ def test_edge_tversky_costs_an_error_at_a_crack_edge_more_than_the_same_error_aw
     thin = good.copy()
     thin[:, 12] = 0.01
     assert (float(edge(truth, thin)) - float(edge(truth, good))) > (float(plain(truth, thin)) - float(plain(truth, good)))
+
+
+def test_balanced_tversky_gives_the_damaged_pixels_the_intact_pixels_weight():
+    truth = np.zeros((2, 20, 20, 1), np.float32)
+    truth[0, 5:7] = 1  # 40 damaged pixels of 800: a ratio of 19
+    loss = get_loss("balanced_tversky")
+    w = np.asarray(loss.pixel_weights(truth))
+    assert w[truth == 1].sum() == pytest.approx(w[truth == 0].sum())  # each class weighs the same in total
+    assert w[truth == 0].min() == pytest.approx(1.0) and w[truth == 1].min() == pytest.approx(19.0)
+    assert np.allclose(np.asarray(loss.pixel_weights(np.zeros_like(truth))), 1.0)  # no damage: plain BCE
+    rare = np.zeros_like(truth)
+    rare[0, 0, 0] = 1  # 1 of 800: capped at 50
+    assert np.asarray(loss.pixel_weights(rare)).max() == pytest.approx(50.0)
+    # missing four damaged pixels now costs far more than four false alarms; plain BCE + Tversky much less so
+    good = truth * 0.98 + 0.01
+    missed, extra = good.copy(), good.copy()
+    missed[0, 6, :4] = 0.01
+    extra[0, 12, :4] = 0.99
+    plain = get_loss("bce_tversky")
+    gap = lambda f: (float(f(truth, missed)) - float(f(truth, good))) / (float(f(truth, extra)) - float(f(truth, good)))
+    assert gap(loss) > 2 * gap(plain) > 2
 
 
 def test_deep_supervision_loss_scores_the_main_map_and_the_side_maps_against_one_mask():

@@ -19,6 +19,7 @@ LOSSES = {
     "bce": "binary cross-entropy alone (the original recipe's loss)",
     "bce_tversky": "BCE + Tversky (misses cost 7/3 of false alarms): favours a crack's whole width",
     "edge_tversky": "BCE weighted 3x within 2 px of a crack's edge + Tversky: the edges, where width is lost",
+    "balanced_tversky": "class-balanced BCE (damaged pixels weigh as much as intact ones in total) + Tversky",
     "focal_tversky": "focal Tversky: Tversky's recall weighting, hard photos weighted up",
 }
 OPTIMIZERS = ("adam", "adamw")
