@@ -164,6 +164,34 @@ def test_brightness_and_contrast_change_every_pixel_by_the_same_rule():
         assert img.flags.c_contiguous and not np.array_equal(img, image)
 
 
+def test_colour_changes_each_channel_and_the_saturation_and_leaves_the_mask():
+    from unet.data import recolor
+
+    px = np.array([[[100, 50, 200]]], np.uint8)
+    # gains 1.1 / 1 / 0.9 give 110, 50, 180 (their mean 113.3); half the saturation halves each distance to it
+    np.testing.assert_array_equal(recolor(px, np.array([1.1, 1.0, 0.9]), 0.5), [[[112, 82, 147]]])
+    assert len(set(recolor(px, np.ones(3), 0.0)[0, 0])) == 1  # no saturation: grey
+    np.testing.assert_array_equal(recolor(np.full((1, 1, 3), 250, np.uint8), np.full(3, 1.2), 1.0), [[[255] * 3]])
+
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    mask = rng.random((48, 48)) < 0.1
+    plain = Augment(crop_scale=(1.0, 1.0), brightness=0.1, contrast=0.1)
+    coloured = Augment(crop_scale=(1.0, 1.0), brightness=0.1, contrast=0.1, color=0.3)
+    for seed in range(5):
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        img, msk = random_pair(image, mask, 48, a, plain)
+        cimg, cmsk = random_pair(image, mask, 48, b, coloured)
+        np.testing.assert_array_equal(msk, cmsk)  # the same crop, flips and rotation: colour comes last
+        gains = cimg.reshape(-1, 3).mean(0) / img.reshape(-1, 3).mean(0)
+        assert np.ptp(gains) > 0.02, gains  # the channels moved apart, not together
+    # off (the default), it draws no random number: runs made before it keep their crops
+    a, b = np.random.default_rng(9), np.random.default_rng(9)
+    random_pair(image, mask, 48, a, Augment())
+    random_pair(image, mask, 48, b, Augment(color=0.0))
+    assert a.random() == b.random()
+
+
 def test_batches_and_tiles(sample_dir):
     train, val, _ = training_splits(sample_dir)
     pairs, _, _ = load_pairs(train)

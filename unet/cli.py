@@ -120,7 +120,8 @@ def _train_config(a) -> TrainConfig:
     flags = {"preset": "preset", "size": "size", "epochs": "epochs", "batch": "batch", "loss": "loss",
              "learning_rate": "lr", "steps_per_epoch": "steps_per_epoch", "seed": "seed", "device": "device",
              "name": "name", "optimizer": "optimizer", "schedule": "schedule", "init_from": "init_from",
-             "fold": "fold", "ema": "ema", "brightness": "brightness", "contrast": "contrast"}
+             "fold": "fold", "ema": "ema", "brightness": "brightness", "contrast": "contrast",
+             "color": "color"}
     data = getattr(a, "data", None)
     overrides = {key: getattr(a, flag, None) for key, flag in flags.items()}
     overrides["data"] = (data[0] if len(data) == 1 else data) if data else None
@@ -530,6 +531,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--brightness", type=float, metavar="F", help="crops' brightness moves by up to +-F x 255 "
                    "(default 0.15)")
     p.add_argument("--contrast", type=float, metavar="F", help="crops' contrast is scaled by 1 +- F (default 0.15)")
+    p.add_argument("--color", type=float, metavar="F", help="crops' colour: each channel's gain is scaled by "
+                   "1 +- F and the saturation by 1 +- 2F (default 0: off)")
     p.add_argument("--name", help="a label for the run id")
     p.add_argument("--init-from", help="start from this .keras model's weights (same preset): fine-tuning")
     p.add_argument("--fold", metavar="K/N", help="validate on fold K of N of the training photos (whole source "

@@ -439,8 +439,10 @@ class Augment:
     """Random changes applied identically to a photo and its mask.
 
     ``crop_scale`` bounds the side of the random crop relative to the model input
-    (a crop of ``size * s`` pixels is resized to ``size``); brightness and contrast
-    change the photo only.
+    (a crop of ``size * s`` pixels is resized to ``size``); brightness, contrast and colour
+    change the photo only. ``color``: each channel's gain is scaled by 1 +- color (white
+    balance) and the saturation by 1 +- 2 x color (0: off, and no random numbers drawn, so
+    runs without it keep their crops).
     """
 
     flip: bool = True
@@ -448,6 +450,7 @@ class Augment:
     crop_scale: tuple[float, float] = (0.75, 1.33)
     brightness: float = 0.15
     contrast: float = 0.15
+    color: float = 0.0
 
     @classmethod
     def none(cls) -> "Augment":
@@ -501,7 +504,18 @@ def random_pair(
         # pass (that arithmetic was half a batch's time, and the GIL's, on a 16-core GPU machine).
         lut = np.clip((np.arange(256, dtype=np.float32) - mean) * c + mean + b, 0, 255).astype(np.uint8)
         img = lut[img]
+    if aug.color:
+        img = recolor(img, 1.0 + rng.uniform(-aug.color, aug.color, 3),
+                      max(0.0, 1.0 + rng.uniform(-2 * aug.color, 2 * aug.color)))
     return np.ascontiguousarray(img), np.ascontiguousarray(msk)
+
+
+def recolor(img: np.ndarray, gains: np.ndarray, saturation: float) -> np.ndarray:
+    """A uint8 RGB photo with each channel multiplied by its gain, then its saturation scaled
+    (each pixel moved away from, or towards, the mean of its channels), rounded and clipped."""
+    f = img.astype(np.float32) * np.asarray(gains, np.float32)
+    grey = f.mean(axis=-1, keepdims=True)
+    return np.clip(grey + saturation * (f - grey) + 0.5, 0, 255).astype(np.uint8)
 
 
 def tiles(image: np.ndarray, mask: np.ndarray, size: int) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -184,7 +184,8 @@ def augment_of(cfg: TrainConfig):
 
     if not cfg.augment:
         return Augment.none()
-    return Augment(crop_scale=tuple(cfg.crop_scale), brightness=cfg.brightness, contrast=cfg.contrast)
+    return Augment(crop_scale=tuple(cfg.crop_scale), brightness=cfg.brightness, contrast=cfg.contrast,
+                   color=cfg.color)
 
 
 def data_workers() -> int:
