@@ -46,6 +46,9 @@ if "${DEEP:-1}" == "1":  # the recipe with deep supervision (its own crossval na
 loss = "${LOSS:-}"
 if loss and loss != d["loss"]:  # another loss, under its own crossval name
     d.update(loss=loss, name=d["name"] + "-" + loss.replace("_", "-"))
+color = "${COLOR:-}"
+if color:  # colour augmentation (the train command's --color), under its own crossval name
+    d.update(color=float(color), name=d["name"] + "-color")
 if "${QUICK:-0}" == "1":
     d.update(size=64, batch=2, steps_per_epoch=2, epochs=1, preset="tiny", mixed_precision=False)
 json.dump(d, open("/tmp/recipe3.json", "w"))
