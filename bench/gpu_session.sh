@@ -2,7 +2,7 @@
 # One lent GPU session's work (issues #14 and #15), as a single prepared script for the device
 # tool (docs/benchmarks.md, "GPU"), sized for one call of at most 600 s:
 #   1. #14: models/recipe.gpu.json with deep supervision (DEEP=0: without; LOSS=edge_tversky: the
-#      boundary-aware loss instead of the recipe's) cross-validated on
+#      boundary-aware loss instead of the recipe's; COLOR=0.1: colour augmentation) cross-validated on
 #      fold 1 of 5 (FOLDS="1 2" for more) and
 #      trained once more on every training photo (`crossval --final`), side by side on the GPU
 #      (two such trainings took 4.2 minutes on the H200); then the
@@ -34,8 +34,8 @@ FOLDS=${FOLDS:-1}
 # The recipe with deep supervision (DEEP=0: without): on the CPU's fold 1/5 it led the plain recipe
 # by 0.0065 mean F1 over three seeds, within the noise (models/MODEL_CARD.md); its fold 1 here is
 # compared with the plain recipe's fold 1 of the H200 session (mean F1 0.8706). LOSS=edge_tversky
-# (within the noise of it over four seeds: better on DeepCrack, worse on masonry, the split the
-# shipped model is hardest to beat on) is the next thing to try with time left.
+# and COLOR=0.1 (each within the noise of it over four seeds: better on DeepCrack, worse on masonry,
+# the split the shipped model is hardest to beat on) are the next things to try with time left.
 { nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null; df -h /dev/shm; nproc; } >> $OUT/bench.txt 2>&1
 python3 - <<PY
 import json
