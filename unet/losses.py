@@ -136,7 +136,7 @@ class BceTverskyLoss(keras.losses.Loss):
             damaged = ops.sum(y_true)
             ratio = (ops.cast(ops.size(y_true), y_true.dtype) - damaged) / ops.maximum(damaged, 1.0)
             ratio = ops.clip(ops.power(ratio, self.balance), 1.0, self.max_ratio)
-            by_class = 1.0 + (ops.stop_gradient(ratio) - 1.0) * y_true
+            by_class = 1.0 + (ratio - 1.0) * y_true  # from the mask only: no gradient flows through it
             w = by_class if w is None else w * by_class
         return w
 
