@@ -3,6 +3,11 @@ shipped setting (scale "auto") against the same model at the photo's own size (s
 setting before #14), measured in one run on generated walls of several sizes.
 
     python bench/bench_autoscale.py [--repeats 2]
+    python bench/bench_autoscale.py --model runs/<id>/model.keras --baseline old-default.keras
+
+A new default model is measured against the one it replaces: ``--model`` is the model at its
+card's settings, ``--baseline`` the model whose scale-1 time is "before #14" (both default to
+the bundled model; ``git show <commit>:models/default.keras > old.keras`` gives an old one).
 
 Target: no more than 1.5x the time per megapixel of the default before #14 (scale 1, the
 network as trained) for any size; the ratio to scale 1 with this code's network (batch norms
@@ -34,6 +39,8 @@ SIZES = [(224, 224), (384, 544), (1080, 1920), (3000, 4000)]
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--model", help="the model measured (default: the bundled one)")
+    ap.add_argument("--baseline", help="the model of the 'before #14' column (default: the bundled one)")
     a = ap.parse_args()
     import numpy as np
     from PIL import Image
@@ -42,13 +49,13 @@ def main() -> None:
     from unet.model import with_precision
     from unet.synthetic import damaged_wall
 
-    dm = load_model()
+    dm = load_model(a.model)
     # Today's default when #14 was filed, for the target's baseline: scale 1 through the network
     # as trained (batch norms not yet folded into their convolutions: unet.model.inference_copy).
-    before = load_model()
+    before = load_model(a.baseline)
     pred = before.predictor
     pred.model = with_precision(before.network, "mixed_bfloat16") if pred.precision == "bfloat16" else before.network
-    print(f"# CPU flags seen: {cpu_flags()}; {os.cpu_count()} cores; model {dm.path.name}, card scale {dm.scale}, "
+    print(f"# CPU flags seen: {cpu_flags()}; {os.cpu_count()} cores; model {dm.path}, baseline {before.path}, card scale {dm.scale}, "
           f"precision {pred.precision}")
     print("# s/MP: before #14 = scale 1, network unfolded; scale 1 and auto = this code (target: auto <= 1.5x before)")
     print("# size       before #14   scale 1    auto   auto/before  auto/scale 1   auto chose")

@@ -3,6 +3,7 @@
 import json
 import statistics
 
+import numpy as np
 import pytest
 
 from conftest import cli_here
@@ -124,6 +125,20 @@ def test_a_fold_whose_run_was_stopped_is_resumed_from_its_checkpoint(tmp_path, s
     assert json.loads(summary_path(cfg, 2, runs).read_text())["final"]["run"] == last.id
     # Again: no second training; the card is renewed from the folds recorded by then.
     assert final_model(cfg, 2, runs)["run"] == last.id and len(list_runs(runs)) == 2
+    # The command line installs it where it is to be used (`make default-model`): weights and card.
+    (tmp_path / "recipe.json").write_text(json.dumps(cfg.to_dict()))
+    args = ["crossval", "--config", str(tmp_path / "recipe.json"), "--folds", "2", "--runs-dir", str(runs)]
+    proc = cli_here(capsys, *args, "--final", "--out", str(tmp_path / "models" / "default.keras"))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1])["out"] == str(tmp_path / "models" / "default.keras")
+    installed = load_model(tmp_path / "models" / "default.keras")
+    assert installed.card.threshold == final["threshold"] and installed.card.calibration["from_folds"] == [1]
+    x = np.random.default_rng(0).integers(0, 256, (1, 64, 64, 3)).astype("float32")
+    assert np.allclose(installed.network.predict(x, verbose=0), load_model(last.model_path).network.predict(x, verbose=0),
+                       atol=1e-5)
+    assert len(list_runs(runs)) == 2
+    proc = cli_here(capsys, *args, "--only", "1", "--out", str(tmp_path / "x.keras"))
+    assert proc.returncode == 2 and "goes with --final" in proc.stderr
 
     # Started before any fold is scored (beside the folds' commands), it trains and says its card waits.
     early = final_model(TrainConfig.from_dict({**cfg.to_dict(), "name": "no-fold-yet", "epochs": 1}), 2, runs)

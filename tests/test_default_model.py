@@ -72,7 +72,7 @@ def test_a_dark_photo_of_a_wall_still_shows_its_cracks(default_model):
 
 
 def test_every_recipe_in_models_is_a_valid_training_config():
-    """The stage configs `make default-model` trains, and the GPU recipe, read and validate as
+    """The stage configs `make default-model` trains, and the CPU and GPU recipes, read and validate as
     they are (a renamed option or a typo would otherwise surface hours into a retraining)."""
     import json
     from pathlib import Path
@@ -80,7 +80,8 @@ def test_every_recipe_in_models_is_a_valid_training_config():
     from unet.config import TrainConfig
 
     recipes = sorted(p for p in (Path(DEFAULT_MODEL).parent).glob("*.json") if p.name != "default.json")
-    assert {p.name for p in recipes} >= {"default.train.json", "default.zoomout.json", "recipe.gpu.json"}
+    assert {p.name for p in recipes} >= {"default.train.json", "default.zoomout.json", "recipe.cpu.json", "recipe.gpu.json",
+                                          "seed-baseline.train.json"}
     for path in recipes:
         cfg = TrainConfig.from_dict(json.loads(path.read_text())).validate()
         assert cfg.data == ["../shared/data/masonry", "../shared/data/deepcrack"], path.name

@@ -173,8 +173,15 @@ def cmd_crossval(a) -> int:
         if a.only:
             raise CliError("--final trains the final model only; train the folds with --only in another command")
         final = final_model(cfg, a.folds, runs_dir)
+        if a.out and final.get("card"):  # only a model whose card came from the folds is worth installing
+            from .model import load_model
+            from .runs import get_run
+
+            final["out"] = str(load_model(get_run(final["run"], runs_dir).model_path).save(a.out))
         print(json.dumps(final))
         return 0 if final.get("card") else 1
+    if a.out:
+        raise CliError("--out saves the final model: it goes with --final")
     summary = cross_validate(cfg, a.folds, runs_dir, only=a.only, scales=a.scales)
     print(table(summary))
     # This command's folds only: with --only, the others may be training in other processes.
@@ -555,6 +562,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--final", action="store_true", help="train the recipe on every training photo (nothing held "
                    "out, the val splits not read) and give it the median threshold and the scale of the folds "
                    "scored so far; again later, only the card is renewed from the folds scored by then")
+    p.add_argument("--out", metavar="MODEL.keras", help="with --final: also save the final model (and its card) "
+                   "there once its card comes from the folds, e.g. models/default.keras")
     _runs_dir_arg(p)
     p.set_defaults(func=cmd_crossval)
 
