@@ -125,7 +125,7 @@ def test_a_fold_whose_run_was_stopped_is_resumed_from_its_checkpoint(tmp_path, s
     assert json.loads(summary_path(cfg, 2, runs).read_text())["final"]["run"] == last.id
     # Again: no second training; the card is renewed from the folds recorded by then.
     assert final_model(cfg, 2, runs)["run"] == last.id and len(list_runs(runs)) == 2
-    # The command line installs it where it is to be used (`make default-model`): weights and card.
+    # The command line installs it where it is to be used (--out): weights and card.
     (tmp_path / "recipe.json").write_text(json.dumps(cfg.to_dict()))
     args = ["crossval", "--config", str(tmp_path / "recipe.json"), "--folds", "2", "--runs-dir", str(runs)]
     proc = cli_here(capsys, *args, "--final", "--out", str(tmp_path / "models" / "default.keras"))
