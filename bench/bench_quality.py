@@ -110,6 +110,10 @@ def main() -> None:
     for name, r in base.items():
         print(f"{name:<10} F1 {r['dice']:.4f}  precision {r['precision']:.4f}  recall {r['recall']:.4f}  "
               f"IoU {r['iou']:.4f}  ({r['n_images']} photos; best F1 {r['best_f1']:.4f} at {r['best_threshold']:.3f})")
+        iv = r["dice_interval"]
+        if iv:
+            print(f"{'':<10} F1 90% interval {iv[0]:.3f}-{iv[1]:.3f} over {r['sources']} source photos "
+                  "(a wall's patches resampled together)")
     for factor in a.enlarge:
         print(f"# the same photos enlarged {factor}x (photo bicubic, mask nearest); target: F1 within 0.03 of 1x")
         for name, r in enlarged_scores(model, factor).items():
@@ -117,13 +121,17 @@ def main() -> None:
                   f"({r['dice'] - base[name]['dice']:+.4f} vs 1x; best F1 {r['best_f1']:.4f} at "
                   f"{r['best_threshold']:.3f})")
     if a.baseline:
+        from unet.evaluate import compare_rows
+
         seed = load_model(a.baseline)
         print(f"# seed recipe {a.baseline}, threshold 0.7")
         for name, r in scores(seed, 0.7).items():
-            gain = base[name]["dice"] - r["dice"]
+            d = compare_rows(base[name]["per_image"], r["per_image"])
+            gain = f"{d['difference']:+.4f} F1 (90% interval {d['low']:+.3f} to {d['high']:+.3f})" if d else \
+                f"{base[name]['dice'] - r['dice']:+.4f} F1"
             print(f"{name:<10} F1 {r['dice']:.4f}  precision {r['precision']:.4f}  recall {r['recall']:.4f}  "
                   f"IoU {r['iou']:.4f}  (best F1 {r['best_f1']:.4f} at {r['best_threshold']:.3f}); "
-                  f"default model is {gain:+.4f} F1")
+                  f"default model is {gain}")
     if not a.no_bf16:
         print("# bfloat16 inference, same model and threshold")
         for name, r in scores(model, None, "bfloat16").items():

@@ -16,7 +16,7 @@ from PIL import Image
 from pages.common import (RUNS_DIR, ensure_sample_data, get_model, known_datasets, md_escape, model_choices,
                           split_folders, through_app)
 from unet.data import load_pair, scan_dataset
-from unet.evaluate import evaluate_and_store, results_dir, stored_results
+from unet.evaluate import compare_rows, evaluate_and_store, results_dir, stored_results
 from unet.imaging import ImageError
 from unet.errors import UnetError
 
@@ -75,9 +75,17 @@ if not results:
 
 # --- table -------------------------------------------------------------------------
 NAMES = {"iou": "IoU", "dice": "Dice (F1)", "precision": "precision", "recall": "recall"}
+
+
+def _interval(r: dict) -> str:
+    iv = r.get("dice_interval")
+    return f"{iv[0]:.3f}-{iv[1]:.3f}" if iv else "-"
+
+
 table = pd.DataFrame([
-    {"model": label, **{NAMES[m]: r[m] for m in METRICS}, "threshold": r["threshold"],
-     "best possible F1": r["best_f1"], "reached at threshold": r["best_threshold"], "photos": r["n_images"]}
+    {"model": label, **{NAMES[m]: r[m] for m in METRICS}, "F1 90% interval": _interval(r), "threshold": r["threshold"],
+     "best possible F1": r["best_f1"], "reached at threshold": r["best_threshold"], "photos": r["n_images"],
+     "source photos": r.get("sources")}
     for label, r in results.items()
 ])
 st.subheader(f"Pixel metrics on {md_escape(ds)} / {split} ({int(table['photos'].max())} photos)")
@@ -89,6 +97,23 @@ st.caption(f"Each model at its own threshold (its card's). Highest Dice (F1) the
            "*Best possible F1* is what the model would score at the threshold that suits this split best "
            "(*reached at threshold*): a hint that a calibration would help, not a fair score. Highlighted: the "
            "best value of each column.")
+
+# --- is the difference real? ---------------------------------------------------------
+# Photos cut from one wall share its cracks and light: the split is worth its source photos, not its patches.
+others = [label for label in results if label != best]
+pairs = {label: compare_rows(results[label]["per_image"], results[best]["per_image"]) for label in others}
+if any(pairs.values()):
+    st.markdown(f"**Can this split tell the models apart?** Each against **{md_escape(best)}**, the source "
+                "photos resampled together (a wall's patches count as one; 2,000 resamples):")
+    st.dataframe(pd.DataFrame([
+        {"model": label, "F1 difference": d["difference"], "90% interval": f"{d['low']:+.3f} to {d['high']:+.3f}",
+         "ahead in": f"{100 * d['ahead']:.0f}% of resamples",
+         "verdict": "cannot tell apart" if d["low"] <= 0 <= d["high"] else "behind" if d["high"] < 0 else "ahead"}
+        for label, d in pairs.items() if d]).style.format({"F1 difference": "{:+.4f}"}), hide_index=True,
+        width="stretch")
+    st.caption("*F1 90% interval* (table above): where the model's F1 would fall on other photos like these. "
+               "A difference whose interval holds 0 is within what another choice of photos would change: "
+               "do not pick a model on it; evaluate on more source photos (another split, or folds).")
 
 long = table.melt(id_vars="model", value_vars=shown, var_name="metric", value_name="value")
 left, right = st.columns(2)

@@ -145,3 +145,50 @@ def test_stored_results_are_used_until_the_model_file_changes(tmp_path):
     assert stored_results(path, tmp_path / "split", runs) is None
     (results_dir(path, tmp_path / "split", runs) / "metrics.json").write_text("[1]")  # damaged results
     assert stored_results(path, tmp_path / "split", runs) is None
+
+
+def _walls(root, walls: dict[str, list[int]]):
+    """A split of patches named like the masonry dataset's (``<wall>_<n>``): each patch's damaged
+    band is marked red (found) or not (missed) as listed, so its counts are known."""
+    truth = np.zeros((16, 16), bool)
+    truth[4:8] = True
+    for wall, found in walls.items():
+        for i, hit in enumerate(found):
+            _write(root, f"{wall}_{i}", np.where(truth & bool(hit), 255, 0), truth)
+
+
+def test_results_carry_pixel_counts_and_an_interval_over_source_walls(tmp_path):
+    from unet.evaluate import source_counts
+
+    _walls(tmp_path / "split", {"a_1": [1, 1, 0], "a_2": [1], "a_3": [1, 1], "a_4": [0]})
+    samples = scan_dataset(tmp_path / "split").split("all")
+    result = evaluate(_red_detector(), samples, threshold=0.5, out_dir=tmp_path / "eval")
+    rows = {r["id"]: r for r in result["per_image"]}
+    assert (rows["a_1_0"]["tp"], rows["a_1_0"]["fn"], rows["a_1_2"]["tp"], rows["a_1_2"]["fn"]) == (64, 0, 0, 64)
+    assert result["sources"] == 4  # 7 patches, 4 walls
+    lo, hi = result["dice_interval"]
+    assert lo < result["dice"] < hi
+    names, counts = source_counts(read_results(tmp_path / "eval")["per_image"])  # as read back from CSV
+    assert names == ["a_1", "a_2", "a_3", "a_4"] and counts[0].tolist() == [128, 0, 64]
+    assert "per_image" not in json.loads((tmp_path / "eval" / "metrics.json").read_text())
+
+
+def test_compare_says_when_a_split_cannot_tell_two_models_apart(tmp_path, capsys):
+    from conftest import cli_here
+    from unet.model import save_model
+
+    _walls(tmp_path / "split", {f"a_{w}": [1, 1, w % 2] for w in range(6)})
+    save_model(_red_detector(), tmp_path / "a.keras", threshold=0.5)
+    save_model(_red_detector(), tmp_path / "b.keras", threshold=0.5)
+    r = cli_here(capsys, "compare", str(tmp_path / "a.keras"), str(tmp_path / "b.keras"), "--data",
+                 str(tmp_path / "split"))
+    assert r.returncode == 0, r.stderr
+    assert "18 photos from 6 source photos" in r.stdout and "cannot tell them apart" in r.stdout
+    # A model that marks nothing misses every crack: behind on every resample.
+    blind = _red_detector()
+    blind.layers[-1].set_weights([np.zeros((1, 1, 3, 1), "float32"), np.array([-10.0], "float32")])
+    save_model(blind, tmp_path / "blind.keras", threshold=0.5)
+    r = cli_here(capsys, "compare", str(tmp_path / "a.keras"), str(tmp_path / "blind.keras"), "--data",
+                 str(tmp_path / "split"), "--json")
+    rows = json.loads(r.stdout)["models"]
+    assert rows[1]["dice"] == 0 and rows[1]["vs_first"]["high"] < 0 and rows[1]["vs_first"]["ahead"] == 0

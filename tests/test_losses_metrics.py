@@ -189,3 +189,31 @@ def test_pixel_metrics_read_the_main_map_of_stacked_maps():
     m = PixelMetric("dice")
     m.update_state(truth, stacked)
     assert float(m.result()) == 1.0
+
+
+def test_f1_interval_holds_the_split_f1_and_widens_when_one_wall_holds_the_cracks():
+    from unet.metrics import f1_interval
+
+    same = np.tile([[80, 20, 20]], (10, 1))  # ten walls alike: every resample scores the same
+    lo, hi = f1_interval(same)
+    assert lo == pytest.approx(0.8) and hi == pytest.approx(0.8)
+    # The same totals, but one wall holds most of the cracks and is scored worse than the rest.
+    walls = np.array([[300, 200, 200]] + [[100, 0, 0]] * 5 + [[0, 0, 0]] * 4)
+    whole = 2 * 800 / (2 * 800 + 200 + 200)
+    lo, hi = f1_interval(walls)
+    assert lo < whole < hi and hi - lo > 0.05
+    assert f1_interval(walls) == (lo, hi)  # the same resamples every time
+
+
+def test_f1_difference_is_paired_by_group():
+    from unet.metrics import f1_difference
+
+    a = np.array([[90, 10, 10], [40, 5, 30], [70, 20, 5], [20, 1, 25], [60, 10, 10]])
+    same = f1_difference(a, a)
+    assert same == {"difference": 0.0, "low": 0.0, "high": 0.0, "ahead": 0.0}
+    # b raises twice the false alarms of a on every wall: a is ahead in every resample, however
+    # different the walls are from each other (which an unpaired comparison would mix in).
+    d = f1_difference(a, a * [1, 2, 1])
+    assert d["difference"] > 0 and d["low"] > 0 and d["ahead"] == 1.0
+    with pytest.raises(ValueError, match="same groups"):
+        f1_difference(a, a[:3])

@@ -363,7 +363,7 @@ def cmd_evaluate(a) -> int:
         else:
             result = evaluate(model, samples, **options)
     if a.json:
-        print(json.dumps(result))
+        print(json.dumps({k: v for k, v in result.items() if k != "per_image"}))
     else:
         sc = result["scale"]
         seen = ", photos seen at their automatic scale" if sc == "auto" else f", photos seen at {sc:g}x" if sc != 1 else ""
@@ -371,12 +371,59 @@ def cmd_evaluate(a) -> int:
               f"{' (averaged over mirror images)' if a.flips else ''}: "
               f"IoU {result['iou']:.4f}  Dice/F1 {result['dice']:.4f}  precision {result['precision']:.4f}  "
               f"recall {result['recall']:.4f}  (best F1 {result['best_f1']:.4f} at {result['best_threshold']:.3f})")
+        print(_interval_line(result))
         skipped = result.get("problems") or []  # found by the scan, and while reading the photos
         _list_skipped(skipped)
         if skipped:
             print(f"{len(skipped)} file(s) skipped, listed above")
         if out:
             print(f"results written to {out}")
+    return 0
+
+
+def _interval_line(result: dict) -> str:
+    """How far a split's F1 can be trusted, in words."""
+    iv, n = result.get("dice_interval"), result.get("sources", 0)
+    if not iv:
+        return f"  F1 interval: none (the photos come from {n} source photo(s); at least 3 are needed)"
+    return (f"  F1 90% interval {iv[0]:.3f}-{iv[1]:.3f}, resampling the {n} source photos "
+            f"(a wall's patches count as one)")
+
+
+def cmd_compare(a) -> int:
+    from .evaluate import compare_rows, eval_samples, evaluate
+
+    samples, problems = eval_samples(a.data, _fold(a.fold))
+    if not samples:
+        _list_skipped([str(p) for p in problems])
+        raise CliError(f"{a.data}: no usable image/mask pairs to compare on ({len(problems)} problems, listed above)")
+    results = {}
+    for path in a.models:
+        model = _load(path)
+        results[path] = evaluate(model, samples, problems=problems, save_masks=False,
+                                 progress=_progress(f"evaluating {Path(path).name}"))
+    first, *others = a.models
+    rows = []
+    for path, r in results.items():
+        d = compare_rows(r["per_image"], results[first]["per_image"]) if path != first else None
+        rows.append({"model": path, "dice": r["dice"], "precision": r["precision"], "recall": r["recall"],
+                     "threshold": r["threshold"], "dice_interval": r["dice_interval"], "sources": r["sources"],
+                     "vs_first": d})
+    if a.json:
+        print(json.dumps({"data": str(a.data), "fold": a.fold, "models": rows}))
+        return 0
+    print(f"{len(samples)} photos from {rows[0]['sources']} source photos; each model at its own threshold and scale")
+    for row in rows:
+        iv = row["dice_interval"]
+        print(f"{row['model']}: F1 {row['dice']:.4f}" + (f" (90% interval {iv[0]:.3f}-{iv[1]:.3f})" if iv else "")
+              + f"  precision {row['precision']:.4f}  recall {row['recall']:.4f}  threshold {row['threshold']:.3f}")
+        d = row["vs_first"]
+        if d:
+            verdict = ("the split cannot tell them apart" if d["low"] <= 0 <= d["high"]
+                       else "ahead" if d["low"] > 0 else "behind")
+            print(f"  against {first}: {d['difference']:+.4f} F1 (90% interval {d['low']:+.3f} to {d['high']:+.3f}; "
+                  f"ahead in {100 * d['ahead']:.0f}% of resamples): {verdict}")
+    _list_skipped(results[first].get("problems") or [])
     return 0
 
 
@@ -607,6 +654,14 @@ def build_parser() -> argparse.ArgumentParser:
     _ray_args(p)
     _runs_dir_arg(p)
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("compare", help="two or more models on one split: F1 with its interval, and whether the "
+                       "split can tell each from the first (paired resampling of the source photos)")
+    p.add_argument("models", nargs="+", metavar="MODEL", help=".keras files; the first is the reference")
+    p.add_argument("--data", required=True, help="a split folder (or a dataset: its test/ or val/ split)")
+    p.add_argument("--fold", metavar="K/N", help="fold K of N of the dataset's training photos instead")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("calibrate", help="choose the threshold that maximises mean F1 over validation splits")
     p.add_argument("--data", nargs="+", required=True, help="validation split folder(s); each counts equally "

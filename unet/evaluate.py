@@ -22,9 +22,9 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from .data import Problem, Sample, load_pair, scan_dataset
+from .data import Problem, Sample, load_pair, scan_dataset, source_of
 from .imaging import ImageError
-from .metrics import Counts, confusion, scores
+from .metrics import Counts, confusion, f1_difference, f1_interval, scores
 from .errors import UnetError
 from .files import read_json, write_csv_atomic, write_json_atomic
 
@@ -32,6 +32,9 @@ BINS = 1000
 # Calibration keeps recall within this of precision (issue #14): for the engineers who use the
 # masks a missed crack costs more than a false alarm.
 RECALL_SLACK = 0.05
+# Part of every stored result's key: stored results of an older format are computed again.
+RESULTS_FORMAT = 2  # 2: per-image pixel counts and the F1 interval
+MIN_SOURCES = 3  # fewer source photos give no interval worth showing
 
 
 def eval_key(data_dir: str | Path) -> str:
@@ -112,7 +115,9 @@ def evaluate(
 
     Returns:
         The aggregate dict: ``iou, dice, precision, recall, threshold, n_images``,
-        the sweep's ``best_threshold`` and ``best_f1``, and ``problems``; with
+        the sweep's ``best_threshold`` and ``best_f1``, ``problems``, ``per_image`` (a row per photo), ``sources`` (how many
+        source photos the images came from) and ``dice_interval``: the F1's 90% interval when
+        those are resampled (:func:`unet.metrics.f1_interval`; None under ``MIN_SOURCES``); with
         ``with_curve`` also ``curve``: F1, precision and recall at each of the 1000 sweep thresholds.
         ``runner`` is a :class:`~unet.predict.Predictor` to use instead of the model's
         own (another precision or tile size); ``flips`` and ``scale`` are passed to it
@@ -147,8 +152,12 @@ def evaluate(
         if r["mask_png"] is not None:
             write_bytes_atomic(out / "pred" / f"{r['row']['id']}.png", r["mask_png"])
     sw = sweep(pos_hist, neg_hist)
+    sources, counts = source_counts(rows)
     result = {
         **scores(total.tp, total.fp, total.fn),
+        # how far the split's F1 can be trusted: its source photos resampled (f1_interval)
+        "dice_interval": list(f1_interval(counts)) if len(sources) >= MIN_SOURCES else None,
+        "sources": len(sources),
         "threshold": t,
         "scale": scale,
         "flips": bool(flips),
@@ -160,6 +169,7 @@ def evaluate(
         "problems": [str(p) for p in skipped],
         **(meta or {}),
     }
+    result["per_image"] = rows  # as read_results gives them back
     if with_curve:
         result["curve"] = {k: sw[k].tolist() for k in ("thresholds", "f1", "precision", "recall")}
     if out:
@@ -172,7 +182,7 @@ def evaluate(
             for i in range(0, BINS, step)
         ])
         # written last: its presence means "complete"
-        write_json_atomic(out / "metrics.json", {k: v for k, v in result.items() if k != "curve"})
+        write_json_atomic(out / "metrics.json", {k: v for k, v in result.items() if k not in ("curve", "per_image")})
     return result
 
 
@@ -192,10 +202,37 @@ def score_sample(pred, s: Sample, t: float, flips: bool, scale: float, save_mask
     idx = np.minimum((prob * BINS).astype(np.int64), BINS - 1)
     row = {"id": s.id, "image": str(s.image), "width": image.shape[1], "height": image.shape[0],
            "true_pct": round(100 * float(truth.mean()), 4), "pred_pct": round(100 * float(mask.mean()), 4),
-           "scale": seen_scale, **{k: round(v, 6) for k, v in counts.scores().items()}}
+           "scale": seen_scale, **{k: round(v, 6) for k, v in counts.scores().items()},
+           "tp": counts.tp, "fp": counts.fp, "fn": counts.fn}
     return {"counts": counts, "pos": np.bincount(idx[truth], minlength=BINS),
             "neg": np.bincount(idx[~truth], minlength=BINS), "row": row,
             "mask_png": encode_png(mask) if save_mask else None}
+
+
+def source_counts(rows: Sequence[dict], ids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """Per-image rows (``id``, ``tp``, ``fp``, ``fn``; as stored or as read back from CSV) summed per
+    source photo (:func:`unet.data.source_of`: a wall's patches together): the sources, sorted,
+    and their (tp, fp, fn) rows. ``ids``: only these photos."""
+    keep = None if ids is None else set(ids)
+    sums: dict[str, np.ndarray] = {}
+    for r in rows:
+        if keep is None or r["id"] in keep:
+            c = np.array([float(r["tp"]), float(r["fp"]), float(r["fn"])])
+            sums[source_of(r["id"])] = sums.get(source_of(r["id"]), 0) + c
+    names = sorted(sums)
+    return names, np.array([sums[n] for n in names]).reshape(-1, 3)
+
+
+def compare_rows(rows_a: Sequence[dict], rows_b: Sequence[dict]) -> dict | None:
+    """Model a's F1 minus model b's on the photos both were scored on, with its interval and the
+    share of resamples where a is ahead (:func:`unet.metrics.f1_difference`), over their source
+    photos; None with fewer than ``MIN_SOURCES`` sources in common."""
+    common = {r["id"] for r in rows_a} & {r["id"] for r in rows_b}
+    names, a = source_counts(rows_a, common)
+    _, b = source_counts(rows_b, common)
+    if len(names) < MIN_SOURCES:
+        return None
+    return {**f1_difference(a, b), "sources": len(names), "photos": len(common)}
 
 
 def _local_scores(pred, samples, t, flips, scale, save_masks, progress):
@@ -257,7 +294,7 @@ def result_key(model_path: str | Path, data_dir: str | Path, threshold: float | 
         card = None
     path = Path(model_path)
     parts = {"model": [path.stat().st_mtime, path.stat().st_size], "card": card.to_dict() if card else None,
-             "threshold": threshold, "data": _folder_stamp(data_dir)}
+             "threshold": threshold, "data": _folder_stamp(data_dir), "format": RESULTS_FORMAT}
     return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
