@@ -39,6 +39,38 @@ def test_a_recipe_is_trained_per_fold_scored_on_its_fold_and_continued_where_it_
     assert m["mean_f1"]["sd"] == pytest.approx(statistics.stdev(done["runs"][k]["mean_f1"] for k in "12"))
     assert json.loads(summary_path(cfg, 2, runs).read_text()) == done
 
+    # Out of fold: each fold's photos with their counts at the fold's threshold; pooled, every
+    # training photo once, scored by the model that never saw it.
+    from unet.data import scan_dataset
+    from unet.metrics import scores
+
+    train_ids = sorted(s.id for s in scan_dataset(sample_dir).split("train"))
+    assert sorted(i for k in "12" for i, *_ in done["runs"][k]["images"][sample_dir.name]) == train_ids
+    for k in "12":  # the counts give back the F1 the fold's calibration chose its threshold by
+        tp, fp, fn = np.array([c for _, *c in done["runs"][k]["images"][sample_dir.name]]).sum(0)
+        assert scores(tp, fp, fn)["dice"] == pytest.approx(done["runs"][k]["f1"][sample_dir.name], abs=1e-9)
+    oof = m["out_of_fold"][sample_dir.name]
+    assert oof["photos"] == len(train_ids) == oof["sources"]  # generated photos: each its own source
+    assert oof["interval"][0] <= oof["dice"] <= oof["interval"][1]
+
+    # A fold recorded before the counts were: scored again, not trained again.
+    path = summary_path(cfg, 2, runs)
+    record = json.loads(path.read_text())
+    del record["runs"]["1"]["images"]
+    path.write_text(json.dumps(record))
+    again = cross_validate(cfg, 2, runs, scales=[1.0])
+    assert f"scoring run {done['runs']['1']['run']} again" in capsys.readouterr().out
+    assert again["runs"]["1"]["images"] == done["runs"]["1"]["images"] and len(list_runs(runs)) == 2
+
+    # Two recipes compared on the photos both scored (here the summary with itself).
+    other = tmp_path / "other.json"
+    other.write_text(path.read_text())
+    proc = cli_here(capsys, "compare", str(path), str(other))
+    assert proc.returncode == 0, proc.stderr
+    assert f"out-of-fold F1 {oof['dice']:.4f}" in proc.stdout and "cannot tell them apart" in proc.stdout
+    proc = cli_here(capsys, "compare", str(path), str(other), "--data", str(sample_dir))
+    assert proc.returncode == 2 and "crossval summaries (.json) alone" in proc.stderr
+
     # The command line: nothing left to train, the table printed.
     (tmp_path / "recipe.json").write_text(json.dumps(recipe))
     proc = cli_here(capsys, "crossval", "--config", str(tmp_path / "recipe.json"), "--folds", "2",
@@ -46,7 +78,8 @@ def test_a_recipe_is_trained_per_fold_scored_on_its_fold_and_continued_where_it_
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     assert "fold 1/2: done already" in out and "fold 2/2: done already" in out and len(list_runs(runs)) == 2
-    assert f"{m['mean_f1']['mean']:.4f}" in out.splitlines()[-2]
+    assert f"{m['mean_f1']['mean']:.4f}" in next(line for line in out.splitlines() if line.startswith("mean "))
+    assert f"out of fold, {sample_dir.name}: F1 {m['out_of_fold'][sample_dir.name]['dice']:.4f}" in out
 
     # Another recipe under the same name is refused, not mixed in.
     for other, scales in (({**recipe, "epochs": 2}, [1.0]), (recipe, ["auto"])):

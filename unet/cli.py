@@ -393,6 +393,13 @@ def _interval_line(result: dict) -> str:
 def cmd_compare(a) -> int:
     from .evaluate import compare_rows, eval_samples, evaluate
 
+    summaries = [m for m in a.models if m.endswith(".json")]
+    if summaries:
+        if len(summaries) != len(a.models) or a.data or a.fold:
+            raise CliError("compare takes .keras models with --data, or crossval summaries (.json) alone")
+        return _compare_summaries(a)
+    if not a.data:
+        raise CliError("compare needs --data: the split the models are scored on")
     samples, problems = eval_samples(a.data, _fold(a.fold))
     if not samples:
         _list_skipped([str(p) for p in problems])
@@ -419,11 +426,48 @@ def cmd_compare(a) -> int:
               + f"  precision {row['precision']:.4f}  recall {row['recall']:.4f}  threshold {row['threshold']:.3f}")
         d = row["vs_first"]
         if d:
-            verdict = ("the split cannot tell them apart" if d["low"] <= 0 <= d["high"]
-                       else "ahead" if d["low"] > 0 else "behind")
             print(f"  against {first}: {d['difference']:+.4f} F1 (90% interval {d['low']:+.3f} to {d['high']:+.3f}; "
-                  f"ahead in {100 * d['ahead']:.0f}% of resamples): {verdict}")
+                  f"ahead in {100 * d['ahead']:.0f}% of resamples): {_verdict(d)}")
     _list_skipped(results[first].get("problems") or [])
+    return 0
+
+
+def _verdict(d: dict) -> str:
+    return "the split cannot tell them apart" if d["low"] <= 0 <= d["high"] else "ahead" if d["low"] > 0 else "behind"
+
+
+def _compare_summaries(a) -> int:
+    """Recipes compared on their out-of-fold scores: every photo that both cross-validations
+    scored, each by a fold model that never saw it."""
+    from .crossval import compare_out_of_fold, out_of_fold
+    from .files import read_json
+
+    loaded = {}
+    for path in a.models:
+        summary = read_json(path, None)
+        if not isinstance(summary, dict) or "runs" not in summary:
+            raise CliError(f"{path}: missing, or not a crossval summary (runs/crossval-<name>-<K>.json)")
+        loaded[path] = summary
+    first, *others = a.models
+    rows = [{"summary": path, "out_of_fold": out_of_fold(s["runs"]),
+             "vs_first": compare_out_of_fold(s, loaded[first]) if path != first else None}
+            for path, s in loaded.items()]
+    if a.json:
+        print(json.dumps({"summaries": rows}))
+        return 0
+    for row in rows:
+        print(f"{row['summary']}:")
+        if not row["out_of_fold"]:
+            print("  no fold with its photos' counts (run its crossval command again to score them)")
+        for name, o in row["out_of_fold"].items():
+            iv = f" (90% interval {o['interval'][0]:.3f}-{o['interval'][1]:.3f})" if o["interval"] else ""
+            print(f"  {name}: out-of-fold F1 {o['dice']:.4f}{iv}  precision {o['precision']:.4f}  recall "
+                  f"{o['recall']:.4f}  ({o['photos']} photos, {o['sources']} sources)")
+        for name, d in (row["vs_first"] or {}).items():
+            if d:
+                print(f"  {name}, against {first} on the {d['photos']} photos both scored: {d['difference']:+.4f} F1 "
+                      f"(90% interval {d['low']:+.3f} to {d['high']:+.3f}; ahead in {100 * d['ahead']:.0f}% of "
+                      f"resamples): {_verdict(d)}")
     return 0
 
 
@@ -462,6 +506,8 @@ def cmd_calibrate(a) -> int:
             raise CliError(f"{split}: no such split folder")
     model = _load(a.model)
     result = calibrate(model, a.data, progress=_progress("calibrating"), scales=a.scales, fold=_fold(a.fold))
+    for split in result["splits"].values():
+        del split["images"]  # a row per photo: for crossval's out-of-fold scores, not for the card
     if a.write:
         model.update_card(threshold=round(result["threshold"], 3), scale=result["scale"], calibration=result)
     print(json.dumps(result, indent=None if a.json else 2))
@@ -655,10 +701,12 @@ def build_parser() -> argparse.ArgumentParser:
     _runs_dir_arg(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("compare", help="two or more models on one split: F1 with its interval, and whether the "
-                       "split can tell each from the first (paired resampling of the source photos)")
-    p.add_argument("models", nargs="+", metavar="MODEL", help=".keras files; the first is the reference")
-    p.add_argument("--data", required=True, help="a split folder (or a dataset: its test/ or val/ split)")
+    p = sub.add_parser("compare", help="two or more models on one split (or recipes on their crossval folds): F1 "
+                       "with its interval, and whether the photos can tell each from the first (paired resampling "
+                       "of the source photos)")
+    p.add_argument("models", nargs="+", metavar="MODEL", help=".keras files, or crossval summaries "
+                   "(runs/crossval-<name>-<K>.json: their out-of-fold scores, no --data); the first is the reference")
+    p.add_argument("--data", help="a split folder (or a dataset: its test/ or val/ split)")
     p.add_argument("--fold", metavar="K/N", help="fold K of N of the dataset's training photos instead")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(func=cmd_compare)

@@ -68,9 +68,11 @@ def cross_validate(cfg: TrainConfig, folds: int, runs_dir: str | Path, only: Seq
     path, summary = _opened(cfg, folds, runs_dir, json.loads(json.dumps(list(scales or ["auto"]))))
     for k in todo:
         entry = summary["runs"].get(str(k), {})
-        if entry.get("mean_f1") is not None:
+        if entry.get("mean_f1") is not None and "images" in entry:
             log(f"fold {k}/{folds}: done already (run {entry['run']}, mean F1 {entry['mean_f1']:.4f})")
             continue
+        if entry.get("mean_f1") is not None:  # scored before its photos' counts were recorded
+            log(f"fold {k}/{folds}: scoring run {entry['run']} again for its photos' counts (no training)")
         name = f"{cfg.name or cfg.preset}-fold{k}of{folds}"
         fold_cfg = dataclasses.replace(cfg, fold=f"{k}/{folds}", validation=True, name=name)  # it validates on its fold
         run, state = _trained(entry, runs_dir, fold_cfg,
@@ -87,6 +89,9 @@ def cross_validate(cfg: TrainConfig, folds: int, runs_dir: str | Path, only: Seq
             "mean_f1": scored["mean_f1"],
             "f1": {Path(s).name: v["f1_at_threshold"] for s, v in scored["splits"].items()},
             "recall": {Path(s).name: v["recall_at_threshold"] for s, v in scored["splits"].items()},
+            # each photo's pixel counts at the fold's threshold, as [id, tp, fp, fn]: the out-of-fold scores
+            "images": {Path(s).name: [[r["id"], r["tp"], r["fp"], r["fn"]] for r in v["images"]]
+                       for s, v in scored["splits"].items()},
         })
         log(f"fold {k}/{folds}: mean F1 {scored['mean_f1']:.4f} at threshold {scored['threshold']:.3f}")
     with _locked(path):
@@ -225,7 +230,47 @@ def _means(runs: dict) -> dict:
     for name in done[0]["f1"]:
         out[f"f1 {name}"] = stats([r["f1"][name] for r in done if name in r["f1"]])
         out[f"recall {name}"] = stats([r["recall"][name] for r in done if name in r["recall"]])
+    out["out_of_fold"] = out_of_fold(runs)
     return out
+
+
+def out_of_fold_rows(runs: dict) -> dict[str, list[dict]]:
+    """Per dataset, every scored fold's photos with their pixel counts, each photo scored by the
+    fold model that never saw it, at that fold's threshold (folds scored before the counts were
+    recorded have none)."""
+    rows: dict[str, list[dict]] = {}
+    for r in runs.values():
+        if r.get("mean_f1") is None:
+            continue
+        for name, images in (r.get("images") or {}).items():
+            rows.setdefault(name, []).extend({"id": i, "tp": tp, "fp": fp, "fn": fn} for i, tp, fp, fn in images)
+    return rows
+
+
+def out_of_fold(runs: dict) -> dict:
+    """Per dataset, the pixel F1 of the scored folds' photos pooled (every photo scored by a model
+    that never saw it), with its 90% interval over their source photos: one figure over up to all
+    of the training photos' walls, far more of them than a val split or one fold has."""
+    from .evaluate import MIN_SOURCES, source_counts
+    from .metrics import f1_interval, scores
+
+    out = {}
+    for name, rows in out_of_fold_rows(runs).items():
+        sources, counts = source_counts(rows)
+        tp, fp, fn = counts.sum(0)
+        out[name] = {**{k: scores(tp, fp, fn)[k] for k in ("dice", "precision", "recall")},
+                     "interval": list(f1_interval(counts)) if len(sources) >= MIN_SOURCES else None,
+                     "photos": len(rows), "sources": len(sources)}
+    return out
+
+
+def compare_out_of_fold(a: dict, b: dict) -> dict[str, dict]:
+    """Two recipes' summaries, per dataset: a's out-of-fold F1 minus b's on the photos both scored
+    (:func:`unet.evaluate.compare_rows`: paired, over their source photos)."""
+    from .evaluate import compare_rows
+
+    rows_a, rows_b = out_of_fold_rows(a.get("runs", {})), out_of_fold_rows(b.get("runs", {}))
+    return {name: compare_rows(rows_a[name], rows_b[name]) for name in sorted(set(rows_a) & set(rows_b))}
 
 
 def table(summary: dict) -> str:
@@ -247,4 +292,8 @@ def table(summary: dict) -> str:
                      f"{m['mean_f1']['mean']:>9.4f}" + "".join(f"{m[f'f1 {n}']['mean']:>12.4f}" for n in names))
         lines.append(f"{'sd':<6}{'':<46}{'':>10}{'':>7}{m['mean_f1']['sd']:>9.4f}"
                      + "".join(f"{m[f'f1 {n}']['sd']:>12.4f}" for n in names))
+    for name, o in (m.get("out_of_fold") or {}).items():
+        iv = f", 90% interval {o['interval'][0]:.3f}-{o['interval'][1]:.3f}" if o["interval"] else ""
+        lines.append(f"out of fold, {name}: F1 {o['dice']:.4f}{iv} (precision {o['precision']:.4f}, recall "
+                     f"{o['recall']:.4f}; {o['photos']} photos from {o['sources']} sources, pooled over the folds)")
     return "\n".join(lines)

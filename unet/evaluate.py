@@ -118,7 +118,9 @@ def evaluate(
         the sweep's ``best_threshold`` and ``best_f1``, ``problems``, ``per_image`` (a row per photo), ``sources`` (how many
         source photos the images came from) and ``dice_interval``: the F1's 90% interval when
         those are resampled (:func:`unet.metrics.f1_interval`; None under ``MIN_SOURCES``); with
-        ``with_curve`` also ``curve``: F1, precision and recall at each of the 1000 sweep thresholds.
+        ``with_curve`` also ``curve``: F1, precision and recall at each of the 1000 sweep thresholds,
+        and ``image_hists``: each photo's (id, histogram of its damaged pixels' probabilities, the
+        same of its intact pixels), from which its counts at any threshold follow (:func:`counts_at`).
         ``runner`` is a :class:`~unet.predict.Predictor` to use instead of the model's
         own (another precision or tile size); ``flips`` and ``scale`` are passed to it
         per photo (careful mode; another resize factor than the card's). ``scorer`` yields
@@ -136,7 +138,7 @@ def evaluate(
     total = Counts()
     pos_hist = np.zeros(BINS, np.int64)
     neg_hist = np.zeros(BINS, np.int64)
-    rows, skipped = [], list(problems)
+    rows, skipped, hists = [], list(problems), []
     out = Path(out_dir) if out_dir else None
     if out and save_masks:
         (out / "pred").mkdir(parents=True, exist_ok=True)
@@ -149,6 +151,8 @@ def evaluate(
         pos_hist += r["pos"]
         neg_hist += r["neg"]
         rows.append(r["row"])
+        if with_curve:
+            hists.append((r["row"]["id"], r["pos"], r["neg"]))
         if r["mask_png"] is not None:
             write_bytes_atomic(out / "pred" / f"{r['row']['id']}.png", r["mask_png"])
     sw = sweep(pos_hist, neg_hist)
@@ -172,6 +176,7 @@ def evaluate(
     result["per_image"] = rows  # as read_results gives them back
     if with_curve:
         result["curve"] = {k: sw[k].tolist() for k in ("thresholds", "f1", "precision", "recall")}
+        result["image_hists"] = hists
     if out:
         out.mkdir(parents=True, exist_ok=True)
         write_csv_atomic(out / "per_image.csv", rows)
@@ -182,7 +187,8 @@ def evaluate(
             for i in range(0, BINS, step)
         ])
         # written last: its presence means "complete"
-        write_json_atomic(out / "metrics.json", {k: v for k, v in result.items() if k not in ("curve", "per_image")})
+        write_json_atomic(out / "metrics.json", {k: v for k, v in result.items()
+                                                 if k not in ("curve", "image_hists", "per_image")})
     return result
 
 
@@ -221,6 +227,13 @@ def source_counts(rows: Sequence[dict], ids: Sequence[str] | None = None) -> tup
             sums[source_of(r["id"])] = sums.get(source_of(r["id"]), 0) + c
     names = sorted(sums)
     return names, np.array([sums[n] for n in names]).reshape(-1, 3)
+
+
+def counts_at(hists: Sequence[tuple[str, np.ndarray, np.ndarray]], index: int) -> list[dict]:
+    """Each photo's pixel counts at the sweep's threshold ``index`` (probability >= index / BINS),
+    from :func:`evaluate`'s ``image_hists``: rows for :func:`source_counts`."""
+    return [{"id": sid, "tp": int(pos[index:].sum()), "fp": int(neg[index:].sum()), "fn": int(pos[:index].sum())}
+            for sid, pos, neg in hists]
 
 
 def compare_rows(rows_a: Sequence[dict], rows_b: Sequence[dict]) -> dict | None:
@@ -334,8 +347,9 @@ def calibrate(model, splits: Sequence[str | Path], progress=None, scales: Sequen
     pass (a sweep of 1000 thresholds), so it is chosen jointly with the scale.
 
     Returns:
-        ``threshold``, ``scale``, ``mean_f1`` and, per split, its F1 at that threshold and
-        its own best; with several scales also ``scales``: each one's best threshold and
+        ``threshold``, ``scale``, ``mean_f1`` and, per split, its F1 at that threshold (with its
+        90% interval over the split's source photos, ``f1_interval``), its own best, and
+        ``images``: each photo's pixel counts at that threshold (rows for :func:`source_counts`); with several scales also ``scales``: each one's best threshold and
         mean F1. With ``fold`` (k, K), each split is fold k of that dataset's training photos
         (:func:`eval_samples`), and the result says so (``fold``).
     """
@@ -369,7 +383,7 @@ def calibrate_samples(model, samples: dict[str, tuple[Sequence[Sample], Sequence
             curves.append(np.asarray(r["curve"]["f1"]))
             recall_ok &= np.asarray(r["curve"]["recall"]) >= np.asarray(r["curve"]["precision"]) - RECALL_SLACK
             per[split] = {"best_threshold": r["best_threshold"], "best_f1": r["best_f1"], "n_images": r["n_images"],
-                          "curve": r["curve"]}
+                          "curve": r["curve"], "hists": r["image_hists"]}
         mean = np.mean(curves, axis=0)
         # A missed crack is worse than a false alarm: among the thresholds where every split's
         # recall is at least its precision - RECALL_SLACK, the best mean F1 (the F1 peak when none is).
@@ -380,7 +394,10 @@ def calibrate_samples(model, samples: dict[str, tuple[Sequence[Sample], Sequence
         for split, curve in zip(per, curves):
             c = per[split].pop("curve")
             per[split].update(f1_at_threshold=float(curve[best]), precision_at_threshold=float(c["precision"][best]),
-                              recall_at_threshold=float(c["recall"][best]))
+                              recall_at_threshold=float(c["recall"][best]),
+                              images=counts_at(per[split].pop("hists"), best))
+            names, counts = source_counts(per[split]["images"])
+            per[split]["f1_interval"] = list(f1_interval(counts)) if len(names) >= MIN_SOURCES else None
         tried[scale] = {"threshold": float(thresholds[best]), "scale": scale, "mean_f1": float(mean[best]),
                         "peak_f1": float(mean[_plateau_middle(mean)]),
                         "rule": f"best mean F1 with recall >= precision - {RECALL_SLACK} on every split" if ruled
