@@ -8,6 +8,10 @@
 #      (two such trainings took 4.2 minutes on the H200); then the
 #      final model's card gets the folds' threshold and scale. The final model, its card and
 #      the summary come back in $OUT/final/ (a .keras file loads here under TensorFlow).
+#      RECIPE=models/recipe.cpu.json DEEP=0 COLOR=0 FOLDS="1 2 3 4 5" cross-validates the CPU recipe
+#      instead (it has deep supervision and colour already). Back here, `python -m unet compare
+#      <one summary> <another>` ranks two recipes on the photos both scored out of fold (paired,
+#      over their source photos).
 #   2. #15 re-measured for the time left: training batches from threads against worker
 #      processes (256/8), a large photo and a folder (bench_passes 2,3), then 384/16.
 # Results and logs go to $OUT.
@@ -40,7 +44,7 @@ FOLDS=${FOLDS:-1}
 { nvidia-smi --query-gpu=name,memory.total --format=csv 2>/dev/null; df -h /dev/shm; nproc; } >> $OUT/bench.txt 2>&1
 python3 - <<PY
 import json
-d = json.load(open("models/recipe.gpu.json"))
+d = json.load(open("${RECIPE:-models/recipe.gpu.json}"))
 d["data"] = ["data/gpu/masonry", "data/gpu/deepcrack"]
 if "${DEEP:-1}" == "1":  # the recipe with deep supervision (its own crossval name and summary)
     d.update(deep_supervision=True, name=d["name"] + "-deep")
