@@ -86,6 +86,13 @@ def test_a_recipe_is_trained_per_fold_scored_on_its_fold_and_continued_where_it_
         with pytest.raises(ConfigError, match=r"another recipe \(or scored at other scales\) under this name"):
             cross_validate(TrainConfig.from_dict(other), 2, runs, scales=scales)
     assert len(list_runs(runs)) == 2
+    # Folds drawn under an earlier rule for grouping photos by source hold other photos: not mixed in.
+    path = summary_path(cfg, 2, runs)
+    record = json.loads(path.read_text())
+    path.write_text(json.dumps({k: v for k, v in record.items() if k != "grouping"}))
+    with pytest.raises(ConfigError, match="grouped by source another way"):
+        cross_validate(cfg, 2, runs, scales=[1.0])
+    path.write_text(json.dumps(record))
     proc = cli_here(capsys, "crossval", "--config", str(tmp_path / "recipe.json"), "--folds", "2",
                     "--only", "3", "--runs-dir", str(runs))
     assert proc.returncode == 2 and "fold must be k/K" in proc.stderr

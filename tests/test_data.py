@@ -222,6 +222,9 @@ def test_folds_hold_whole_source_photos_and_never_the_val_split(tmp_path):
     from unet.data import fold_split, parse_fold, source_of
 
     assert [source_of(i) for i in ("a_0_10", "a_0_9", "wall_0003", "11111")] == ["a_0", "a_0", "wall_0003", "11111"]
+    # DeepCrack's crops of one photo (and the photo's own crop, named without a number) are one source
+    assert [source_of(i) for i in ("IMG33-12", "IMG33", "11116-3", "11116", "7Q3A9060-1")] == \
+        ["IMG33", "IMG33", "11116", "11116", "7Q3A9060"]
     photos = {f"b_{p}": 1 + p % 4 for p in range(11)}  # 11 walls, 1-4 patches each
     _patches(tmp_path, photos)
     samples = scan_dataset(tmp_path).split("train")

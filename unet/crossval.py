@@ -175,6 +175,8 @@ def _trained(entry: dict, runs_dir, cfg: TrainConfig, started: Callable, label: 
 def _opened(cfg: TrainConfig, folds: int, runs_dir, scales: list | None = None) -> tuple[Path, dict]:
     """(its path, the summary on disk), made or checked against this recipe (and these scales,
     when given), under the lock; another recipe, or other scales, under the same name is refused."""
+    from .data import GROUPING
+
     path, recipe = summary_path(cfg, folds, runs_dir), _recipe(cfg)
     with _locked(path):
         summary = read_json(path, None) or {}
@@ -182,7 +184,11 @@ def _opened(cfg: TrainConfig, folds: int, runs_dir, scales: list | None = None) 
                 (scales is not None and summary.get("scales") not in (None, scales)):
             raise ConfigError(f"{path}: holds a cross-validation of another recipe (or scored at other scales) "
                               "under this name; give this one another name")
-        summary.update(recipe=recipe, folds=folds)
+        if summary.get("runs") and summary.get("grouping", 1) != GROUPING:
+            raise ConfigError(f"{path}: its folds were drawn when photos were grouped by source another way "
+                              f"(rule {summary.get('grouping', 1)}, now {GROUPING}: see unet.data.source_of); "
+                              "folds drawn now hold other photos: give this recipe another name")
+        summary.update(recipe=recipe, folds=folds, grouping=GROUPING)
         if scales is not None:
             summary["scales"] = scales
         summary.setdefault("runs", {})

@@ -272,20 +272,27 @@ def split_samples(
 
 
 # A patch cut from a bigger photo is named <name>_<photo number>_<patch number> (the masonry
-# set's ``a_0_10`` is patch 10 of photo ``a_0``): patches of one photo are one source. An id
-# with one number (``wall_0003``, DeepCrack's ``11111``) is a photo of its own.
+# set's ``a_0_10`` is patch 10 of photo ``a_0``), a crop <photo>-<number> (DeepCrack's
+# ``IMG33-12`` and ``11116-3``, crops of the photos ``IMG33`` and ``11116``, whose own crop is
+# ``11116``): the patches and crops of one photo are one source. Any other id (``wall_0003``,
+# DeepCrack's ``11111``) is a photo of its own.
 _PATCH = re.compile(r"^(.*\d)_\d+$")
+_CROP = re.compile(r"^(.+)-\d+$")
 FOLD_SEED = 0  # folds do not change with a run's seed: every run of a protocol sees the same ones
+# Which rule grouped photos into sources (crossval summaries record it; folds drawn under
+# another rule hold other photos): 1, patches only; 2 (2026-11-27), crops too.
+GROUPING = 2
 
 
 def source_of(sample_id: str) -> str:
-    """The source photo a sample was cut from: ``a_0`` for patch ``a_0_10``; the id itself for
-    an id with a single number.
+    """The source photo a sample was cut from: ``a_0`` for patch ``a_0_10``, ``IMG33`` for crop
+    ``IMG33-12`` (and for ``IMG33`` itself); the id itself for any other.
 
-    Grouping by source keeps every patch of one wall in one fold, so no fold is scored on
-    a wall another fold trained on. An id with no such suffix is its own source.
+    Grouping by source keeps every patch and crop of one photo in one fold, so no fold is scored
+    on a wall (or a stretch of pavement) another fold trained on, and a split's F1 is resampled
+    by source (:func:`unet.metrics.f1_interval`).
     """
-    m = _PATCH.match(sample_id)
+    m = _CROP.match(sample_id) or _PATCH.match(sample_id)
     return m.group(1) if m else sample_id
 
 
