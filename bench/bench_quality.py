@@ -7,6 +7,9 @@ For each model: F1 (= Dice), precision and recall on masonry/val and deepcrack/v
 model's own threshold and scale (its .json sidecar; 0.7 and 1 for the seed baseline, as in
 the original scripts), plus the same in bfloat16 for the first model (F1 must stay within 0.01) and
 in careful mode (each photo's mirror images averaged in; `--no-flips` skips it).
+Each split's F1 also gets its 90% interval over the split's source photos, and (val splits)
+its F1 on the photos cut from a source photo the training photos were also cut from, apart
+from the others (DeepCrack's val split shares most of its sources with its train split).
 `--fold K/N` reads fold K of N of each dataset's training photos instead of the val splits
 (whole source photos per fold; what a run trained with `--fold K/N` held out): the protocol
 of issue #14 makes every choice there and reads the val splits once, at the end.
@@ -50,6 +53,23 @@ def scores(model, threshold: float | None, precision: str = "float32", flips: bo
         out[name] = evaluate(model, samples, threshold=threshold, problems=problems, runner=runner, flips=flips,
                              scale=SCALE)
     return out
+
+
+def overlap_line(name: str, rows: list[dict]) -> str:
+    """The split's F1 apart on the photos cut from a source photo the training photos were also cut
+    from, and on the others: what remembering a training photo is worth."""
+    from unet.data import scan_dataset, source_of
+    from unet.evaluate import source_counts
+    from unet.metrics import scores
+
+    seen = {source_of(s.id) for s in scan_dataset(SPLITS[name].parent / "train").samples}
+    parts = []
+    for label, rows_part in (("source also in train", [r for r in rows if source_of(r["id"]) in seen]),
+                             ("source unseen", [r for r in rows if source_of(r["id"]) not in seen])):
+        if rows_part:
+            tp, fp, fn = source_counts(rows_part)[1].sum(0)
+            parts.append(f"{label}: F1 {scores(tp, fp, fn)['dice']:.4f} ({len(rows_part)} photos)")
+    return f"{'':<10} " + "; ".join(parts)
 
 
 def enlarged_scores(model, factor: int) -> dict[str, dict]:
@@ -113,7 +133,9 @@ def main() -> None:
         iv = r["dice_interval"]
         if iv:
             print(f"{'':<10} F1 90% interval {iv[0]:.3f}-{iv[1]:.3f} over {r['sources']} source photos "
-                  "(a wall's patches resampled together)")
+                  "(a photo's patches or crops resampled together)")
+        if not FOLD:
+            print(overlap_line(name, r["per_image"]))
     for factor in a.enlarge:
         print(f"# the same photos enlarged {factor}x (photo bicubic, mask nearest); target: F1 within 0.03 of 1x")
         for name, r in enlarged_scores(model, factor).items():
