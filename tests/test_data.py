@@ -120,6 +120,28 @@ def test_seeded_split_is_deterministic_and_disjoint(sample_dir):
     assert len(ids) == len(set(ids)) == len(samples)
 
 
+def test_seeded_split_keeps_the_patches_of_one_wall_together(tmp_path):
+    from unet.data import source_of
+
+    for p in range(20):  # a flat folder (no split folders) of 20 walls, 1-4 patches each: 50 patches
+        for k in range(1 + p % 4):
+            sid = f"b_{p}_{k}"
+            _img(tmp_path / sid / "images" / f"{sid}.png")
+            _mask(tmp_path / sid / "masks" / f"{sid}.png", (4, 8, 0, 16))
+    samples = scan_dataset(tmp_path).split("all")
+    parts = split_samples(samples, 0.2, 0.1, seed=3)
+    walls = {k: {source_of(s.id) for s in v} for k, v in parts.items()}
+    assert not walls["val"] & walls["train"] and not walls["test"] & walls["train"] and not walls["val"] & walls["test"]
+    assert sum(map(len, parts.values())) == 50
+    assert 10 <= len(parts["val"]) <= 13 and 5 <= len(parts["test"]) <= 8  # its share, up to one wall over
+    train, val, _ = training_splits(tmp_path)  # what a run on a flat folder of patches validates on
+    assert not {source_of(s.id) for s in train} & {source_of(s.id) for s in val} and val
+    # One wall alone: held out patch by patch, since nothing else can be
+    one = [s for s in samples if source_of(s.id) == "b_3"]
+    single = split_samples(one, 0.25, seed=0)
+    assert len(single["val"]) == 1 and len(single["train"]) == 3
+
+
 def test_stats(sample_dir):
     scan = scan_dataset(sample_dir)
     stats, problems = sample_stats(scan.samples)

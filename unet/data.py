@@ -256,19 +256,30 @@ def scan_dataset(root: str | Path) -> Scan:
 def split_samples(
     samples: Sequence[Sample], val_fraction: float = 0.15, test_fraction: float = 0.0, seed: int = 0
 ) -> dict[str, list[Sample]]:
-    """Deterministic split of one pool of samples (same seed, same ids: same split)."""
+    """Deterministic split of one pool of samples (same seed, same ids: same split), whole source
+    photos per part (:func:`source_of`: the patches of one wall are not both trained on and used
+    to choose the checkpoint), about ``val_fraction`` and ``test_fraction`` of the photos each.
+    A pool of one source photo is split photo by photo (there is no other way to hold any out).
+    """
     ordered = sorted(samples, key=lambda s: s.id)
-    order = np.random.default_rng(seed).permutation(len(ordered))
+    groups: dict[str, list[Sample]] = {}
+    for s in ordered:
+        groups.setdefault(source_of(s.id), []).append(s)
+    if len(groups) < 2:
+        groups = {s.id: [s] for s in ordered}
+    keys = list(groups)  # photos of their own: the ids' order, so such a pool splits as it always did
+    order = np.random.default_rng(seed).permutation(len(keys))
     n_val = int(round(len(ordered) * val_fraction))
     n_test = int(round(len(ordered) * test_fraction))
     if len(ordered) >= 2 and val_fraction > 0:
         n_val = max(n_val, 1)
-    picked = [ordered[i] for i in order]
-    return {
-        "val": picked[:n_val],
-        "test": picked[n_val : n_val + n_test],
-        "train": picked[n_val + n_test :],
-    }
+    parts: dict[str, list[Sample]] = {"val": [], "test": [], "train": []}
+    for i in order:  # whole sources, until each part has its share (the last source may overshoot it)
+        part = "val" if len(parts["val"]) < n_val else "test" if len(parts["test"]) < n_test else "train"
+        if part != "train" and i == order[-1] and not parts["train"]:
+            part = "train"  # never leave nothing to train on
+        parts[part] += groups[keys[i]]
+    return {"val": parts["val"], "test": parts["test"], "train": parts["train"]}
 
 
 # A patch cut from a bigger photo is named <name>_<photo number>_<patch number> (the masonry
