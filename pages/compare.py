@@ -99,16 +99,16 @@ st.caption(f"Each model at its own threshold (its card's). Highest Dice (F1) the
            "best value of each column.")
 
 # --- is the difference real? ---------------------------------------------------------
-# Photos cut from one wall share its cracks and light: the split is worth its source photos, not its patches.
+# Patches cut from one photo share its cracks and light: a split is worth its source photos, not its patches.
 others = [label for label in results if label != best]
 pairs = {label: compare_rows(results[label]["per_image"], results[best]["per_image"]) for label in others}
 if any(pairs.values()):
     st.markdown(f"**Can this split tell the models apart?** Each against **{md_escape(best)}**, the source "
-                "photos resampled together (a wall's patches count as one; 2,000 resamples):")
+                "photos resampled together (a photo's patches and crops count as one; 2,000 resamples):")
     st.dataframe(pd.DataFrame([
         {"model": label, "F1 difference": d["difference"], "90% interval": f"{d['low']:+.3f} to {d['high']:+.3f}",
          "ahead in": f"{100 * d['ahead']:.0f}% of resamples",
-         "verdict": "cannot tell apart" if d["low"] <= 0 <= d["high"] else "behind" if d["high"] < 0 else "ahead"}
+         "verdict": d["verdict"]}
         for label, d in pairs.items() if d]).style.format({"F1 difference": "{:+.4f}"}), hide_index=True,
         width="stretch")
     st.caption("*F1 90% interval* (table above): where the model's F1 would fall on other photos like these. "

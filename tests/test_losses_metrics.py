@@ -210,10 +210,10 @@ def test_f1_difference_is_paired_by_group():
 
     a = np.array([[90, 10, 10], [40, 5, 30], [70, 20, 5], [20, 1, 25], [60, 10, 10]])
     same = f1_difference(a, a)
-    assert same == {"difference": 0.0, "low": 0.0, "high": 0.0, "ahead": 0.0}
+    assert same == {"difference": 0.0, "low": 0.0, "high": 0.0, "ahead": 0.0, "verdict": "cannot tell apart"}
     # b raises twice the false alarms of a on every wall: a is ahead in every resample, however
     # different the walls are from each other (which an unpaired comparison would mix in).
     d = f1_difference(a, a * [1, 2, 1])
-    assert d["difference"] > 0 and d["low"] > 0 and d["ahead"] == 1.0
+    assert d["difference"] > 0 and d["low"] > 0 and d["ahead"] == 1.0 and d["verdict"] == "ahead"
     with pytest.raises(ValueError, match="same groups"):
         f1_difference(a, a[:3])

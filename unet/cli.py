@@ -387,7 +387,7 @@ def _interval_line(result: dict) -> str:
     if not iv:
         return f"  F1 interval: none (the photos come from {n} source photo(s); at least 3 are needed)"
     return (f"  F1 90% interval {iv[0]:.3f}-{iv[1]:.3f}, resampling the {n} source photos "
-            f"(a wall's patches count as one)")
+            f"(a photo's patches and crops count as one)")
 
 
 def cmd_compare(a) -> int:
@@ -409,7 +409,7 @@ def cmd_compare(a) -> int:
         model = _load(path)
         results[path] = evaluate(model, samples, problems=problems, save_masks=False,
                                  progress=_progress(f"evaluating {Path(path).name}"))
-    first, *others = a.models
+    first = a.models[0]
     rows = []
     for path, r in results.items():
         d = compare_rows(r["per_image"], results[first]["per_image"]) if path != first else None
@@ -433,7 +433,7 @@ def cmd_compare(a) -> int:
 
 
 def _verdict(d: dict) -> str:
-    return "the split cannot tell them apart" if d["low"] <= 0 <= d["high"] else "ahead" if d["low"] > 0 else "behind"
+    return "the photos cannot tell them apart" if d["verdict"] == "cannot tell apart" else d["verdict"]
 
 
 def _compare_summaries(a) -> int:
@@ -448,7 +448,7 @@ def _compare_summaries(a) -> int:
         if not isinstance(summary, dict) or "runs" not in summary:
             raise CliError(f"{path}: missing, or not a crossval summary (runs/crossval-<name>-<K>.json)")
         loaded[path] = summary
-    first, *others = a.models
+    first = a.models[0]
     rows = [{"summary": path, "out_of_fold": out_of_fold(s["runs"]),
              "vs_first": compare_out_of_fold(s, loaded[first]) if path != first else None}
             for path, s in loaded.items()]

@@ -106,7 +106,8 @@ def f1_difference(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict[str, floa
     """Model a's pixel F1 minus model b's on the same groups of photos (row i of ``a`` and ``b``
     is the same group), with the ``LEVEL`` interval of the difference when the groups are
     resampled together (a paired bootstrap), and ``ahead``: the share of resamples where a scores
-    higher. An interval that holds 0 says the split cannot tell the two models apart.
+    higher, and ``verdict``: "ahead" or "behind" when the interval is clear of 0, else "cannot tell
+    apart" (the photos cannot tell the two models apart).
     """
     a = np.asarray(a, np.float64).reshape(-1, 3)
     b = np.asarray(b, np.float64).reshape(-1, 3)
@@ -115,8 +116,10 @@ def f1_difference(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict[str, floa
     w = _resampled(len(a), seed)
     d = _f1(w @ a) - _f1(w @ b)
     tail = 100 * (1 - LEVEL) / 2
-    return {"difference": float(_f1(a.sum(0)) - _f1(b.sum(0))), "low": float(np.percentile(d, tail)),
-            "high": float(np.percentile(d, 100 - tail)), "ahead": float(np.mean(d > 0))}
+    low, high = float(np.percentile(d, tail)), float(np.percentile(d, 100 - tail))
+    return {"difference": float(_f1(a.sum(0)) - _f1(b.sum(0))), "low": low, "high": high,
+            "ahead": float(np.mean(d > 0)),
+            "verdict": "ahead" if low > 0 else "behind" if high < 0 else "cannot tell apart"}
 
 
 # ---------------------------------------------------------------------------------
