@@ -8,10 +8,11 @@
 #      (two such trainings took 4.2 minutes on the H200); then the
 #      final model's card gets the folds' threshold and scale. The final model, its card and
 #      the summary come back in $OUT/final/ (a .keras file loads here under TensorFlow).
-#      RECIPE=models/recipe.cpu.json DEEP=0 COLOR=0 FOLDS="1 2 3 4 5" cross-validates the CPU recipe
-#      instead (it has deep supervision and colour already). Back here, `python -m unet compare
-#      <one summary> <another>` ranks two recipes on the photos both scored out of fold (paired,
-#      over their source photos).
+#      RECIPE=models/recipe.cpu.json DEEP=0 COLOR=0 FOLDS="3 4 5" cross-validates the CPU recipe
+#      instead (it has deep supervision and colour already), and SUMMARY=<its crossval summary>
+#      (models/crossval/, the folds trained on the CPU) continues that cross-validation: the folds
+#      it holds are not trained again. Back here, `python -m unet compare <one summary> <another>`
+#      ranks two recipes on the photos both scored out of fold (paired, over their source photos).
 #   2. #15 re-measured for the time left: training batches from threads against worker
 #      processes (256/8), a large photo and a folder (bench_passes 2,3), then 384/16.
 # Results and logs go to $OUT.
@@ -61,6 +62,7 @@ PY
 # 1. The trainings share the GPU (memory) and the cores (batch workers).
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.28 UNET_DATA_WORKERS=6
 CV="python3 -m unet crossval --config /tmp/recipe3.json --folds 5 --runs-dir $RUNS"
+[ -n "${SUMMARY:-}" ] && mkdir -p $RUNS && cp "$SUMMARY" $RUNS/  # folds done elsewhere count, not trained again
 log "crossval fold(s) $FOLDS and the final model, side by side (limit $TRAIN s)"
 for k in $FOLDS; do timeout $TRAIN $CV --only $k > $OUT/fold$k.log 2>&1 & done
 timeout $TRAIN $CV --final > $OUT/final.log 2>&1 &

@@ -86,6 +86,14 @@ def test_a_recipe_is_trained_per_fold_scored_on_its_fold_and_continued_where_it_
         with pytest.raises(ConfigError, match=r"another recipe \(or scored at other scales\) under this name"):
             cross_validate(TrainConfig.from_dict(other), 2, runs, scales=scales)
     assert len(list_runs(runs)) == 2
+    # The same recipe with its data copied elsewhere (another machine, a GPU): the folds count together.
+    import shutil
+
+    moved = tmp_path / "elsewhere" / sample_dir.name
+    shutil.copytree(sample_dir, moved)
+    there = cross_validate(TrainConfig.from_dict({**recipe, "data": str(moved)}), 2, runs, scales=[1.0])
+    assert "fold 1/2: done already" in capsys.readouterr().out and len(list_runs(runs)) == 2
+    assert there["runs"] == done["runs"]
     # Folds drawn under an earlier rule for grouping photos by source hold other photos: not mixed in.
     path = summary_path(cfg, 2, runs)
     record = json.loads(path.read_text())

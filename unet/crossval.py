@@ -35,6 +35,16 @@ def _recipe(cfg: TrainConfig) -> dict:
     return json.loads(json.dumps({k: v for k, v in cfg.to_dict().items() if k not in ("fold", "validation")}))
 
 
+def _identity(recipe: dict | None) -> dict | None:
+    """What makes two recipes the same: everything but where the datasets lie (their folder names
+    stay), so folds trained on another machine, with the data copied elsewhere, count together."""
+    if recipe is None:
+        return None
+    data = recipe.get("data")
+    names = [Path(d).name for d in data] if isinstance(data, list) else Path(str(data)).name
+    return {**recipe, "data": names}
+
+
 def cross_validate(cfg: TrainConfig, folds: int, runs_dir: str | Path, only: Sequence[int] | None = None,
                    scales: Sequence[float | str] | None = None, log: Callable[[str], None] = print) -> dict:
     """Train and score the recipe on each fold; returns (and writes) the summary.
@@ -180,7 +190,7 @@ def _opened(cfg: TrainConfig, folds: int, runs_dir, scales: list | None = None) 
     path, recipe = summary_path(cfg, folds, runs_dir), _recipe(cfg)
     with _locked(path):
         summary = read_json(path, None) or {}
-        if summary.get("recipe") not in (None, recipe) or \
+        if _identity(summary.get("recipe")) not in (None, _identity(recipe)) or \
                 (scales is not None and summary.get("scales") not in (None, scales)):
             raise ConfigError(f"{path}: holds a cross-validation of another recipe (or scored at other scales) "
                               "under this name; give this one another name")
