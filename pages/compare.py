@@ -116,10 +116,15 @@ if any(pairs.values()):
                "do not pick a model on it; evaluate on more source photos (another split, or folds).")
 
 long = table.melt(id_vars="model", value_vars=shown, var_name="metric", value_name="value")
+# The F1 bars carry their 90% interval (none where the split has too few source photos).
+f1_rows = long["metric"] == NAMES["dice"]
+interval = {label: r.get("dice_interval") or [r["dice"], r["dice"]] for label, r in results.items()}
+long["above"] = [interval[m][1] - v if f1 else 0.0 for m, v, f1 in zip(long["model"], long["value"], f1_rows)]
+long["below"] = [v - interval[m][0] if f1 else 0.0 for m, v, f1 in zip(long["model"], long["value"], f1_rows)]
 left, right = st.columns(2)
 BOTTOM_LEGEND = {"orientation": "h", "yanchor": "top", "y": -0.2, "title": None}
 bars = px.bar(long, x="metric", y="value", color="model", barmode="group", range_y=[0, 1],
-              title="Metrics at each model's threshold")
+              error_y="above", error_y_minus="below", title="Metrics at each model's threshold (F1: its 90% interval)")
 bars.update_layout(legend=BOTTOM_LEGEND)
 left.plotly_chart(bars, width="stretch")
 pr = go.Figure()
