@@ -117,10 +117,10 @@ if any(pairs.values()):
 
 long = table.melt(id_vars="model", value_vars=shown, var_name="metric", value_name="value")
 # The F1 bars carry their 90% interval (none where the split has too few source photos).
-f1_rows = long["metric"] == NAMES["dice"]
-interval = {label: r.get("dice_interval") or [r["dice"], r["dice"]] for label, r in results.items()}
-long["above"] = [interval[m][1] - v if f1 else 0.0 for m, v, f1 in zip(long["model"], long["value"], f1_rows)]
-long["below"] = [v - interval[m][0] if f1 else 0.0 for m, v, f1 in zip(long["model"], long["value"], f1_rows)]
+interval = {label: r.get("dice_interval") for label, r in results.items()}
+shows = [metric == NAMES["dice"] and interval[m] is not None for m, metric in zip(long["model"], long["metric"])]
+long["above"] = [interval[m][1] - v if ok else np.nan for m, v, ok in zip(long["model"], long["value"], shows)]
+long["below"] = [v - interval[m][0] if ok else np.nan for m, v, ok in zip(long["model"], long["value"], shows)]
 left, right = st.columns(2)
 BOTTOM_LEGEND = {"orientation": "h", "yanchor": "top", "y": -0.2, "title": None}
 bars = px.bar(long, x="metric", y="value", color="model", barmode="group", range_y=[0, 1],
