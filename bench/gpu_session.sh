@@ -10,7 +10,7 @@
 #      the summary come back in $OUT/final/ (a .keras file loads here under TensorFlow).
 #      RECIPE=models/recipe.cpu.json DEEP=0 COLOR=0 FOLDS="3 4 5" cross-validates the CPU recipe
 #      instead (it has deep supervision and colour already), and SUMMARY=<its crossval summary>
-#      (models/crossval/, the folds trained on the CPU) continues that cross-validation: the folds
+#      (models/crossval/cpu-recipe-5.json: folds 1-2, trained on the CPU) continues that cross-validation: the folds
 #      it holds are not trained again. Back here, `python -m unet compare <one summary> <another>`
 #      ranks two recipes on the photos both scored out of fold (paired, over their source photos).
 #   2. #15 re-measured for the time left: training batches from threads against worker
