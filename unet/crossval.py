@@ -267,7 +267,7 @@ def out_of_fold(runs: dict) -> dict:
     """Per dataset, the pixel F1 of the scored folds' photos pooled (every photo scored by a model
     that never saw it), with its 90% interval over their source photos: one figure over up to all
     of the training photos' walls, far more of them than a val split or one fold has."""
-    from .evaluate import MIN_SOURCES, source_counts
+    from .evaluate import source_counts
     from .metrics import f1_interval, scores
 
     out = {}
@@ -275,8 +275,7 @@ def out_of_fold(runs: dict) -> dict:
         sources, counts = source_counts(rows)
         tp, fp, fn = counts.sum(0)
         out[name] = {**{k: scores(tp, fp, fn)[k] for k in ("dice", "precision", "recall")},
-                     "interval": list(f1_interval(counts)) if len(sources) >= MIN_SOURCES else None,
-                     "photos": len(rows), "sources": len(sources)}
+                     "interval": f1_interval(counts), "photos": len(rows), "sources": len(sources)}
     return out
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from .data import Problem, Sample, load_pair, scan_dataset, source_of
 from .imaging import ImageError
-from .metrics import Counts, confusion, f1_difference, f1_interval, scores
+from .metrics import MIN_GROUPS, Counts, confusion, f1_difference, f1_interval, scores
 from .errors import UnetError
 from .files import read_json, write_csv_atomic, write_json_atomic
 
@@ -34,7 +34,6 @@ BINS = 1000
 RECALL_SLACK = 0.05
 # Part of every stored result's key: stored results of an older format are computed again.
 RESULTS_FORMAT = 2  # 2: per-image pixel counts and the F1 interval
-MIN_SOURCES = 3  # fewer source photos give no interval worth showing
 
 
 def eval_key(data_dir: str | Path) -> str:
@@ -115,9 +114,9 @@ def evaluate(
 
     Returns:
         The aggregate dict: ``iou, dice, precision, recall, threshold, n_images``,
-        the sweep's ``best_threshold`` and ``best_f1``, ``problems``, ``per_image`` (a row per photo), ``sources`` (how many
-        source photos the images came from) and ``dice_interval``: the F1's 90% interval when
-        those are resampled (:func:`unet.metrics.f1_interval`; None under ``MIN_SOURCES``); with
+        the sweep's ``best_threshold`` and ``best_f1``, ``problems``, ``per_image`` (a row per
+        photo), ``sources`` (how many source photos the images came from) and ``dice_interval``: the F1's 90% interval when
+        those are resampled (:func:`unet.metrics.f1_interval`; None with too few); with
         ``with_curve`` also ``curve``: F1, precision and recall at each of the 1000 sweep thresholds,
         and ``image_hists``: each photo's (id, histogram of its damaged pixels' probabilities, the
         same of its intact pixels), from which its counts at any threshold follow (:func:`counts_at`).
@@ -160,7 +159,7 @@ def evaluate(
     result = {
         **scores(total.tp, total.fp, total.fn),
         # how far the split's F1 can be trusted: its source photos resampled (f1_interval)
-        "dice_interval": list(f1_interval(counts)) if len(sources) >= MIN_SOURCES else None,
+        "dice_interval": f1_interval(counts),
         "sources": len(sources),
         "threshold": t,
         "scale": scale,
@@ -223,8 +222,8 @@ def source_counts(rows: Sequence[dict], ids: Sequence[str] | None = None) -> tup
     sums: dict[str, np.ndarray] = {}
     for r in rows:
         if keep is None or r["id"] in keep:
-            c = np.array([float(r["tp"]), float(r["fp"]), float(r["fn"])])
-            sums[source_of(r["id"])] = sums.get(source_of(r["id"]), 0) + c
+            source = source_of(r["id"])
+            sums[source] = sums.get(source, 0) + np.array([float(r["tp"]), float(r["fp"]), float(r["fn"])])
     names = sorted(sums)
     return names, np.array([sums[n] for n in names]).reshape(-1, 3)
 
@@ -239,11 +238,11 @@ def counts_at(hists: Sequence[tuple[str, np.ndarray, np.ndarray]], index: int) -
 def compare_rows(rows_a: Sequence[dict], rows_b: Sequence[dict]) -> dict | None:
     """Model a's F1 minus model b's on the photos both were scored on, with its interval and the
     share of resamples where a is ahead (:func:`unet.metrics.f1_difference`), over their source
-    photos; None with fewer than ``MIN_SOURCES`` sources in common."""
+    photos; None with fewer than :data:`unet.metrics.MIN_GROUPS` sources in common."""
     common = {r["id"] for r in rows_a} & {r["id"] for r in rows_b}
     names, a = source_counts(rows_a, common)
     _, b = source_counts(rows_b, common)
-    if len(names) < MIN_SOURCES:
+    if len(names) < MIN_GROUPS:
         return None
     return {**f1_difference(a, b), "sources": len(names), "photos": len(common)}
 
@@ -349,8 +348,8 @@ def calibrate(model, splits: Sequence[str | Path], progress=None, scales: Sequen
     Returns:
         ``threshold``, ``scale``, ``mean_f1`` and, per split, its F1 at that threshold (with its
         90% interval over the split's source photos, ``f1_interval``), its own best, and
-        ``images``: each photo's pixel counts at that threshold (rows for :func:`source_counts`); with several scales also ``scales``: each one's best threshold and
-        mean F1. With ``fold`` (k, K), each split is fold k of that dataset's training photos
+        ``images``: each photo's pixel counts at that threshold (rows for :func:`source_counts`);
+        with several scales also ``scales``: each one's best threshold and mean F1. With ``fold`` (k, K), each split is fold k of that dataset's training photos
         (:func:`eval_samples`), and the result says so (``fold``).
     """
     samples = {}
@@ -396,8 +395,7 @@ def calibrate_samples(model, samples: dict[str, tuple[Sequence[Sample], Sequence
             per[split].update(f1_at_threshold=float(curve[best]), precision_at_threshold=float(c["precision"][best]),
                               recall_at_threshold=float(c["recall"][best]),
                               images=counts_at(per[split].pop("hists"), best))
-            names, counts = source_counts(per[split]["images"])
-            per[split]["f1_interval"] = list(f1_interval(counts)) if len(names) >= MIN_SOURCES else None
+            per[split]["f1_interval"] = f1_interval(source_counts(per[split]["images"])[1])
         tried[scale] = {"threshold": float(thresholds[best]), "scale": scale, "mean_f1": float(mean[best]),
                         "peak_f1": float(mean[_plateau_middle(mean)]),
                         "rule": f"best mean F1 with recall >= precision - {RECALL_SLACK} on every split" if ruled

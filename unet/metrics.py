@@ -74,6 +74,7 @@ def pixel_scores(pred: np.ndarray, truth: np.ndarray, threshold: float = 0.5) ->
 
 LEVEL = 0.9  # the interval's coverage
 RESAMPLES = 2000
+MIN_GROUPS = 3  # fewer independent groups give no interval worth showing
 
 
 def _f1(totals: np.ndarray) -> np.ndarray:
@@ -88,8 +89,15 @@ def _resampled(groups: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).multinomial(groups, np.full(groups, 1 / groups), size=RESAMPLES)
 
 
-def f1_interval(counts: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    """The ``LEVEL`` percentile-bootstrap interval of a split's pixel F1.
+def _bounds(values: np.ndarray) -> tuple[float, float]:
+    """The central ``LEVEL`` share of resampled values: its lower and upper ends."""
+    tail = 100 * (1 - LEVEL) / 2
+    return float(np.percentile(values, tail)), float(np.percentile(values, 100 - tail))
+
+
+def f1_interval(counts: np.ndarray, seed: int = 0) -> tuple[float, float] | None:
+    """The ``LEVEL`` percentile-bootstrap interval of a split's pixel F1; None with fewer than
+    ``MIN_GROUPS`` groups.
 
     ``counts`` is one (tp, fp, fn) row per *independent* group of photos: a photo, or all the
     patches cut from one wall (they share its cracks, light and brickwork, so they are drawn
@@ -97,9 +105,7 @@ def f1_interval(counts: np.ndarray, seed: int = 0) -> tuple[float, float]:
     wide interval however many photos it has.
     """
     c = np.asarray(counts, np.float64).reshape(-1, 3)
-    f1 = _f1(_resampled(len(c), seed) @ c)
-    tail = 100 * (1 - LEVEL) / 2
-    return float(np.percentile(f1, tail)), float(np.percentile(f1, 100 - tail))
+    return _bounds(_f1(_resampled(len(c), seed) @ c)) if len(c) >= MIN_GROUPS else None
 
 
 def f1_difference(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict[str, float]:
@@ -115,8 +121,7 @@ def f1_difference(a: np.ndarray, b: np.ndarray, seed: int = 0) -> dict[str, floa
         raise ValueError(f"{len(a)} and {len(b)} groups: a paired difference needs the same groups")
     w = _resampled(len(a), seed)
     d = _f1(w @ a) - _f1(w @ b)
-    tail = 100 * (1 - LEVEL) / 2
-    low, high = float(np.percentile(d, tail)), float(np.percentile(d, 100 - tail))
+    low, high = _bounds(d)
     return {"difference": float(_f1(a.sum(0)) - _f1(b.sum(0))), "low": low, "high": high,
             "ahead": float(np.mean(d > 0)),
             "verdict": "ahead" if low > 0 else "behind" if high < 0 else "cannot tell apart"}
