@@ -214,6 +214,30 @@ def test_colour_changes_each_channel_and_the_saturation_and_leaves_the_mask():
     assert a.random() == b.random()
 
 
+def test_sensor_noise_is_added_last_within_its_range_and_leaves_the_mask():
+    rng = np.random.default_rng(6)
+    image = np.full((64, 64, 3), 120, np.uint8)
+    mask = rng.random((64, 64)) < 0.1
+    plain = Augment(crop_scale=(1.0, 1.0), brightness=0.0, contrast=0.0)
+    grainy = Augment(crop_scale=(1.0, 1.0), brightness=0.0, contrast=0.0, noise=0.1)
+    spreads = []
+    for seed in range(8):
+        a, b = np.random.default_rng(seed), np.random.default_rng(seed)
+        img, msk = random_pair(image, mask, 64, a, plain)
+        nimg, nmsk = random_pair(image, mask, 64, b, grainy)
+        np.testing.assert_array_equal(msk, nmsk)  # the same crop, flips and rotation: noise comes last
+        np.testing.assert_array_equal(img, image)
+        spreads.append(float(nimg.astype(np.float32).std()))
+        assert abs(float(nimg.mean()) - 120) < 1.5  # noise around the photo, not a shift of its light
+    # a standard deviation drawn per crop, uniform in 0-25.5
+    assert max(spreads) <= 0.1 * 255 * 1.05 and np.ptp(spreads) > 5, spreads
+    # off (the default), it draws no random number: runs made before it keep their crops
+    a, b = np.random.default_rng(9), np.random.default_rng(9)
+    random_pair(image, mask, 48, a, Augment())
+    random_pair(image, mask, 48, b, Augment(noise=0.0))
+    assert a.random() == b.random()
+
+
 def test_batches_and_tiles(sample_dir):
     train, val, _ = training_splits(sample_dir)
     pairs, _, _ = load_pairs(train)

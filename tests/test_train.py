@@ -62,6 +62,8 @@ def test_invalid_config_is_refused():
         TrainConfig(brightness=1.5, contrast=-0.1).validate()
     with pytest.raises(ValueError, match="color must be at least 0 and below 1"):
         TrainConfig(color=-0.2).validate()
+    with pytest.raises(ValueError, match="noise must be at least 0 and below 1"):
+        TrainConfig(noise=1.0).validate()
 
 
 def test_the_config_sets_how_far_brightness_and_contrast_vary(sample_dir, capsys):
@@ -74,10 +76,13 @@ def test_the_config_sets_how_far_brightness_and_contrast_vary(sample_dir, capsys
     assert TrainConfig.from_dict({"data": "d"}).brightness == 0.15 and augment_of(TrainConfig()).contrast == 0.15
     assert augment_of(TrainConfig(augment=False)).brightness == 0
     assert TrainConfig.from_dict({"data": "d"}).color == 0 and augment_of(TrainConfig(color=0.2)).color == 0.2
+    assert TrainConfig.from_dict({"data": "d"}).noise == 0 and augment_of(TrainConfig(noise=0.08)).noise == 0.08
     proc = cli_here(capsys, "train", "--data", str(sample_dir), "--brightness", "2", "--epochs", "1")
     assert proc.returncode == 2 and "brightness must be at least 0 and below 1" in proc.stderr
     proc = cli_here(capsys, "train", "--data", str(sample_dir), "--color", "1", "--epochs", "1")
     assert proc.returncode == 2 and "color must be at least 0 and below 1" in proc.stderr
+    proc = cli_here(capsys, "train", "--data", str(sample_dir), "--noise", "-0.1", "--epochs", "1")
+    assert proc.returncode == 2 and "noise must be at least 0 and below 1" in proc.stderr
     image, mask = load_pairs(training_splits(sample_dir)[0])[0][0]
 
     def spread(cfg):  # how far the crops' mean brightness strays from the photo's own

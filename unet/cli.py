@@ -121,7 +121,7 @@ def _train_config(a) -> TrainConfig:
              "learning_rate": "lr", "steps_per_epoch": "steps_per_epoch", "seed": "seed", "device": "device",
              "name": "name", "optimizer": "optimizer", "schedule": "schedule", "init_from": "init_from",
              "fold": "fold", "ema": "ema", "brightness": "brightness", "contrast": "contrast",
-             "color": "color"}
+             "color": "color", "noise": "noise"}
     data = getattr(a, "data", None)
     overrides = {key: getattr(a, flag, None) for key, flag in flags.items()}
     overrides["data"] = (data[0] if len(data) == 1 else data) if data else None
@@ -633,6 +633,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--contrast", type=float, metavar="F", help="crops' contrast is scaled by 1 +- F (default 0.15)")
     p.add_argument("--color", type=float, metavar="F", help="crops' colour: each channel's gain is scaled by "
                    "1 +- F and the saturation by 1 +- 2F (default 0: off)")
+    p.add_argument("--noise", type=float, metavar="F", help="crops' sensor noise: Gaussian, of a standard "
+                   "deviation drawn in 0-F x 255 per crop (default 0: off; 0.08 is up to 20/255)")
     p.add_argument("--name", help="a label for the run id")
     p.add_argument("--init-from", help="start from this .keras model's weights (same preset): fine-tuning")
     p.add_argument("--fold", metavar="K/N", help="validate on fold K of N of the training photos (whole source "

@@ -82,6 +82,9 @@ class TrainConfig:
     # Colour per crop (uniform; 0 = off): each channel's gain is scaled by 1 +- color (white
     # balance), the saturation by 1 +- 2 x color: walls of other colours than the datasets'.
     color: float = 0.0
+    # Sensor noise per crop (0 = off): Gaussian, of a standard deviation drawn uniformly in
+    # 0-noise x 255 (0.08: up to 20/255, a phone photo in poor light).
+    noise: float = 0.0
     val_fraction: float = 0.15  # used only when the dataset has no val/ folder
     threshold: float = 0.5  # for validation metrics, and the saved model's first threshold
     seed: int = 0
@@ -133,7 +136,7 @@ class TrainConfig:
             problems.append("threshold must be between 0 and 1")
         if number("val_fraction", self.val_fraction) and not 0 < self.val_fraction < 1:
             problems.append("val_fraction must be between 0 and 1")
-        for key in ("brightness", "contrast", "color"):
+        for key in ("brightness", "contrast", "color", "noise"):
             if number(key, getattr(self, key)) and not 0 <= getattr(self, key) < 1:
                 problems.append(f"{key} must be at least 0 and below 1 (a fraction: 0.15 is +-15%)")
         if number("ema", self.ema) and not 0 <= self.ema < 1:

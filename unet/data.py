@@ -460,7 +460,9 @@ class Augment:
     (a crop of ``size * s`` pixels is resized to ``size``); brightness, contrast and colour
     change the photo only. ``color``: each channel's gain is scaled by 1 +- color (white
     balance) and the saturation by 1 +- 2 x color (0: off, and no random numbers drawn, so
-    runs without it keep their crops).
+    runs without it keep their crops). ``noise``: sensor noise, each crop's pixels get Gaussian
+    noise of a standard deviation drawn uniformly in 0-noise x 255, independent per pixel and
+    channel, added last, at the model's input resolution (0: off, no random numbers drawn).
     """
 
     flip: bool = True
@@ -469,6 +471,7 @@ class Augment:
     brightness: float = 0.15
     contrast: float = 0.15
     color: float = 0.0
+    noise: float = 0.0
 
     @classmethod
     def none(cls) -> "Augment":
@@ -525,6 +528,10 @@ def random_pair(
     if aug.color:
         img = recolor(img, 1.0 + rng.uniform(-aug.color, aug.color, 3),
                       max(0.0, 1.0 + rng.uniform(-2 * aug.color, 2 * aug.color)))
+    if aug.noise:
+        sigma = rng.uniform(0.0, aug.noise) * 255
+        noisy = img.astype(np.float32) + rng.standard_normal(img.shape, dtype=np.float32) * sigma
+        img = np.clip(noisy + 0.5, 0, 255).astype(np.uint8)
     return np.ascontiguousarray(img), np.ascontiguousarray(msk)
 
 

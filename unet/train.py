@@ -185,7 +185,7 @@ def augment_of(cfg: TrainConfig):
     if not cfg.augment:
         return Augment.none()
     return Augment(crop_scale=tuple(cfg.crop_scale), brightness=cfg.brightness, contrast=cfg.contrast,
-                   color=cfg.color)
+                   color=cfg.color, noise=cfg.noise)
 
 
 def data_workers() -> int:
