@@ -86,7 +86,14 @@ def cli_here(capsys, *args: str):
 
 
 def rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    """A random photo-like image: colours varying over about 8 pixels, with a grain of 4/255
+    (a camera's; pure per-pixel noise would read as a noisy photo, which the predictor smooths)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (h // 8 + 2, w // 8 + 2, 3), dtype=np.uint8)
+    field = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BILINEAR), np.float32)
+    return np.clip(field + rng.normal(0, 4, (h, w, 3)) + 0.5, 0, 255).astype(np.uint8)
 
 
 def fresh_pages() -> None:

@@ -374,16 +374,21 @@ def test_detect_warns_about_a_photo_far_larger_than_the_training_photos_and_offe
     assert any("seen at scale 0.5" in m.value and "1800×200 px" in m.value for m in at.markdown)  # mask at full size
 
 
-def test_detect_says_when_a_photo_was_shown_to_the_model_brighter_and_flags_one_too_dark(app_env, trained_tiny):
+def test_detect_says_when_a_photo_was_shown_to_the_model_brighter_or_smoothed_and_flags_one_too_dark(
+        app_env, trained_tiny):
     at = _detect_with_a_run(app_env, trained_tiny)
     files = [(name, _png(np.random.default_rng(1).integers(0, level, (80, 96, 3), dtype=np.uint8)), "image/png")
              for name, level in (("stairwell.png", 40), ("cellar.png", 8))]
+    grainy = np.clip(130 + np.random.default_rng(2).normal(0, 25, (80, 96, 3)), 0, 255).astype(np.uint8)
+    files.append(("dusk.png", _png(grainy), "image/png"))
     at.file_uploader(key="detect_upload").set_value(files).run()
     assert not at.exception, [e.value for e in at.exception]
-    brightened = [i.value.replace("\\", "") for i in at.info if "Exposure: a dark photo" in i.value]  # unescaped
+    brightened = [i.value.replace("\\", "") for i in at.info if "Photo: a dark photo" in i.value]  # unescaped
     assert len(brightened) == 1 and "brightened x6.9 for the model" in brightened[0]  # mean 19.5 -> 135
     too_dark = [w.value for w in at.warning if "too dark to trust" in w.value]
     assert len(too_dark) == 1 and "retake it with more light" in too_dark[0]
+    smoothed = [i.value.replace("\\", "") for i in at.info if i.value.startswith("Photo: a noisy photo")]
+    assert len(smoothed) == 1 and "(noise 25/255" in smoothed[0] and "smoothed (blur" in smoothed[0], smoothed
 
 
 def test_detect_threshold_follows_the_chosen_models_card(app_env, trained_tiny):

@@ -11,12 +11,13 @@ from unet.predict import Predictor, heatmap, mirror_pad, overlay, predict_files,
 
 
 def _smooth_photo(h, w, seed=0):
-    """A photo with structure at all scales (not white noise), so seams would show."""
+    """A photo with structure at all scales (not white noise), so seams would show; its grain
+    (+-8) is within the training photos' noise, so the model sees it as it is."""
     from PIL import Image
 
     small = np.random.default_rng(seed).integers(0, 256, (h // 16 + 1, w // 16 + 1, 3), dtype=np.uint8)
     base = np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC)).astype(np.int16)
-    return np.clip(base + np.random.default_rng(seed + 1).integers(-20, 21, (h, w, 3)), 0, 255).astype(np.uint8)
+    return np.clip(base + np.random.default_rng(seed + 1).integers(-8, 9, (h, w, 3)), 0, 255).astype(np.uint8)
 
 
 def test_one_tile_equals_whole_image_prediction(tiny_model):
@@ -60,11 +61,11 @@ def test_large_photo_has_no_seams(tiny_model):
 def test_tiles_blend_to_the_weighted_mean_of_their_maps(tiny_model):
     """The moving band and the separable weights give exactly the plain weighted mean of every
     tile's map, each weighted by its window, over the photo mirrored at its edges."""
-    from unet.predict import _ramp, _starts, exposure_gain
+    from unet.predict import _ramp, _starts, model_view
 
     h, w = 300, 520
     image = _smooth_photo(h, w, seed=3)
-    assert exposure_gain(image) == 1.0  # the model sees the photo as it is
+    assert model_view(image) is image  # the model sees the photo as it is
     pred = Predictor(tiny_model, tile=128, precision="float32")
     t, m = pred.tile, pred.margin
     ph, pw = h + 2 * m, w + 2 * m
@@ -532,6 +533,73 @@ def test_a_photo_darker_than_the_training_photos_is_brightened_for_the_model(tin
     note = rows["white"]["note"]
     assert f"darkened x{exposure_gain(white):.2g}" in note and "overexposed: 90% of the photo is pure white" in note
     assert rows["white"]["confidence"] == "low"
+
+
+def test_the_noise_reading_and_the_blur_table_match_what_pillow_does():
+    """noise_sigma reads added Gaussian noise on a wall with edges (cracks and joints are few of
+    its blocks), and BLUR_LEFT is what Pillow's GaussianBlur leaves of white noise at each radius."""
+    from PIL import Image, ImageFilter
+
+    from unet.predict import BLUR_LEFT, BLUR_RADII, NOISE_GATE, NOISE_TARGET, noise_sigma, smoothed, smoothing_radius
+
+    rng = np.random.default_rng(4)
+    wall = np.full((240, 320, 3), (150, 120, 100), np.uint8)
+    wall[60:63], wall[:, 100:104], wall[150:152, 40:300] = 45, 60, 30
+    for sd in (0, 6, 20, 40):
+        noisy = np.clip(wall + rng.normal(0, sd, wall.shape) + 0.5, 0, 255).astype(np.uint8)
+        assert abs(noise_sigma(noisy) - sd) < 0.05 * sd + 0.8, (sd, noise_sigma(noisy))
+    assert noise_sigma(wall[:1]) == 0.0  # no 2x2 block: nothing to read
+    flat = np.full((256, 256, 3), 128.0)
+    noise = np.clip(flat + rng.normal(0, 20, flat.shape), 0, 255).astype(np.uint8)
+    for radius, left in zip(BLUR_RADII, BLUR_LEFT):
+        blurred = np.asarray(Image.fromarray(noise).filter(ImageFilter.GaussianBlur(radius)), np.float32)
+        assert abs(blurred.std() / 20 - left) < 0.03, (radius, blurred.std() / 20, left)
+    assert smoothing_radius(NOISE_GATE) == 0.0 and smoothing_radius(NOISE_GATE + 0.5) > 0.0
+    for sd in (12, 20, 35):  # the blur leaves NOISE_TARGET of the noise, whatever it was
+        noisy = np.clip(flat + rng.normal(0, sd, flat.shape), 0, 255).astype(np.uint8)
+        left = smoothed(noisy, smoothing_radius(noise_sigma(noisy))).astype(np.float32).std()
+        assert abs(left - NOISE_TARGET) < 0.8, (sd, left)
+
+
+def test_a_noisy_photo_is_smoothed_for_the_model_on_every_path(tiny_model, tmp_path):
+    """A photo noisier than the training photos (NOISE_GATE) is blurred before the network sees
+    it, once, on every path (one photo, the automatic scale, streams, predict's files), and
+    results.csv says so; a photo as noisy as the training photos is never touched."""
+    import csv
+
+    from PIL import Image
+
+    from unet.predict import NOISE_GATE, model_view, noise_sigma, smoothed, smoothing_radius, view_note
+
+    rng = np.random.default_rng(5)
+    wall = np.full((96, 120, 3), (150, 120, 100), np.uint8)
+    wall[40:42] = 50
+    quiet = np.clip(wall + rng.normal(0, 5, wall.shape) + 0.5, 0, 255).astype(np.uint8)
+    loud = np.clip(wall + rng.normal(0, 25, wall.shape) + 0.5, 0, 255).astype(np.uint8)
+    assert noise_sigma(quiet) < NOISE_GATE < noise_sigma(loud)
+    assert model_view(quiet) is quiet and view_note(quiet) == ("", False)
+    seen = smoothed(loud, smoothing_radius(noise_sigma(loud)))
+    np.testing.assert_array_equal(model_view(loud), seen)
+    assert noise_sigma(seen) < NOISE_GATE  # smoothed once: the view is not smoothed again
+    pred = Predictor(tiny_model)
+    np.testing.assert_array_equal(pred.probability(loud), pred.probability(seen))
+    assert not np.array_equal(pred.probability(loud), pred.forward(mirror_pad(loud, 96, 128)[None])[0, :96, :120])
+    got, want = pred.scaled_probability(loud, scale="auto"), pred.scaled_probability(seen, scale="auto")
+    np.testing.assert_array_equal(got[0], want[0])
+    assert got[1] == want[1]
+    np.testing.assert_allclose(list(pred.maps([quiet, loud]))[1], pred.probability(loud), atol=1e-6)
+    for name, image in (("quiet", quiet), ("loud", loud)):
+        Image.fromarray(image).save(tmp_path / f"{name}.png")
+    predict_files(tiny_model, [tmp_path / "quiet.png", tmp_path / "loud.png"], tmp_path / "o")
+    rows = {Path(r["file"]).stem: r for r in csv.DictReader(open(tmp_path / "o" / "results.csv"))}
+    assert "noisy" not in rows["quiet"]["note"]
+    assert f"a noisy photo (noise {noise_sigma(loud):.0f}/255" in rows["loud"]["note"]
+    assert "for the model" in view_note(loud)[0] and not view_note(loud)[1]
+    # the overlay written is of the photo as taken, noise and all, where nothing was marked
+    written = np.asarray(Image.open(tmp_path / "o" / rows["loud"]["overlay"]).convert("RGB"))
+    intact = np.asarray(Image.open(tmp_path / "o" / rows["loud"]["mask"])) == 0
+    assert intact.any()
+    np.testing.assert_array_equal(written[intact], loud[intact])
 
 
 def test_the_writing_threads_default_to_half_the_cores_and_a_bad_setting_is_named(monkeypatch):
