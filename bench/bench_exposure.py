@@ -2,19 +2,21 @@
 exposure and noise rules the predictor applies (issue #14: "a photo unlike the training data").
 
     python bench/bench_exposure.py [--model models/default.keras] [--fold 1/5] [--gains 1 0.6 0.4 0.3 0.2 1.6 2.2 3]
-                                   [--noise 8 12 20 30 45]
+                                   [--noise 0 8 12 20 30 45]
 
 Each photo of fold K/N of each dataset's training photos (whole source walls per fold; the
 val splits are not read) is multiplied by each gain (clipped at white, as a camera does) and
-segmented twice at the model's shipped settings: with the network seeing the photo as it is
-(the rule switched off) and as ``Predictor`` shows it (unet.predict.exposure_gain: a photo
-whose mean brightness is outside the training photos' 75-225 is scaled to 135). F1 is pooled
+segmented three times at the model's shipped settings: with the network seeing the photo as it
+is (the rules switched off), with the exposure rule alone (unet.predict.exposure_gain: a photo
+whose mean brightness is outside the training photos' 75-225 is scaled to 135), and as
+``Predictor`` shows it (both rules, unet.predict.model_view). F1 is pooled
 over each dataset's pixels. Synthetic darkening has no sensor noise: a real dark photo is
-noisier, so its recovery is an upper bound. ``--noise``: each photo as taken, with Gaussian
-noise of each standard deviation (0-255, per pixel and channel, seeded) added instead; the
-rule there is unet.predict.model_view's smoothing of a photo whose measured noise exceeds
-NOISE_GATE. "moved": photos the rule changed. Needs ../shared/data; exits 0 with a note when
-it is absent.
+noisier, so its recovery is an upper bound. ``--noise``: Gaussian noise of each standard
+deviation (0-255, per pixel and channel, seeded) is added after each gain, as a sensor adds it
+to a dark exposure (every gain with every noise); the rule there also includes
+unet.predict.model_view's smoothing of a photo whose measured noise exceeds NOISE_GATE.
+"moved": photos the rules changed. Needs ../shared/data; exits 0 with a note when it is
+absent.
 """
 
 from __future__ import annotations
@@ -35,8 +37,8 @@ def main() -> None:
     ap.add_argument("--model", default=str(ROOT / "models" / "default.keras"))
     ap.add_argument("--fold", default="1/5", metavar="K/N")
     ap.add_argument("--gains", nargs="+", type=float, default=[1.0, 0.6, 0.4, 0.3, 0.2, 1.6, 2.2, 3.0])
-    ap.add_argument("--noise", nargs="*", type=float, default=[], metavar="SD",
-                    help="also photos as taken with Gaussian noise of these standard deviations (0-255)")
+    ap.add_argument("--noise", nargs="+", type=float, default=[0.0], metavar="SD",
+                    help="Gaussian noise of these standard deviations (0-255) added after each gain")
     a = ap.parse_args()
     if not SHARED.is_dir():
         print(f"{SHARED} is absent: nothing to measure")
@@ -53,30 +55,34 @@ def main() -> None:
     rules = {"exposure_gain": predict.exposure_gain, "smoothing_radius": predict.smoothing_radius}
     off = {"exposure_gain": lambda image: 1.0, "smoothing_radius": lambda sigma: 0.0}
 
-    def gained(gain):
-        return lambda image, rng: np.clip(image.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+    def changed(gain, sd):
+        def change(image, rng):
+            photo = image.astype(np.float32) * gain
+            if sd:
+                photo += rng.normal(0, sd, image.shape)
+            return np.clip(photo + 0.5 * (sd > 0), 0, 255).astype(np.uint8)
+        return change
 
-    def noisy(sd):
-        return lambda image, rng: np.clip(image + rng.normal(0, sd, image.shape) + 0.5, 0, 255).astype(np.uint8)
-
-    changes = [(f"gain {g:g}", gained(g)) for g in a.gains] + [(f"noise {sd:g}", noisy(sd)) for sd in a.noise]
+    changes = [(f"{g:g}", f"{sd:g}", changed(g, sd)) for g in a.gains for sd in a.noise]
+    # the network's view: the photo as it is, with the exposure rule alone, with both rules
+    modes = {"as is": (), "exposure": ("exposure_gain",), "rules": tuple(rules)}
     print(f"{a.model}, fold {a.fold} of the training photos; F1 pooled over pixels")
-    print(f"{'dataset':10} {'photos':>9} {'mean luma':>9} {'noise':>5} {'moved':>8} {'F1 as is':>8} {'F1 rule':>8}")
+    print(f"{'dataset':10} {'gain':>5} {'noise':>5} {'mean luma':>9} {'read':>5} {'moved':>8} {'F1 as is':>8} {'exposure':>8} {'both':>8}")
     for name in ("masonry", "deepcrack"):
         samples, _ = eval_samples(SHARED / name, parse_fold(a.fold))
         pairs = [(image, mask.astype(bool)) for image, mask in (load_pair(s) for s in samples)]
-        for label, change in changes:
+        for gain, sd, change in changes:
             rng = np.random.default_rng(0)
-            counts = {"as is": [0, 0, 0], "rule": [0, 0, 0]}
+            counts = {mode: [0, 0, 0] for mode in modes}
             lumas, sigmas, moved = [], [], 0
             for image, truth in pairs:
                 photo = change(image, rng)
                 lumas.append(float((photo.astype(np.float32) @ luma).mean()))
                 sigmas.append(predict.noise_sigma(photo))
                 moved += predict.model_view(photo) is not photo
-                for mode in counts:
+                for mode, on in modes.items():
                     for rule, shipped in rules.items():
-                        setattr(predict, rule, shipped if mode == "rule" else off[rule])
+                        setattr(predict, rule, shipped if rule in on else off[rule])
                     try:
                         found = model.segment(photo).mask
                     finally:
@@ -87,9 +93,8 @@ def main() -> None:
                     c[1] += int((found & ~truth).sum())
                     c[2] += int((~found & truth).sum())
             f1 = {m: 2 * c[0] / max(1, 2 * c[0] + c[1] + c[2]) for m, c in counts.items()}
-            print(f"{name:10} {label:>9} {np.mean(lumas):9.0f} {np.median(sigmas):5.1f} {moved:4d}/{len(pairs):<3d} "
-                  f"{f1['as is']:8.3f} {f1['rule']:8.3f}", flush=True)
-
+            print(f"{name:10} {gain:>5} {sd:>5} {np.mean(lumas):9.0f} {np.median(sigmas):5.1f} {moved:4d}/{len(pairs):<3d} "
+                  + " ".join(f"{f1[mode]:8.3f}" for mode in modes), flush=True)
 
 if __name__ == "__main__":
     main()
