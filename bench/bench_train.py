@@ -1,6 +1,6 @@
 """Training throughput: the real input pipeline against `fit` on pre-loaded arrays.
 
-    python bench/bench_train.py [--quick] [--preset seed] [--size 256] [--data DIR] [--color F]
+    python bench/bench_train.py [--quick] [--preset seed] [--size 256] [--data DIR] [--color F] [--noise F]
 
 Both fit the same model for the same number of steps; the baseline gets the very
 batches the pipeline produced, pre-loaded as one array (no decoding, no augmentation),
@@ -30,6 +30,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=12)
     ap.add_argument("--data", help="dataset folder (default: a generated sample)")
     ap.add_argument("--color", type=float, default=0.0, help="the crops' colour augmentation (train --color)")
+    ap.add_argument("--noise", type=float, default=0.0, help="the crops' sensor noise (train --noise)")
     a = ap.parse_args()
     # Killed by `timeout` (SIGTERM, as bench/gpu_session.sh does), end as on Ctrl-C: the worker
     # processes are stopped and their shared memory unlinked by the `finally` blocks.
@@ -50,7 +51,7 @@ def main() -> None:
     t0 = time.perf_counter()
     pairs, _, _ = load_pairs(train)
     decode = time.perf_counter() - t0
-    batcher = PairBatcher(pairs, a.size, a.batch, Augment(color=a.color), steps=steps, seed=0)
+    batcher = PairBatcher(pairs, a.size, a.batch, Augment(color=a.color, noise=a.noise), steps=steps, seed=0)
 
     def fresh():
         import keras
@@ -75,7 +76,7 @@ def main() -> None:
 
     print(f"# training benchmark: backend {keras.backend.backend()}, preset {a.preset}, {a.size}x{a.size}, "
           f"batch {a.batch}, {steps} steps, {len(pairs)} photos decoded and cached once in {decode:.2f} s, "
-          f"{os.cpu_count()} CPU cores, {data_workers()} data threads, colour augmentation {a.color}", flush=True)
+          f"{os.cpu_count()} CPU cores, {data_workers()} data threads, colour augmentation {a.color}, noise {a.noise}", flush=True)
     preloaded = timed_fit(fresh(), x=x, y=y, batch_size=a.batch, shuffle=False)
     print(f"fit on pre-loaded arrays (baseline)  {preloaded:6.2f} img/s", flush=True)
     processes = max(2, data_workers())

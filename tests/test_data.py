@@ -231,6 +231,14 @@ def test_sensor_noise_is_added_last_within_its_range_and_leaves_the_mask():
         assert abs(float(nimg.mean()) - 120) < 1.5  # noise around the photo, not a shift of its light
     # a standard deviation drawn per crop, uniform in 0-25.5
     assert max(spreads) <= 0.1 * 255 * 1.05 and np.ptp(spreads) > 5, spreads
+    # the same seed, the same grain; another seed, other grain
+    once, again, other = (random_pair(image, mask, 64, np.random.default_rng(k), grainy)[0] for k in (3, 3, 4))
+    np.testing.assert_array_equal(once, again)
+    assert np.mean(once != other) > 0.5
+    # a crop too large for the bank of values gets fresh ones, of the same spread
+    wide = np.full((1200, 1200, 3), 120, np.uint8), np.zeros((1200, 1200), bool)
+    big = [random_pair(*wide, 1200, np.random.default_rng(k), grainy)[0].astype(np.float32).std() for k in range(3)]
+    assert max(big) > 5 and max(big) <= 0.1 * 255 * 1.05, big
     # off (the default), it draws no random number: runs made before it keep their crops
     a, b = np.random.default_rng(9), np.random.default_rng(9)
     random_pair(image, mask, 48, a, Augment())
