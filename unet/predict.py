@@ -187,9 +187,9 @@ def noise_sigma(image: np.ndarray, gain: float = 1.0) -> float:
     """The photo's noise, as the standard deviation (0-255) of white noise that would give it:
     the median absolute diagonal detail of 2x2 pixel blocks (orthonormal Haar, the finest scale),
     / 0.6745, per channel, the median of the channels; over a grid of about 65,000 blocks (every
-    block of a photo up to about 0.26 MP; 5 ms for 12 MP). Robust to edges and cracks, which are few of the blocks; a
-    fine regular texture reads as noise. ``gain``: of the photo brightened by it first (its
-    exposure, :func:`exposed`)."""
+    block of a photo up to about 0.26 MP; 5 ms for 12 MP). Robust to edges and cracks, which are
+    few of the blocks; a fine regular texture reads as noise. ``gain``: of the photo brightened
+    by it first (its exposure, :func:`exposed`)."""
     h, w = image.shape[0] // 2 * 2, image.shape[1] // 2 * 2
     if h == 0 or w == 0:
         return 0.0
@@ -1296,10 +1296,10 @@ def render_outputs(name: str, image: np.ndarray, seg: Segmentation, scale_settin
         outputs["cracks_png"] = (f"{name}_cracks.png", encode_png(width_picture(image, found)))
         changes.update(found.summary())
     unsure = seg.doubt
-    light, retake = view_note(image)
+    seen_as, retake = view_note(image)
     hint = "" if scale_setting == AUTO else scale_hint(image.shape, seg.scale)
     changes.update({k: filename for k, (filename, _) in outputs.items()}, damaged_pct=round(seg.damaged_pct, 4),
-                   error="", note="; ".join(n for n in (light, unsure, hint) if n), scale=f"{seg.scale:g}",
+                   error="", note="; ".join(n for n in (seen_as, unsure, hint) if n), scale=f"{seg.scale:g}",
                    confidence="low" if unsure or retake else "high")
     return outputs, changes, found
 
