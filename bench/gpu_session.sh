@@ -13,7 +13,7 @@
 #      (models/crossval/cpu-recipe-5.json: folds 1-2, trained on the CPU) continues that cross-validation: the folds
 #      it holds are not trained again. Back here, `python -m unet compare <one summary> <another>`
 #      ranks two recipes on the photos both scored out of fold (paired, over their source photos).
-#      The CPU recipe with sensor noise in training has folds 1-2 too:
+#      The CPU recipe with sensor noise in training has folds 1-2 too (0.015 behind on masonry there):
 #      RECIPE=models/recipe.cpu-noise.json SUMMARY=models/crossval/cpu-recipe-noise-5.json DEEP=0 COLOR=0
 #      FOLDS="3 4 5" (a second call); the two summaries then compare over every training photo.
 #   2. #15 re-measured for the time left: training batches from threads against worker
