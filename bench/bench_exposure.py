@@ -79,7 +79,8 @@ def main() -> None:
                 photo = change(image, rng)
                 lumas.append(float((photo.astype(np.float32) @ luma).mean()))
                 sigmas.append(predict.noise_sigma(photo))
-                moved += predict.model_view(photo) is not photo
+                view_gain, _, radius = predict.view_settings(photo)
+                moved += view_gain != 1.0 or radius > 0
                 for mode, on in modes.items():
                     for rule, shipped in rules.items():
                         setattr(predict, rule, shipped if rule in on else off[rule])

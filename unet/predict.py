@@ -216,19 +216,26 @@ def smoothed(image: np.ndarray, radius: float) -> np.ndarray:
     return np.asarray(Image.fromarray(image).filter(ImageFilter.GaussianBlur(radius)))
 
 
+def view_settings(image: np.ndarray) -> tuple[float, float, float]:
+    """(the exposure gain, the noise read after it, the blur radius for that noise): what
+    :func:`model_view` does to this photo, and what :func:`view_note` reports."""
+    gain = exposure_gain(image)
+    sigma = noise_sigma(image, gain)
+    return gain, sigma, smoothing_radius(sigma)
+
+
 def model_view(image: np.ndarray) -> np.ndarray:
     """The photo as the network sees it: its exposure (:func:`exposure_gain`), then its noise
     (:func:`smoothing_radius`); the photo itself when it is like the training photos."""
-    view = exposed(image, exposure_gain(image))
-    return smoothed(view, smoothing_radius(noise_sigma(view)))
+    gain, _, radius = view_settings(image)
+    return smoothed(exposed(image, gain), radius)
 
 
 def view_note(image: np.ndarray) -> tuple[str, bool]:
     """(what :func:`model_view` did to the photo and what cannot be trusted, whether the mask
     needs checking by eye); ('', False) for a photo like the training photos."""
     note, retake = exposure_note(image)
-    sigma = noise_sigma(image, exposure_gain(image))
-    radius = smoothing_radius(sigma)
+    _, sigma, radius = view_settings(image)
     if radius:
         note = "; ".join(n for n in (note, f"a noisy photo (noise {sigma:.0f}/255, the training photos' mostly "
                                      f"below {NOISE_GATE:.0f}): smoothed (blur {radius:.2f} px) for the model") if n)
