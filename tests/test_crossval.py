@@ -94,6 +94,14 @@ def test_a_recipe_is_trained_per_fold_scored_on_its_fold_and_continued_where_it_
     there = cross_validate(TrainConfig.from_dict({**recipe, "data": str(moved)}), 2, runs, scales=[1.0])
     assert "fold 1/2: done already" in capsys.readouterr().out and len(list_runs(runs)) == 2
     assert there["runs"] == done["runs"]
+    # A summary written before a config key existed (here: noise, with its default) continues.
+    path = summary_path(cfg, 2, runs)
+    record = json.loads(path.read_text())
+    assert record["recipe"].pop("noise") == 0.0
+    path.write_text(json.dumps(record))
+    assert cross_validate(cfg, 2, runs, scales=[1.0])["runs"] == done["runs"]
+    with pytest.raises(ConfigError, match="another recipe"):
+        cross_validate(TrainConfig.from_dict({**recipe, "noise": 0.05}), 2, runs, scales=[1.0])
     # Folds drawn under an earlier rule for grouping photos by source hold other photos: not mixed in.
     path = summary_path(cfg, 2, runs)
     record = json.loads(path.read_text())

@@ -37,9 +37,16 @@ def _recipe(cfg: TrainConfig) -> dict:
 
 def _identity(recipe: dict | None) -> dict | None:
     """What makes two recipes the same: everything but where the datasets lie (their folder names
-    stay), so folds trained on another machine, with the data copied elsewhere, count together."""
+    stay), so folds trained on another machine, with the data copied elsewhere, count together.
+    A summary written before a config key existed holds no value for it: read through the config,
+    it gets that key's default, which is what its runs trained with (a new key's default keeps the
+    old behaviour), so its folds still count with the same recipe run today."""
     if recipe is None:
         return None
+    try:
+        recipe = _recipe(TrainConfig.from_dict(recipe))
+    except (ConfigError, TypeError):  # a key this version does not know: compared as written
+        pass
     data = recipe.get("data")
     names = [Path(d).name for d in data] if isinstance(data, list) else Path(str(data)).name
     return {**recipe, "data": names}
