@@ -1,8 +1,9 @@
-"""Pixel F1 of the bundled model on photos darkened, brightened or noisy, as taken and with the
-exposure and noise rules the predictor applies (issue #14: "a photo unlike the training data").
+"""Pixel F1 of the bundled model on photos darkened, brightened, noisy or out of focus, as taken
+and with the exposure, noise and focus rules the predictor applies (issue #14: "a photo unlike
+the training data").
 
     python bench/bench_exposure.py [--model models/default.keras] [--fold 1/5] [--gains 1 0.6 0.4 0.3 0.2 1.6 2.2 3]
-                                   [--noise 0 8 12 20 30 45]
+                                   [--noise 0 8 12 20 30 45] [--blur 0 1.5 3 5 8]
 
 Each photo of fold K/N of each dataset's training photos (whole source walls per fold; the
 val splits are not read) is multiplied by each gain (clipped at white, as a camera does) and
@@ -15,6 +16,10 @@ noisier, so its recovery is an upper bound. ``--noise``: Gaussian noise of each 
 deviation (0-255, per pixel and channel, seeded) is added after each gain, as a sensor adds it
 to a dark exposure (every gain with every noise); the rule there also includes
 unet.predict.model_view's smoothing of a photo whose measured noise exceeds NOISE_GATE.
+``--blur``: a Gaussian blur of each radius (Pillow's, px) comes first, as a lens out of focus
+does before the sensor (every blur with every gain and noise); the rules then include the focus
+rule's sharpening (unet.predict.deblur_radius) wherever the photo's blur, as the network sees it,
+exceeds BLUR_GATE.
 "moved": photos the rules changed. Needs ../shared/data; exits 0 with a note when it is
 absent.
 """
@@ -39,6 +44,8 @@ def main() -> None:
     ap.add_argument("--gains", nargs="+", type=float, default=[1.0, 0.6, 0.4, 0.3, 0.2, 1.6, 2.2, 3.0])
     ap.add_argument("--noise", nargs="+", type=float, default=[0.0], metavar="SD",
                     help="Gaussian noise of these standard deviations (0-255) added after each gain")
+    ap.add_argument("--blur", nargs="+", type=float, default=[0.0], metavar="PX",
+                    help="Gaussian blurs of these radii (px) applied before each gain and noise")
     a = ap.parse_args()
     if not SHARED.is_dir():
         print(f"{SHARED} is absent: nothing to measure")
@@ -52,49 +59,57 @@ def main() -> None:
 
     model = load_model(a.model)
     luma = np.array([0.299, 0.587, 0.114], np.float32)
-    rules = {"exposure_gain": predict.exposure_gain, "smoothing_radius": predict.smoothing_radius}
-    off = {"exposure_gain": lambda image: 1.0, "smoothing_radius": lambda sigma: 0.0}
+    rules = {"exposure_gain": predict.exposure_gain, "smoothing_radius": predict.smoothing_radius,
+             "deblur_radius": predict.deblur_radius}
+    off = {"exposure_gain": lambda image: 1.0, "smoothing_radius": lambda sigma: 0.0,
+           "deblur_radius": lambda sigma: 0.0}
 
-    def changed(gain, sd):
+    def changed(blur, gain, sd):
         def change(image, rng):
-            photo = image.astype(np.float32) * gain
+            photo = predict.smoothed(image, blur).astype(np.float32) * gain
             if sd:
                 photo += rng.normal(0, sd, image.shape)
             return np.clip(photo + 0.5 * (sd > 0), 0, 255).astype(np.uint8)
         return change
 
-    changes = [(f"{g:g}", f"{sd:g}", changed(g, sd)) for g in a.gains for sd in a.noise]
+    changes = [(f"{b:g}", f"{g:g}", f"{sd:g}", changed(b, g, sd)) for b in a.blur for g in a.gains for sd in a.noise]
     # the network's view: the photo as it is, with the exposure rule alone, with both rules
     modes = {"as is": (), "exposure": ("exposure_gain",), "rules": tuple(rules)}
     print(f"{a.model}, fold {a.fold} of the training photos; F1 pooled over pixels")
-    print(f"{'dataset':10} {'gain':>5} {'noise':>5} {'mean luma':>9} {'read':>5} {'moved':>8} {'F1 as is':>8} {'exposure':>8} {'both':>8}")
+    print(f"{'dataset':10} {'blur':>5} {'gain':>5} {'noise':>5} {'mean luma':>9} {'read':>5} {'blur read':>9} {'moved':>8} "
+          f"{'F1 as is':>8} {'exposure':>8} {'rules':>8}")
     for name in ("masonry", "deepcrack"):
         samples, _ = eval_samples(SHARED / name, parse_fold(a.fold))
         pairs = [(image, mask.astype(bool)) for image, mask in (load_pair(s) for s in samples)]
-        for gain, sd, change in changes:
+        for blur, gain, sd, change in changes:
             rng = np.random.default_rng(0)
             counts = {mode: [0, 0, 0] for mode in modes}
-            lumas, sigmas, moved = [], [], 0
+            lumas, sigmas, blurs, moved = [], [], [], 0
             for image, truth in pairs:
                 photo = change(image, rng)
                 lumas.append(float((photo.astype(np.float32) @ luma).mean()))
                 sigmas.append(predict.noise_sigma(photo))
-                view_gain, _, radius = predict.view_settings(photo)
-                moved += view_gain != 1.0 or radius > 0
+                view_gain, _, radius, seen_blur = predict.view_settings(photo)
+                blurs.append(predict.blur_sigma(photo))
                 for mode, on in modes.items():
                     for rule, shipped in rules.items():
                         setattr(predict, rule, shipped if rule in on else off[rule])
                     try:
-                        found = model.segment(photo).mask
+                        seg = model.segment(photo)
                     finally:
                         for rule, shipped in rules.items():
                             setattr(predict, rule, shipped)
+                    found = seg.mask
+                    if mode == "rules":
+                        finest = seen_blur * max(predict.seen_scales(seg.scale, model.scale))
+                        moved += view_gain != 1.0 or radius > 0 or predict.deblur_radius(finest) > 0
                     c = counts[mode]
                     c[0] += int((found & truth).sum())
                     c[1] += int((found & ~truth).sum())
                     c[2] += int((~found & truth).sum())
             f1 = {m: 2 * c[0] / max(1, 2 * c[0] + c[1] + c[2]) for m, c in counts.items()}
-            print(f"{name:10} {gain:>5} {sd:>5} {np.mean(lumas):9.0f} {np.median(sigmas):5.1f} {moved:4d}/{len(pairs):<3d} "
+            print(f"{name:10} {blur:>5} {gain:>5} {sd:>5} {np.mean(lumas):9.0f} {np.median(sigmas):5.1f} "
+                  f"{np.median(blurs):9.1f} {moved:4d}/{len(pairs):<3d} "
                   + " ".join(f"{f1[mode]:8.3f}" for mode in modes), flush=True)
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from unet.errors import ConfigError
 from unet.imaging import ImageError, display_name, encode_png, read_image
 from unet.model import ModelError
 from unet.model import AUTO
-from unet.predict import doubt, heatmap, overlay, scale_hint, view_note
+from unet.predict import doubt, heatmap, overlay, scale_hint, seen_scales, view_note
 
 through_app()
 
@@ -152,7 +152,7 @@ def result(name: str, data: bytes, key: tuple, where) -> ChainMap | None:
         seconds = time.perf_counter() - start
         bar.empty()
         item = {"image": image, "prob": prob, "seconds": seconds, "scale": seen_scale,
-                "view": view_note(image)}
+                "view": view_note(image, seen_scales(seen_scale, photo_scale))}
         store.put(key, item)
         seen.add(key)
         cache.pop(key, None)  # views of an earlier copy are out of date
@@ -275,7 +275,7 @@ for i, ((name, data), key) in enumerate(zip(files, keys)):
     hint = "" if photo_scale == AUTO else scale_hint((h, w), seen_scale)
     if hint:
         box.warning(f"Large photo: {md_escape(hint)} (*Photo scale* above).")
-    view_said, retake = entry["view"]  # what the exposure and noise rules did for the model
+    view_said, retake = entry["view"]  # what the exposure, noise and focus rules did for the model
     if view_said:
         (box.warning if retake else box.info)(f"Photo: {md_escape(view_said)}.")
     unsure = entry["doubt"]

@@ -86,14 +86,16 @@ def cli_here(capsys, *args: str):
 
 
 def rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
-    """A random photo-like image: colours varying over about 8 pixels, with a grain of 4/255
-    (a camera's; pure per-pixel noise would read as a noisy photo, which the predictor smooths)."""
+    """A random photo-like image: colours varying over about 8 pixels, smoothly and at sharp edges
+    (a smooth field alone reads as out of focus, which the predictor sharpens), with a grain of
+    4/255 (a camera's; pure per-pixel noise would read as a noisy photo, which it smooths)."""
     from PIL import Image
 
     rng = np.random.default_rng(seed)
-    coarse = rng.integers(0, 256, (h // 8 + 2, w // 8 + 2, 3), dtype=np.uint8)
-    field = np.asarray(Image.fromarray(coarse).resize((w, h), Image.BILINEAR), np.float32)
-    return np.clip(field + rng.normal(0, 4, (h, w, 3)) + 0.5, 0, 255).astype(np.uint8)
+    coarse = Image.fromarray(rng.integers(0, 256, (h // 8 + 2, w // 8 + 2, 3), dtype=np.uint8))
+    field = np.asarray(coarse.resize((w, h), Image.BILINEAR), np.float32)
+    blocks = np.asarray(coarse.resize((w, h), Image.NEAREST), np.float32)
+    return np.clip((field + blocks) / 2 + rng.normal(0, 4, (h, w, 3)) + 0.5, 0, 255).astype(np.uint8)
 
 
 def fresh_pages() -> None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from conftest import fresh_pages
 
@@ -374,13 +374,18 @@ def test_detect_warns_about_a_photo_far_larger_than_the_training_photos_and_offe
     assert any("seen at scale 0.5" in m.value and "1800×200 px" in m.value for m in at.markdown)  # mask at full size
 
 
-def test_detect_says_when_a_photo_was_shown_to_the_model_brighter_or_smoothed_and_flags_one_too_dark(
+def test_detect_says_when_a_photo_was_shown_to_the_model_brighter_smoothed_or_sharpened_and_flags_one_too_dark(
         app_env, trained_tiny):
     at = _detect_with_a_run(app_env, trained_tiny)
     files = [(name, _png(np.random.default_rng(1).integers(0, level, (80, 96, 3), dtype=np.uint8)), "image/png")
              for name, level in (("stairwell.png", 40), ("cellar.png", 8))]
     grainy = np.clip(130 + np.random.default_rng(2).normal(0, 25, (80, 96, 3)), 0, 255).astype(np.uint8)
     files.append(("dusk.png", _png(grainy), "image/png"))
+    blocks = np.full((80, 96, 3), 140, np.uint8)  # sharp edges, then a lens out of focus by 6 px
+    for i, (y, x) in enumerate(((5, 8), (30, 40), (50, 10), (12, 60))):
+        blocks[y:y + 24, x:x + 30] = (40 + 45 * i, 200 - 40 * i, 90)
+    soft = np.asarray(Image.fromarray(blocks).filter(ImageFilter.GaussianBlur(6)))
+    files.append(("shaky.png", _png(soft), "image/png"))
     at.file_uploader(key="detect_upload").set_value(files).run()
     assert not at.exception, [e.value for e in at.exception]
     brightened = [i.value.replace("\\", "") for i in at.info if "Photo: a dark photo" in i.value]  # unescaped
@@ -389,6 +394,8 @@ def test_detect_says_when_a_photo_was_shown_to_the_model_brighter_or_smoothed_an
     assert len(too_dark) == 1 and "retake it with more light" in too_dark[0]
     smoothed = [i.value.replace("\\", "") for i in at.info if i.value.startswith("Photo: a noisy photo")]
     assert len(smoothed) == 1 and "(noise 25/255" in smoothed[0] and "smoothed (blur" in smoothed[0], smoothed
+    sharpened = [w.value.replace("\\", "") for w in at.warning if w.value.startswith("Photo: out of focus")]
+    assert len(sharpened) == 1 and "sharpened for the model" in sharpened[0] and "retake it in focus" in sharpened[0]
 
 
 def test_detect_threshold_follows_the_chosen_models_card(app_env, trained_tiny):

@@ -11,12 +11,14 @@ from unet.predict import Predictor, heatmap, mirror_pad, overlay, predict_files,
 
 
 def _smooth_photo(h, w, seed=0):
-    """A photo with structure at all scales (not white noise), so seams would show; its grain
-    (+-8) is within the training photos' noise, so the model sees it as it is."""
+    """A photo with structure at all scales (not white noise), so seams would show, smooth and at
+    sharp edges (a smooth field alone reads as out of focus); its grain (+-8) is within the
+    training photos' noise: the model sees it as it is."""
     from PIL import Image
 
-    small = np.random.default_rng(seed).integers(0, 256, (h // 16 + 1, w // 16 + 1, 3), dtype=np.uint8)
-    base = np.asarray(Image.fromarray(small).resize((w, h), Image.BICUBIC)).astype(np.int16)
+    small = Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h // 16 + 1, w // 16 + 1, 3), dtype=np.uint8))
+    base = (np.asarray(small.resize((w, h), Image.BICUBIC)).astype(np.int16)
+            + np.asarray(small.resize((w, h), Image.NEAREST)).astype(np.int16)) // 2
     return np.clip(base + np.random.default_rng(seed + 1).integers(-8, 9, (h, w, 3)), 0, 255).astype(np.uint8)
 
 
@@ -600,6 +602,89 @@ def test_a_noisy_photo_is_smoothed_for_the_model_on_every_path(tiny_model, tmp_p
     intact = np.asarray(Image.open(tmp_path / "o" / rows["loud"]["mask"])) == 0
     assert intact.any()
     np.testing.assert_array_equal(written[intact], loud[intact])
+
+
+def _sharp_scene(rng, h=256, w=256):
+    """Rectangles of random colours: sharp step edges, whose blur blur_sigma reads."""
+    img = np.full((h, w, 3), 140, np.uint8)
+    for _ in range(25):
+        y, x = rng.integers(0, h - 20), rng.integers(0, w - 20)
+        img[y:y + rng.integers(10, 60), x:x + rng.integers(10, 80)] = rng.integers(40, 220, 3)
+    return img
+
+
+def test_the_blur_of_a_photo_is_read_through_its_sensor_noise_and_undone():
+    from unet.predict import BLUR_GATE, BLUR_LEFT_SHARP, blur_sigma, deblur_radius, focus_blur, sharpened, smoothed
+
+    rng = np.random.default_rng(3)
+    scene = _sharp_scene(rng)
+    assert blur_sigma(scene) < 1.0 and focus_blur(blur_sigma(scene)) == 0.0
+    for r in (2, 3, 5, 8):
+        for sd in (0, 6):  # a sensor's noise comes after the lens's blur
+            photo = np.clip(smoothed(scene, r) + rng.normal(0, sd, scene.shape) + 0.5, 0, 255).astype(np.uint8)
+            assert abs(blur_sigma(photo) - r) < 0.25 * r, (r, sd, blur_sigma(photo))
+    assert blur_sigma(np.full((64, 64, 3), 128, np.uint8)) == 0.0  # nothing to read
+    assert focus_blur(BLUR_GATE) == 0.0 and focus_blur(BLUR_GATE + 0.1) == BLUR_GATE + 0.1
+    assert deblur_radius(BLUR_LEFT_SHARP) == 0.0 and deblur_radius(5.0) == pytest.approx(np.sqrt(25 - BLUR_LEFT_SHARP**2))
+    # Undone: the sharpened photo is nearer the scene than the blurred one, edges included.
+    blurred = smoothed(scene, 5)
+    back = sharpened(blurred, deblur_radius(blur_sigma(blurred)))
+    assert back.shape == scene.shape and back.dtype == np.uint8
+    err = lambda a: float(np.abs(a.astype(np.float32) - scene).mean())  # noqa: E731
+    assert err(back) < 0.8 * err(blurred)
+    assert blur_sigma(back) < 0.7 * blur_sigma(blurred)  # Wiener restores part of it, by design
+    assert sharpened(scene, 0.0) is scene
+
+
+def test_an_out_of_focus_photo_is_sharpened_at_the_scale_the_model_sees_it(tiny_model, tmp_path):
+    """The focus rule: a photo whose own blur exceeds BLUR_GATE is out of focus, and every view
+    the network gets of it (each scale, the coarse passes' included, every path, once) is
+    sharpened by what that blur leaves at that scale beyond the training photos' own; a view
+    shrunk until little is left is only resized; a sharp photo, or a noisy one the noise rule
+    smoothed, is never sharpened; results.csv says what was done; the overlay written is the
+    photo as taken."""
+    import csv
+
+    from PIL import Image
+
+    from unet.predict import (BLUR_GATE, BLUR_LEFT_SHARP, _viewed, blur_sigma, deblur_radius, model_view, sharpened,
+                              smoothed, view_note, view_settings)
+
+    rng = np.random.default_rng(4)
+    scene = _sharp_scene(rng, 160, 208)
+    soft = smoothed(scene, 6)
+    blur = blur_sigma(soft)
+    assert view_settings(soft)[3] == blur > 2 * BLUR_GATE and view_settings(scene)[3] == 0.0
+    seen = sharpened(soft, deblur_radius(blur))
+    np.testing.assert_array_equal(model_view(soft), seen)
+    assert model_view(scene) is scene and view_note(scene) == ("", False)
+    # Half its size: half its blur, sharpened by what is left of it there.
+    half = np.asarray(Image.fromarray(soft).resize((104, 80), Image.BILINEAR))
+    np.testing.assert_array_equal(_viewed(soft).at(0.5), sharpened(half, deblur_radius(blur / 2)))
+    # An eighth: less blur than the training photos' own, so only resized.
+    assert blur / 8 <= BLUR_LEFT_SHARP
+    np.testing.assert_array_equal(_viewed(soft).at(0.125), np.asarray(Image.fromarray(soft).resize((26, 20), Image.BILINEAR)))
+    assert view_note(soft, [0.125]) == ("", False)
+    assert "retake it in focus" not in view_note(soft, [0.25])[0] and "sharpened" in view_note(soft, [0.25])[0]
+    assert "retake it in focus" in view_note(soft, [0.5, 1.0])[0] and view_note(soft, [0.5, 1.0])[1]
+    pred = Predictor(tiny_model)
+    want = pred.forward(mirror_pad(seen, 160, 208)[None])[0]
+    np.testing.assert_allclose(pred.probability(soft, scale=1.0), want, atol=1e-6)
+    assert not np.allclose(pred.probability(soft, scale=1.0), pred.forward(soft[None])[0], atol=1e-3)
+    np.testing.assert_allclose(list(pred.maps([scene, soft], scale=1.0))[1], want, atol=1e-6)
+    # Noisy and soft: the noise rule smooths it, and nothing sharpens that smoothing away.
+    grainy = np.clip(soft + rng.normal(0, 25, soft.shape) + 0.5, 0, 255).astype(np.uint8)
+    assert view_settings(grainy)[2] > 0 and view_settings(grainy)[3] == 0.0
+    for name, image in (("sharp", scene), ("soft", soft)):
+        Image.fromarray(image).save(tmp_path / f"{name}.png")
+    predict_files(tiny_model, [tmp_path / "sharp.png", tmp_path / "soft.png"], tmp_path / "o", scale=1.0)
+    rows = {Path(r["file"]).stem: r for r in csv.DictReader(open(tmp_path / "o" / "results.csv"))}
+    assert "out of focus" not in rows["sharp"]["note"] and rows["sharp"]["confidence"] == "high"
+    assert f"out of focus (blur {blur:.1f} px, the training photos' at most {BLUR_GATE:g}" in rows["soft"]["note"]
+    assert rows["soft"]["confidence"] == "low"  # seen at more than twice the gate: retake it
+    written = np.asarray(Image.open(tmp_path / "o" / rows["soft"]["overlay"]).convert("RGB"))
+    intact = np.asarray(Image.open(tmp_path / "o" / rows["soft"]["mask"])) == 0
+    np.testing.assert_array_equal(written[intact], soft[intact])
 
 
 def test_the_writing_threads_default_to_half_the_cores_and_a_bad_setting_is_named(monkeypatch):
