@@ -266,7 +266,7 @@ def view_note(image: np.ndarray, scales: Sequence[float] = (1.0,)) -> tuple[str,
 # Deconvolving them by the blur they were given (Wiener) brought them back to 0.880 / 0.879 and
 # 0.824 / 0.783; the same filter on the photos as taken cost masonry 0.13, so it runs only on a
 # photo measured to be out of focus. The training photos' blur, read alike (blur_sigma): masonry
-# at most 2.0 px, DeepCrack 99% at or below 3.0 (blurred close-ups up to 3.9). The network sees
+# at most 2.0 px, DeepCrack 99% at or below 2.9 (blurred close-ups up to 3.8). The network sees
 # a photo at several scales (the automatic scale's coarse passes, then one or two), and a photo
 # shrunk 4x has a quarter of its blur: so an out-of-focus photo (its own blur above BLUR_GATE) has
 # each of its views sharpened by what its blur leaves at that scale (:class:`_Photo`; a 12 MP
