@@ -18,8 +18,8 @@ to a dark exposure (every gain with every noise); the rule there also includes
 unet.predict.model_view's smoothing of a photo whose measured noise exceeds NOISE_GATE.
 ``--blur``: a Gaussian blur of each radius (Pillow's, px) comes first, as a lens out of focus
 does before the sensor (every blur with every gain and noise); the rules then include the focus
-rule's sharpening (unet.predict.deblur_radius) wherever the photo's blur, as the network sees it,
-exceeds BLUR_GATE.
+rule's sharpening of every view of a photo whose blur exceeds BLUR_GATE (unet.predict.focus_blur,
+deblur_radius). "blur read": the median of unet.predict.blur_sigma over the photos.
 "moved": photos the rules changed. Needs ../shared/data; exits 0 with a note when it is
 absent.
 """

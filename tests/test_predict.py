@@ -647,14 +647,14 @@ def test_an_out_of_focus_photo_is_sharpened_at_the_scale_the_model_sees_it(tiny_
 
     from PIL import Image
 
-    from unet.predict import (BLUR_GATE, BLUR_LEFT_SHARP, _viewed, blur_sigma, deblur_radius, model_view, sharpened,
-                              smoothed, view_note, view_settings)
+    from unet.predict import (BLUR_GATE, BLUR_LEFT_SHARP, BLUR_RETAKE, _viewed, blur_sigma, deblur_radius, model_view,
+                              sharpened, smoothed, view_note, view_settings)
 
     rng = np.random.default_rng(4)
     scene = _sharp_scene(rng, 160, 208)
     soft = smoothed(scene, 6)
     blur = blur_sigma(soft)
-    assert view_settings(soft)[3] == blur > 2 * BLUR_GATE and view_settings(scene)[3] == 0.0
+    assert view_settings(soft)[3] == blur > BLUR_RETAKE > BLUR_GATE and view_settings(scene)[3] == 0.0
     seen = sharpened(soft, deblur_radius(blur))
     np.testing.assert_array_equal(model_view(soft), seen)
     assert model_view(scene) is scene and view_note(scene) == ("", False)
