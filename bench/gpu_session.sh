@@ -8,9 +8,9 @@
 #      (two such trainings took 4.2 minutes on the H200); then the
 #      final model's card gets the folds' threshold and scale. The final model, its card and
 #      the summary come back in $OUT/final/ (a .keras file loads here under TensorFlow).
-#      RECIPE=models/recipe.cpu.json DEEP=0 COLOR=0 FOLDS="3 4 5" cross-validates the CPU recipe
+#      RECIPE=models/recipe.cpu.json DEEP=0 COLOR=0 FOLDS="5" cross-validates the CPU recipe
 #      instead (it has deep supervision and colour already), and SUMMARY=<its crossval summary>
-#      (models/crossval/cpu-recipe-5.json: folds 1-2, trained on the CPU) continues that cross-validation: the folds
+#      (models/crossval/cpu-recipe-5.json: folds 1-4, trained on the CPU) continues that cross-validation: the folds
 #      it holds are not trained again. Back here, `python -m unet compare <one summary> <another>`
 #      ranks two recipes on the photos both scored out of fold (paired, over their source photos).
 #      The CPU recipe with sensor noise in training has folds 1-2 too (0.015 behind on masonry there):
