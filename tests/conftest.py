@@ -98,6 +98,16 @@ def rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.clip((field + blocks) / 2 + rng.normal(0, 4, (h, w, 3)) + 0.5, 0, 255).astype(np.uint8)
 
 
+def sharp_scene(rng: np.random.Generator, h: int = 256, w: int = 256) -> np.ndarray:
+    """Rectangles of random colours on grey: sharp step edges, whose blur unet.predict.blur_sigma
+    reads (blurred by r px, it reads about r)."""
+    img = np.full((h, w, 3), 140, np.uint8)
+    for _ in range(25):
+        y, x = rng.integers(0, h - 20), rng.integers(0, w - 20)
+        img[y:y + rng.integers(10, 60), x:x + rng.integers(10, 80)] = rng.integers(40, 220, 3)
+    return img
+
+
 def fresh_pages() -> None:
     """Forget imported page modules: pages.common reads UNET_* folders when imported."""
     for name in [m for m in sys.modules if m == "pages" or m.startswith("pages.")]:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFilter
 
-from conftest import fresh_pages
+from conftest import fresh_pages, sharp_scene
 
 ROOT = Path(__file__).resolve().parent.parent
 APP = str(ROOT / "streamlit_app.py")
@@ -381,9 +381,7 @@ def test_detect_says_when_a_photo_was_shown_to_the_model_brighter_smoothed_or_sh
              for name, level in (("stairwell.png", 40), ("cellar.png", 8))]
     grainy = np.clip(130 + np.random.default_rng(2).normal(0, 25, (80, 96, 3)), 0, 255).astype(np.uint8)
     files.append(("dusk.png", _png(grainy), "image/png"))
-    blocks = np.full((80, 96, 3), 140, np.uint8)  # sharp edges, then a lens out of focus by 6 px
-    for i, (y, x) in enumerate(((5, 8), (30, 40), (50, 10), (12, 60))):
-        blocks[y:y + 24, x:x + 30] = (40 + 45 * i, 200 - 40 * i, 90)
+    blocks = sharp_scene(np.random.default_rng(1), 80, 96)  # sharp edges, then a lens out of focus by 6 px
     soft = np.asarray(Image.fromarray(blocks).filter(ImageFilter.GaussianBlur(6)))
     files.append(("shaky.png", _png(soft), "image/png"))
     at.file_uploader(key="detect_upload").set_value(files).run()

@@ -5,7 +5,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import rgb
+from conftest import rgb, sharp_scene
 from unet.damage_model import DamageModel
 from unet.predict import Predictor, heatmap, mirror_pad, overlay, predict_files, segment
 
@@ -604,20 +604,11 @@ def test_a_noisy_photo_is_smoothed_for_the_model_on_every_path(tiny_model, tmp_p
     np.testing.assert_array_equal(written[intact], loud[intact])
 
 
-def _sharp_scene(rng, h=256, w=256):
-    """Rectangles of random colours: sharp step edges, whose blur blur_sigma reads."""
-    img = np.full((h, w, 3), 140, np.uint8)
-    for _ in range(25):
-        y, x = rng.integers(0, h - 20), rng.integers(0, w - 20)
-        img[y:y + rng.integers(10, 60), x:x + rng.integers(10, 80)] = rng.integers(40, 220, 3)
-    return img
-
-
 def test_the_blur_of_a_photo_is_read_through_its_sensor_noise_and_undone():
     from unet.predict import BLUR_GATE, BLUR_LEFT_SHARP, blur_sigma, deblur_radius, focus_blur, sharpened, smoothed
 
     rng = np.random.default_rng(3)
-    scene = _sharp_scene(rng)
+    scene = sharp_scene(rng)
     assert blur_sigma(scene) < 1.0 and focus_blur(blur_sigma(scene)) == 0.0
     for r in (2, 3, 5, 8):
         for sd in (0, 6):  # a sensor's noise comes after the lens's blur
@@ -651,7 +642,7 @@ def test_an_out_of_focus_photo_is_sharpened_at_the_scale_the_model_sees_it(tiny_
                               sharpened, smoothed, view_note, view_settings)
 
     rng = np.random.default_rng(4)
-    scene = _sharp_scene(rng, 160, 208)
+    scene = sharp_scene(rng, 160, 208)
     soft = smoothed(scene, 6)
     blur = blur_sigma(soft)
     assert view_settings(soft)[3] == blur > BLUR_RETAKE > BLUR_GATE and view_settings(scene)[3] == 0.0

@@ -16,6 +16,7 @@ This module is numpy + Pillow only, so the dashboard can browse data without Ker
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -535,7 +536,10 @@ def random_pair(
     return np.ascontiguousarray(img), np.ascontiguousarray(msk)
 
 
-_NORMALS: np.ndarray | None = None  # standard normal values, made once per process
+@functools.lru_cache(maxsize=1)
+def _normal_bank() -> np.ndarray:
+    """4M standard normal values, made once per process."""
+    return np.random.default_rng(20261127).standard_normal(1 << 22, dtype=np.float32)
 
 
 def _gaussian(rng: np.random.Generator, shape: tuple) -> np.ndarray:
@@ -543,14 +547,11 @@ def _gaussian(rng: np.random.Generator, shape: tuple) -> np.ndarray:
     crop's generator draws (deterministic per seed, as the crops are). Drawing fresh values cost as
     much as the rest of a crop's augmentation (264 -> 125 crops of 256 a second on one thread);
     a window costs a copy."""
-    global _NORMALS
-    n = int(np.prod(shape))
-    if _NORMALS is None:
-        _NORMALS = np.random.default_rng(20261127).standard_normal(1 << 22, dtype=np.float32)
-    if n > _NORMALS.size // 2:  # a crop larger than about 1100 x 1100: fresh values
+    bank, n = _normal_bank(), int(np.prod(shape))
+    if n > bank.size // 2:  # a crop larger than about 1100 x 1100: fresh values
         return rng.standard_normal(shape, dtype=np.float32)
-    start = int(rng.integers(0, _NORMALS.size - n + 1))
-    return _NORMALS[start : start + n].reshape(shape)
+    start = int(rng.integers(0, bank.size - n + 1))
+    return bank[start : start + n].reshape(shape)
 
 
 def recolor(img: np.ndarray, gains: np.ndarray, saturation: float) -> np.ndarray:
