@@ -3,7 +3,7 @@ and with the exposure, noise and focus rules the predictor applies (issue #14: "
 the training data").
 
     python bench/bench_exposure.py [--model models/default.keras] [--fold 1/5] [--gains 1 0.6 0.4 0.3 0.2 1.6 2.2 3]
-                                   [--noise 0 8 12 20 30 45] [--blur 0 1.5 3 5 8]
+                                   [--noise 0 8 12 20 30 45] [--blur 0 1.5 3 5 8] [--jpeg 0 75 50 30 15]
 
 Each photo of fold K/N of each dataset's training photos (whole source walls per fold; the
 val splits are not read) is multiplied by each gain (clipped at white, as a camera does) and
@@ -19,7 +19,8 @@ unet.predict.model_view's smoothing of a photo whose measured noise exceeds NOIS
 ``--blur``: a Gaussian blur of each radius (Pillow's, px) comes first, as a lens out of focus
 does before the sensor (every blur with every gain and noise); the rules then include the focus
 rule's sharpening of every view of a photo whose blur exceeds BLUR_GATE (unet.predict.focus_blur,
-deblur_radius). "blur read": the median of unet.predict.blur_sigma over the photos.
+deblur_radius). ``--jpeg``: the photo is then saved as a JPEG of each quality (Pillow's, 4:2:0
+chroma, as phones and messaging apps save them; 0: not) and read back, last of all. "blur read": the median of unet.predict.blur_sigma over the photos.
 "moved": photos the rules changed. Needs ../shared/data; exits 0 with a note when it is
 absent.
 """
@@ -46,6 +47,8 @@ def main() -> None:
                     help="Gaussian noise of these standard deviations (0-255) added after each gain")
     ap.add_argument("--blur", nargs="+", type=float, default=[0.0], metavar="PX",
                     help="Gaussian blurs of these radii (px) applied before each gain and noise")
+    ap.add_argument("--jpeg", nargs="+", type=int, default=[0], metavar="Q",
+                    help="JPEG qualities (1-95) each changed photo is saved at and read back; 0: not saved")
     a = ap.parse_args()
     if not SHARED.is_dir():
         print(f"{SHARED} is absent: nothing to measure")
@@ -64,24 +67,35 @@ def main() -> None:
     off = {"exposure_gain": lambda image: 1.0, "smoothing_radius": lambda sigma: 0.0,
            "deblur_radius": lambda sigma: 0.0}
 
-    def changed(blur, gain, sd):
+    def changed(blur, gain, sd, quality):
         def change(image, rng):
             photo = predict.smoothed(image, blur).astype(np.float32) * gain
             if sd:
                 photo += rng.normal(0, sd, image.shape)
-            return np.clip(photo + 0.5 * (sd > 0), 0, 255).astype(np.uint8)
+            photo = np.clip(photo + 0.5 * (sd > 0), 0, 255).astype(np.uint8)
+            return jpeg(photo, quality) if quality else photo
         return change
 
-    changes = [(f"{b:g}", f"{g:g}", f"{sd:g}", changed(b, g, sd)) for b in a.blur for g in a.gains for sd in a.noise]
+    def jpeg(photo, quality):
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        Image.fromarray(photo).save(buf, format="JPEG", quality=quality)
+        return np.asarray(Image.open(buf).convert("RGB"))
+
+    changes = [(f"{b:g}", f"{g:g}", f"{sd:g}", f"{q or '-'}", changed(b, g, sd, q))
+               for b in a.blur for g in a.gains for sd in a.noise for q in a.jpeg]
     # the network's view: the photo as it is, with the exposure rule alone, with both rules
     modes = {"as is": (), "exposure": ("exposure_gain",), "rules": tuple(rules)}
     print(f"{a.model}, fold {a.fold} of the training photos; F1 pooled over pixels")
-    print(f"{'dataset':10} {'blur':>5} {'gain':>5} {'noise':>5} {'mean luma':>9} {'read':>5} {'blur read':>9} {'moved':>8} "
+    print(f"{'dataset':10} {'blur':>5} {'gain':>5} {'noise':>5} {'jpeg':>4} {'mean luma':>9} {'read':>5} {'blur read':>9} {'moved':>8} "
           f"{'F1 as is':>8} {'exposure':>8} {'rules':>8}")
     for name in ("masonry", "deepcrack"):
         samples, _ = eval_samples(SHARED / name, parse_fold(a.fold))
         pairs = [(image, mask.astype(bool)) for image, mask in (load_pair(s) for s in samples)]
-        for blur, gain, sd, change in changes:
+        for blur, gain, sd, quality, change in changes:
             rng = np.random.default_rng(0)
             counts = {mode: [0, 0, 0] for mode in modes}
             lumas, sigmas, blurs, moved = [], [], [], 0
@@ -108,7 +122,7 @@ def main() -> None:
                     c[1] += int((found & ~truth).sum())
                     c[2] += int((~found & truth).sum())
             f1 = {m: 2 * c[0] / max(1, 2 * c[0] + c[1] + c[2]) for m, c in counts.items()}
-            print(f"{name:10} {blur:>5} {gain:>5} {sd:>5} {np.mean(lumas):9.0f} {np.median(sigmas):5.1f} "
+            print(f"{name:10} {blur:>5} {gain:>5} {sd:>5} {quality:>4} {np.mean(lumas):9.0f} {np.median(sigmas):5.1f} "
                   f"{np.median(blurs):9.1f} {moved:4d}/{len(pairs):<3d} "
                   + " ".join(f"{f1[mode]:8.3f}" for mode in modes), flush=True)
 
