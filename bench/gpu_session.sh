@@ -8,14 +8,15 @@
 #      (two such trainings took 4.2 minutes on the H200); then the
 #      final model's card gets the folds' threshold and scale. The final model, its card and
 #      the summary come back in $OUT/final/ (a .keras file loads here under TensorFlow).
-#      RECIPE=models/recipe.cpu.json DEEP=0 COLOR=0 FOLDS="5" cross-validates the CPU recipe
-#      instead (it has deep supervision and colour already), and SUMMARY=<its crossval summary>
-#      (models/crossval/cpu-recipe-5.json: folds 1-4, trained on the CPU) continues that cross-validation: the folds
-#      it holds are not trained again. Back here, `python -m unet compare <one summary> <another>`
+#      RECIPE=<a recipe file> DEEP=0 COLOR=0 cross-validates that recipe instead, and
+#      SUMMARY=<its crossval summary> continues its cross-validation: the folds it holds are not
+#      trained again. The CPU recipe's five folds are done (models/crossval/cpu-recipe-5.json,
+#      trained on the CPU): the baseline. Back here, `python -m unet compare <one summary> <another>`
 #      ranks two recipes on the photos both scored out of fold (paired, over their source photos).
-#      The CPU recipe with sensor noise in training has folds 1-2 too (0.015 behind on masonry there):
+#      The CPU recipe with sensor noise in training (robust to noisy JPEGs, 0.015 behind on clean
+#      masonry over folds 1-2) is the next to finish:
 #      RECIPE=models/recipe.cpu-noise.json SUMMARY=models/crossval/cpu-recipe-noise-5.json DEEP=0 COLOR=0
-#      FOLDS="3 4 5" (a second call); the two summaries then compare over every training photo.
+#      FOLDS="3 4 5"; the two summaries then compare over every training photo.
 #   2. #15 re-measured for the time left: training batches from threads against worker
 #      processes (256/8), a large photo and a folder (bench_passes 2,3), then 384/16.
 # Results and logs go to $OUT.
