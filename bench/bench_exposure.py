@@ -19,9 +19,9 @@ unet.predict.model_view's smoothing of a photo whose measured noise exceeds NOIS
 ``--blur``: a Gaussian blur of each radius (Pillow's, px) comes first, as a lens out of focus
 does before the sensor (every blur with every gain and noise); the rules then include the focus
 rule's sharpening of every view of a photo whose blur exceeds BLUR_GATE (unet.predict.focus_blur,
-deblur_radius). ``--jpeg``: the photo is then saved as a JPEG of each quality (Pillow's, 4:2:0
-chroma, as phones and messaging apps save them; 0: not) and read back, last of all. "blur read": the median of unet.predict.blur_sigma over the photos.
-"moved": photos the rules changed. Needs ../shared/data; exits 0 with a note when it is
+deblur_radius). ``--jpeg``: last of all, the photo is saved as a JPEG of each quality (Pillow's,
+4:2:0 chroma, as phones and messaging apps save them; 0: not saved) and read back. "blur read":
+the median of unet.predict.blur_sigma over the photos. "moved": photos the rules changed. Needs ../shared/data; exits 0 with a note when it is
 absent.
 """
 
@@ -50,6 +50,8 @@ def main() -> None:
     ap.add_argument("--jpeg", nargs="+", type=int, default=[0], metavar="Q",
                     help="JPEG qualities (1-95) each changed photo is saved at and read back; 0: not saved")
     a = ap.parse_args()
+    if any(not 0 <= q <= 95 for q in a.jpeg):
+        ap.error("--jpeg: qualities are 1-95 (0: not saved as a JPEG)")
     if not SHARED.is_dir():
         print(f"{SHARED} is absent: nothing to measure")
         return
