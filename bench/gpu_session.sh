@@ -13,10 +13,10 @@
 #      trained again. The CPU recipe's five folds are done (models/crossval/cpu-recipe-5.json,
 #      trained on the CPU): the baseline. Back here, `python -m unet compare <one summary> <another>`
 #      ranks two recipes on the photos both scored out of fold (paired, over their source photos).
-#      The CPU recipe with sensor noise in training (robust to noisy JPEGs, 0.015 behind on clean
-#      masonry over folds 1-2) is the next to finish:
+#      The CPU recipe with sensor noise in training (robust to noisy JPEGs, level on clean photos
+#      over folds 1-3) is the next to finish:
 #      RECIPE=models/recipe.cpu-noise.json SUMMARY=models/crossval/cpu-recipe-noise-5.json DEEP=0 COLOR=0
-#      FOLDS="3 4 5"; the two summaries then compare over every training photo.
+#      FOLDS="4 5"; the two summaries then compare over every training photo.
 #   2. #15 re-measured for the time left: training batches from threads against worker
 #      processes (256/8), a large photo and a folder (bench_passes 2,3), then 384/16.
 # Results and logs go to $OUT.
