@@ -20,9 +20,9 @@ unet.predict.model_view's smoothing of a photo whose measured noise exceeds NOIS
 does before the sensor (every blur with every gain and noise); the rules then include the focus
 rule's sharpening of every view of a photo whose blur exceeds BLUR_GATE (unet.predict.focus_blur,
 deblur_radius). ``--jpeg``: last of all, the photo is saved as a JPEG of each quality (Pillow's,
-4:2:0 chroma, as phones and messaging apps save them; 0: not saved) and read back. "blur read":
-the median of unet.predict.blur_sigma over the photos. "moved": photos the rules changed. Needs ../shared/data; exits 0 with a note when it is
-absent.
+4:2:0 chroma, as phones and messaging apps save them; 0: not saved) and read back as an uploaded
+photo is. "blur read": the median of unet.predict.blur_sigma over the photos. "moved": photos the
+rules changed. Needs ../shared/data; exits 0 with a note when it is absent.
 """
 
 from __future__ import annotations
@@ -61,6 +61,7 @@ def main() -> None:
     from unet import load_model
     from unet.data import load_pair, parse_fold
     from unet.evaluate import eval_samples
+    from unet.imaging import read_image
 
     model = load_model(a.model)
     luma = np.array([0.299, 0.587, 0.114], np.float32)
@@ -78,14 +79,14 @@ def main() -> None:
             return jpeg(photo, quality) if quality else photo
         return change
 
-    def jpeg(photo, quality):
+    def jpeg(photo, quality):  # read back as an uploaded photo is (unet.imaging.read_image)
         import io
 
         from PIL import Image
 
         buf = io.BytesIO()
         Image.fromarray(photo).save(buf, format="JPEG", quality=quality)
-        return np.asarray(Image.open(buf).convert("RGB"))
+        return read_image(buf.getvalue(), name=f"quality-{quality}.jpg")
 
     changes = [(f"{b:g}", f"{g:g}", f"{sd:g}", f"{q or '-'}", changed(b, g, sd, q))
                for b in a.blur for g in a.gains for sd in a.noise for q in a.jpeg]
