@@ -13,10 +13,10 @@
 #      trained again. The CPU recipe's five folds are done (models/crossval/cpu-recipe-5.json,
 #      trained on the CPU): the baseline. Back here, `python -m unet compare <one summary> <another>`
 #      ranks two recipes on the photos both scored out of fold (paired, over their source photos).
-#      The CPU recipe with sensor noise in training (robust to noisy JPEGs, level on clean photos
-#      over folds 1-3) is the next to finish:
-#      RECIPE=models/recipe.cpu-noise.json SUMMARY=models/crossval/cpu-recipe-noise-5.json DEEP=0 COLOR=0
-#      FOLDS="4 5"; the two summaries then compare over every training photo.
+#      The CPU recipe with sensor noise in training (models/recipe.cpu-noise.json) has its five
+#      folds too (models/crossval/cpu-recipe-noise-5.json, level with the plain recipe on clean
+#      photos): the next candidates are variations of it (less noise, 0.03-0.04; a wider preset),
+#      each ranked against both summaries with `compare`.
 #   2. #15 re-measured for the time left: training batches from threads against worker
 #      processes (256/8), a large photo and a folder (bench_passes 2,3), then 384/16.
 # Results and logs go to $OUT.
