@@ -9,7 +9,7 @@ BIN    := $(VENV)/bin
 PORT   ?= 8501
 ADDRESS ?= localhost
 
-.PHONY: run test setup setup-dev sample browser clean default-model
+.PHONY: run test setup setup-dev sample browser clean default-model noise-robust-model
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -68,3 +68,15 @@ default-model: setup
 	$(call stage,default.zoomout,default-zoomout,models/default.keras) && cp $$run/model.json models/default.json
 	$(BIN)/python -m unet calibrate --model models/default.keras --write --scales auto --fold 1/5 \
 	  --data $(SHARED_DATA)/masonry $(SHARED_DATA)/deepcrack
+
+# Retrain the bundled noise-robust model (models/MODEL_CARD.md, "Sensor noise in training"): the
+# CPU recipe with sensor noise, on five folds of the training photos (whole source walls per
+# fold; about 60-70 min each on a 2-core CPU), then once on every training photo (53-81 min),
+# its threshold the folds' median and its scale their most common. About 6 hours here; on a GPU,
+# minutes per fold (bench/gpu_session.sh). Run again after an interruption, it resumes: finished
+# folds are kept, a stopped run goes on from its last checkpoint.
+NOISE_RECIPE := models/recipe.cpu-noise.json
+noise-robust-model: setup
+	$(BIN)/python -m unet crossval --config $(NOISE_RECIPE) --folds 5 --runs-dir runs
+	$(BIN)/python -m unet crossval --config $(NOISE_RECIPE) --folds 5 --final --runs-dir runs \
+	  --out models/noise-robust.keras

@@ -139,19 +139,17 @@ def _runs_stamp() -> tuple:
 
 
 def model_choices() -> dict[str, str]:
-    """Label -> model file: the bundled default model, then each run's saved model. Read again only
+    """Label -> model file: the bundled models (the default first), then each run's saved model. Read again only
     when a run folder's files change (the sidebar asks on every rerun of every page)."""
     return dict(_model_choices(str(RUNS_DIR), _runs_stamp()))
 
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def _model_choices(runs_dir: str, stamp: tuple) -> dict[str, str]:
-    from unet.model import DEFAULT_MODEL
+    from unet.model import BUNDLED_MODELS
     from unet.runs import list_runs
 
-    choices: dict[str, str] = {}
-    if DEFAULT_MODEL.is_file():
-        choices["Bundled default model"] = str(DEFAULT_MODEL)
+    choices = {label: str(path) for label, path in BUNDLED_MODELS.items() if path.is_file()}
     for run in list_runs(runs_dir):
         if run.model_path.is_file():
             cfg = run.config()

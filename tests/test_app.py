@@ -453,6 +453,11 @@ def test_compare_two_runs(app_env, trained_tiny):
     _copy_run(trained_tiny, runs, "run-b")
     at = _app("compare")
     picker = at.multiselect(key="compare_models")
+    from unet.model import BUNDLED_MODELS
+
+    # the bundled models first (the default, then the noise-robust one), then the runs
+    assert list(picker.options) == [*BUNDLED_MODELS, *(o for o in picker.options if o.startswith("Run "))]
+    assert len(picker.options) == 4
     picker.set_value([o for o in picker.options if o.startswith("Run run-")]).run()
     at.button(key="compare_run").click().run()
     assert not at.exception, [e.value for e in at.exception]

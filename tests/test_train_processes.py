@@ -198,14 +198,17 @@ def test_multi_host_training_with_two_local_processes(tmp_path, sample_dir):
         procs.append(subprocess.Popen([sys.executable, "-m", "unet", "train", "--config", str(tmp_path / "cfg.json"),
                                        "--runs-dir", str(tmp_path / "runs"), "--distributed"], env=env, cwd=ROOT,
                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True))
+
+    def tails(outs):
+        return "".join(out[-3000:] for out in outs)
+
     try:
         outs = [p.communicate(timeout=240)[0] for p in procs]
     except subprocess.TimeoutExpired:
         for p in procs:  # a hung collective must not outlive the test (it held both cores after it)
             p.kill()
-        outs = [p.communicate()[0] for p in procs]
-        raise AssertionError("the two processes did not finish in 240 s:\n" + outs[0][-3000:] + outs[1][-3000:])
-    assert [p.returncode for p in procs] == [0, 0], outs[0][-3000:] + outs[1][-3000:]
+        raise AssertionError("the two processes did not finish in 240 s:\n" + tails(p.communicate()[0] for p in procs))
+    assert [p.returncode for p in procs] == [0, 0], tails(outs)
     assert "process 0 of 2" in outs[0] and "process 1 of 2: process 0 writes the run folder" in outs[1]
     runs = list_runs(tmp_path / "runs")
     assert len(runs) == 1  # one folder, process 0's

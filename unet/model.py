@@ -240,6 +240,12 @@ def _deeply_supervised(model) -> bool:
 # The bundled default model (issue: default model) lives here; a run's model.keras
 # or any other .keras file can be named instead.
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.keras"
+# Bundled beside it: the recipe trained with sensor noise (models/MODEL_CARD.md, "Sensor noise in
+# training"), for grainy, dim or JPEG-noisy photos and surveys that put recall first.
+NOISE_ROBUST_MODEL = DEFAULT_MODEL.with_name("noise-robust.keras")
+# The bundled models as the pickers offer them, the default first.
+BUNDLED_MODELS = {"Bundled default model": DEFAULT_MODEL,
+                  "Bundled noise-robust model (grainy, dim or JPEG-noisy photos)": NOISE_ROBUST_MODEL}
 
 
 class ModelError(UnetError, ValueError):
