@@ -238,3 +238,20 @@ def test_bad_input_is_one_line_with_exit_code_2(tmp_path):
                             str(tmp_path / "x.png")))
     _one_line_error(run_cli("evaluate", "--data", str(tmp_path / "missing"), "--json"))
     _one_line_error(run_cli("runs", "resume", "../../etc", "--runs-dir", str(tmp_path)))
+
+
+def test_a_bundled_model_by_its_name_from_any_folder(sample_dir, tmp_path, capsys, monkeypatch):
+    """`default` and `noise-robust` name the bundled models wherever the command runs: both
+    compared on one split, each at its own card's threshold; an unknown name says what exists."""
+    from unet.damage_model import ModelCard
+    from unet.model import DEFAULT_MODEL, NOISE_ROBUST_MODEL
+
+    monkeypatch.chdir(tmp_path)
+    proc = cli_here(capsys, "compare", "default", "noise-robust", "--data", str(sample_dir / "test"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    rows = json.loads(proc.stdout)["models"]
+    assert [r["threshold"] for r in rows] == [ModelCard.read(p).threshold for p in (DEFAULT_MODEL, NOISE_ROBUST_MODEL)]
+    assert rows[0]["threshold"] != rows[1]["threshold"]
+    proc = cli_here(capsys, "evaluate", "--model", "noise", "--data", str(sample_dir / "test"))
+    assert proc.returncode == 2 and "noise: model file does not exist (a .keras file, or a bundled model: default, " \
+                                      "noise-robust)" in proc.stderr, proc.stderr

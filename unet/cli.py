@@ -22,6 +22,9 @@ class CliError(UnetError):
     """A one-line reason for exit code 2."""
 
 
+MODEL_HELP = ".keras file, or a bundled model: default (the default) or noise-robust (grainy, dim or JPEG-noisy photos)"
+
+
 def _progress(desc: str, every_s: float | None = None):
     """A progress bar on a terminal; elsewhere (a log, a pipe) a plain line every ``every_s``
     seconds ($UNET_PROGRESS_SECONDS, default 30), so a long job piped to a file still says how far it is."""
@@ -665,7 +668,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("predict", help="segment photos; write masks, overlays and results.csv")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--model", help=".keras file (default: the bundled model)")
+    p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--threshold", type=_threshold, help="damage probability threshold (default: the model's)")
     p.add_argument("--flips", action="store_true", help=FLIPS_HELP)
     p.add_argument("--scale", type=_scale, help=SCALE_HELP)
@@ -679,7 +682,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("survey", help="segment and measure a folder of photos; rank them and write report.html")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("--out", required=True, help="output folder (masks, survey.csv, report.html)")
-    p.add_argument("--model", help=".keras file (default: the bundled model)")
+    p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--threshold", type=_threshold, help="damage probability threshold (default: the model's)")
     p.add_argument("--mm-per-px", type=_mm_per_px, help=MM_HELP)
     p.add_argument("--title", help="the report's title")
@@ -690,7 +693,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="IoU, Dice, precision and recall of a model on a split")
     p.add_argument("--data", required=True, help="a split folder (or a dataset: its test/ or val/ split)")
     g = p.add_mutually_exclusive_group()
-    g.add_argument("--model", help=".keras file (default: the bundled model)")
+    g.add_argument("--model", help=MODEL_HELP)
     g.add_argument("--run", help="a run id: evaluates its model and stores results in the run folder")
     p.add_argument("--threshold", type=_threshold)
     p.add_argument("--fold", metavar="K/N", help="evaluate fold K of N of the dataset's training photos (what a run "
@@ -718,7 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(with --fold: dataset folders)")
     p.add_argument("--fold", metavar="K/N", help="calibrate on fold K of N of each dataset's training photos (the "
                    "photos a run trained with --fold K/N held out) instead of val splits")
-    p.add_argument("--model", help=".keras file (default: the bundled model)")
+    p.add_argument("--model", help=MODEL_HELP)
     p.add_argument("--scales", nargs="+", type=_scale, metavar="S",
                    help="also choose the resize factor photos get before the model sees them, among these "
                         "(e.g. 1 0.875 0.75; one pass over the splits each; default: the model's own)")

@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from .files import write_json_atomic
-from .model import DEFAULT_MODEL, ModelError, check_scale, flexible, input_side, main_network, rebuilt
+from .model import DEFAULT_MODEL, ModelError, check_scale, flexible, input_side, main_network, model_path, rebuilt
 
 # =================================================================================
 # The card
@@ -212,11 +212,12 @@ class DamageModel:
                 ``Lambda`` layer), is not a one-channel segmentation model, or its card
                 is corrupt or out of range. The message names the file.
         """
-        path = Path(path) if path is not None else DEFAULT_MODEL
+        path = model_path(path)
         if not path.is_file():
             if path == DEFAULT_MODEL:
                 raise ModelError(f"{path.name}: no bundled default model yet; train one or name a .keras file")
-            raise ModelError(f"{path}: model file does not exist")
+            raise ModelError(f"{path}: model file does not exist (a .keras file, or a bundled model: "
+                             "default, noise-robust)")
         try:
             is_zip = path.suffix == ".keras" and zipfile.is_zipfile(path)
             names = []

@@ -238,7 +238,7 @@ def _deeply_supervised(model) -> bool:
 # =================================================================================
 
 # The bundled default model (issue: default model) lives here; a run's model.keras
-# or any other .keras file can be named instead.
+# or any other .keras file can be named instead (model_path).
 DEFAULT_MODEL = Path(__file__).resolve().parent.parent / "models" / "default.keras"
 # Bundled beside it: the recipe trained with sensor noise (models/MODEL_CARD.md, "Sensor noise in
 # training"), for grainy, dim or JPEG-noisy photos and surveys that put recall first.
@@ -246,6 +246,15 @@ NOISE_ROBUST_MODEL = DEFAULT_MODEL.with_name("noise-robust.keras")
 # The bundled models as the pickers offer them, the default first.
 BUNDLED_MODELS = {"Bundled default model": DEFAULT_MODEL,
                   "Bundled noise-robust model (grainy, dim or JPEG-noisy photos)": NOISE_ROBUST_MODEL}
+
+
+def model_path(name: str | Path | None) -> Path:
+    """The file a model is named by: None is the bundled default model, a bundled model's bare
+    name (``default``, ``noise-robust``) is that model from any folder, anything else a path."""
+    if name is None:
+        return DEFAULT_MODEL
+    bundled = {path.stem: path for path in BUNDLED_MODELS.values()}
+    return bundled[str(name)] if str(name) in bundled and not Path(name).exists() else Path(name)
 
 
 class ModelError(UnetError, ValueError):
@@ -430,7 +439,8 @@ def load_model(path: str | Path | None = None):
     """Load a saved U-Net with ``safe_mode=True`` (no code in the file is ever run).
 
     Args:
-        path: a ``.keras`` file; None loads the bundled default model.
+        path: a ``.keras`` file, or a bundled model's name (``default``, ``noise-robust``);
+            None loads the bundled default model.
 
     Returns:
         A :class:`~unet.DamageModel`: the network with its card (threshold, training
