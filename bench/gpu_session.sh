@@ -15,7 +15,9 @@
 #      ranks two recipes on the photos both scored out of fold (paired, over their source photos).
 #      The CPU recipe with sensor noise in training (models/recipe.cpu-noise.json) has its five
 #      folds too (models/crossval/cpu-recipe-noise-5.json, level with the plain recipe on clean
-#      photos): the next candidates are variations of it (less noise, 0.03-0.04; a wider preset),
+#      photos; its final model is bundled as models/noise-robust.keras, 0.0055 short of replacing
+#      the default on DeepCrack val): the next candidates are variations of it (less noise,
+#      0.03-0.04; a wider preset),
 #      each ranked against both summaries with `compare`.
 #   2. #15 re-measured for the time left: training batches from threads against worker
 #      processes (256/8), a large photo and a folder (bench_passes 2,3), then 384/16.

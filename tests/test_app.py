@@ -396,6 +396,31 @@ def test_detect_says_when_a_photo_was_shown_to_the_model_brighter_smoothed_or_sh
     assert len(sharpened) == 1 and "sharpened for the model" in sharpened[0] and "retake it in focus" in sharpened[0]
 
 
+def test_detect_points_a_dim_or_grainy_photo_to_the_noise_robust_model(app_env):
+    """With the bundled default chosen, a dim photo (brightened for the model) and a grainy one
+    (smoothed) say the bundled noise-robust model keeps more of such photos' cracks; a photo
+    like the training photos does not, nor does any photo once that model is chosen."""
+    from unet.model import BUNDLED_MODELS
+
+    default, robust = BUNDLED_MODELS.values()
+    rng = np.random.default_rng(3)
+    files = [("stairwell.png", _png(rng.integers(0, 40, (64, 80, 3), dtype=np.uint8)), "image/png"),
+             ("dusk.png", _png(np.clip(130 + rng.normal(0, 25, (64, 80, 3)), 0, 255).astype(np.uint8)), "image/png"),
+             ("daylight.png", _png(np.full((64, 80, 3), 130, np.uint8)), "image/png")]
+    at = _app()
+    at.session_state["model_path"] = str(default)
+    at.switch_page("pages/detect.py").run()
+    at.file_uploader(key="detect_upload").set_value(files).run()
+    assert not at.exception, [e.value for e in at.exception]
+    said = [m.value.replace("\\", "") for m in [*at.info, *at.warning] if m.value.startswith("Photo: ")]
+    assert len(said) == 2 and all("The bundled noise-robust model (sidebar) usually keeps more" in m for m in said), said
+    at.session_state["model_path"] = str(robust)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    said = [m.value for m in [*at.info, *at.warning] if m.value.startswith("Photo: ")]
+    assert len(said) == 2 and not any("noise-robust" in m for m in said), said
+
+
 def test_detect_threshold_follows_the_chosen_models_card(app_env, trained_tiny):
     from unet.damage_model import DamageModel
 

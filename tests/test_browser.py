@@ -298,7 +298,8 @@ def test_train_curve_gains_points(server, page):
     page.get_by_text("Stop requested").wait_for()
 
 
-def test_compare_two_runs(server, page):
+def test_compare_the_two_models_it_offers_first(server, page):
+    """The Compare page's default choice: the two bundled models (the default, the noise-robust one)."""
     page.goto(f"{server['url']}/compare")
     page.get_by_role("button", name="Evaluate 2 model(s)").click()
     page.get_by_text("Pixel metrics on").wait_for(timeout=180_000)

@@ -228,6 +228,14 @@ def view_settings(image: np.ndarray) -> tuple[float, float, float, float]:
     return gain, sigma, radius, 0.0 if radius else focus_blur(blur_sigma(image, gain))
 
 
+def poor_light(settings: tuple[float, float, float, float]) -> bool:
+    """Whether a photo of these :func:`view_settings` was brightened or smoothed for the model: a
+    dim or grainy photo, whose grain a JPEG may also have hidden from the noise reading. The
+    bundled noise-robust model keeps more of such photos' cracks (docs/exposure.md)."""
+    gain, _, radius, _ = settings
+    return gain > 1 or radius > 0
+
+
 def model_view(image: np.ndarray) -> np.ndarray:
     """The photo as the network sees it at its own size: its exposure (:func:`exposure_gain`),
     its noise (:func:`smoothing_radius`) and its focus (:func:`deblur_radius`); the photo itself
@@ -242,13 +250,14 @@ def _viewed(image: np.ndarray) -> "_Photo":
     return _Photo(smoothed(exposed(image, gain), radius), blur)
 
 
-def view_note(image: np.ndarray, scales: Sequence[float] = (1.0,)) -> tuple[str, bool]:
+def view_note(image: np.ndarray, scales: Sequence[float] = (1.0,),
+              settings: tuple[float, float, float, float] | None = None) -> tuple[str, bool]:
     """(what :func:`model_view` did to the photo seen at these scales (:func:`seen_scales`) and
     what cannot be trusted, whether the mask needs checking by eye); ('', False) for a photo like
-    the training photos."""
+    the training photos. ``settings``: its :func:`view_settings`, when the caller has them."""
     notes, retake = exposure_note(image)
     notes = [notes] if notes else []
-    _, sigma, radius, blur = view_settings(image)
+    _, sigma, radius, blur = settings or view_settings(image)
     if radius:
         notes.append(f"a noisy photo (noise {sigma:.0f}/255, the training photos' mostly below {NOISE_GATE:.0f}): "
                      f"smoothed (blur {radius:.2f} px) for the model")
