@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from conftest import SHARED_DATA
-from unet.model import DEFAULT_MODEL, load_model, model_info
+from unet.model import BUNDLED_MODELS, DEFAULT_MODEL, NOISE_ROBUST_MODEL, load_model, model_info
 from unet.predict import segment
 
 # Measured when the model was made (models/MODEL_CARD.md); floors leave room for
@@ -19,15 +19,42 @@ def default_model():
     return load_model()
 
 
-def test_bundled_model_is_small_and_loads_under_safe_mode(default_model):
+@pytest.mark.parametrize("path", BUNDLED_MODELS.values(), ids=lambda p: p.stem)
+def test_bundled_model_is_small_and_loads_under_safe_mode(path):
     import keras
 
-    assert DEFAULT_MODEL.stat().st_size <= 10 * 1024 * 1024
+    assert path.stat().st_size <= 10 * 1024 * 1024
     # Plain Keras, safe mode, no project code needed: only built-in layers inside.
-    plain = keras.saving.load_model(DEFAULT_MODEL, safe_mode=True, compile=False)
+    plain = keras.saving.load_model(path, safe_mode=True, compile=False)
     assert not any(type(l).__name__ == "Lambda" for l in plain.layers)
-    info = model_info(default_model)
+    info = model_info(load_model(path))
     assert 0.05 < info.threshold < 0.95 and info.preset
+
+
+def _fold1_masonry(changed):
+    """Fold 1/5's masonry patches (real walls; the val split is not read) as (photo, mask) pairs,
+    and each photo as ``changed(photo, rng)`` makes it (one generator seeded 0, in turn), as
+    uint8; skips without ../shared/data."""
+    from unet.data import load_pair
+    from unet.evaluate import eval_samples
+
+    if not (SHARED_DATA / "masonry").is_dir():
+        pytest.skip("../shared/data is absent")
+    samples, _ = eval_samples(SHARED_DATA / "masonry", (1, 5))
+    rng = np.random.default_rng(0)
+    pairs = [(image, mask.astype(bool)) for image, mask in map(load_pair, samples)]
+    return pairs, [np.clip(changed(image, rng) + 0.5, 0, 255).astype(np.uint8) for image, _ in pairs]
+
+
+def _noisy(image, rng):  # a sensor's noise of 20/255
+    return image + rng.normal(0, 20, image.shape)
+
+
+def _pooled_f1(model, photos, pairs) -> float:
+    """F1 over all the photos' pixels against the pairs' masks."""
+    found = np.concatenate([segment(model, photo).mask.ravel() for photo in photos])
+    truth = np.concatenate([mask.ravel() for _, mask in pairs])
+    return 2 * (found & truth).sum() / (found.sum() + truth.sum())
 
 
 def test_finds_the_cracks_in_a_generated_wall(default_model):
@@ -76,57 +103,30 @@ def test_a_noisy_photo_of_a_real_wall_keeps_its_cracks(default_model, monkeypatc
     read): the network alone lost most of their cracks (F1 0.920 as taken, 0.627 noisy, when
     measured); smoothed for it first (unet.predict.model_view), 0.916."""
     import unet.predict as predict
-    from unet.data import load_pair
-    from unet.evaluate import eval_samples
 
-    if not (SHARED_DATA / "masonry").is_dir():
-        pytest.skip("../shared/data is absent")
-    samples, _ = eval_samples(SHARED_DATA / "masonry", (1, 5))
-    rng = np.random.default_rng(0)
-    pairs = [(image, mask.astype(bool)) for image, mask in map(load_pair, samples)]
-    noisy = [np.clip(image + rng.normal(0, 20, image.shape) + 0.5, 0, 255).astype(np.uint8) for image, _ in pairs]
-
-    def f1(photos):
-        found = np.concatenate([segment(default_model, photo).mask.ravel() for photo in photos])
-        truth = np.concatenate([mask.ravel() for _, mask in pairs])
-        return 2 * (found & truth).sum() / (found.sum() + truth.sum())
-
-    taken, smoothed = f1([image for image, _ in pairs]), f1(noisy)
+    pairs, noisy = _fold1_masonry(_noisy)
+    taken = _pooled_f1(default_model, [image for image, _ in pairs], pairs)
+    smoothed = _pooled_f1(default_model, noisy, pairs)
     monkeypatch.setattr(predict, "smoothing_radius", lambda sigma: 0.0)
-    as_is = f1(noisy)
+    as_is = _pooled_f1(default_model, noisy, pairs)
     assert smoothed >= taken - 0.03 and as_is <= smoothed - 0.15, (taken, as_is, smoothed)
 
 
 def test_the_bundled_noise_robust_model_keeps_the_cracks_of_noisy_photos_by_itself(monkeypatch):
-    """The second bundled model (the recipe trained with sensor noise, models/MODEL_CARD.md): plain
-    Keras in safe mode, its threshold and scale chosen on the five folds (never on val), and on
-    fold 1/5's masonry patches under noise of 20/255 with the predictor's noise rule turned off it
-    keeps their cracks where the default lost most (F1 0.627 there; this model 0.89 when measured,
-    0.91 as taken). (Both models trained on those patches; what differs is the noise.)"""
-    import keras
-
+    """The second bundled model (the recipe trained with sensor noise, models/MODEL_CARD.md): its
+    threshold and scale chosen on the five folds (never on val), and on fold 1/5's masonry patches
+    under noise of 20/255 with the predictor's noise rule turned off it keeps their cracks where
+    the default lost most (F1 0.627 there; this model 0.89 when measured, 0.91 as taken). (Both
+    models trained on those patches; what differs is the noise.)"""
     import unet.predict as predict
-    from unet.data import load_pair
-    from unet.evaluate import eval_samples
-    from unet.model import NOISE_ROBUST_MODEL
 
-    assert NOISE_ROBUST_MODEL.stat().st_size <= 10 * 1024 * 1024
-    plain = keras.saving.load_model(NOISE_ROBUST_MODEL, safe_mode=True, compile=False)
-    assert not any(type(l).__name__ == "Lambda" for l in plain.layers)
     model = load_model(NOISE_ROBUST_MODEL)
     card = model.card
     assert card.scale == "auto" and card.calibration["from_folds"] == [1, 2, 3, 4, 5]
     assert card.threshold == pytest.approx(np.median(card.calibration["fold_thresholds"]))
-    if not (SHARED_DATA / "masonry").is_dir():
-        pytest.skip("../shared/data is absent")
-    samples, _ = eval_samples(SHARED_DATA / "masonry", (1, 5))
-    rng = np.random.default_rng(0)
-    pairs = [(image, mask.astype(bool)) for image, mask in map(load_pair, samples)]
-    noisy = [np.clip(image + rng.normal(0, 20, image.shape) + 0.5, 0, 255).astype(np.uint8) for image, _ in pairs]
-    truth = np.concatenate([mask.ravel() for _, mask in pairs])
+    pairs, noisy = _fold1_masonry(_noisy)
     monkeypatch.setattr(predict, "smoothing_radius", lambda sigma: 0.0)  # the network alone
-    found = np.concatenate([segment(model, photo).mask.ravel() for photo in noisy])
-    as_is = 2 * (found & truth).sum() / (found.sum() + truth.sum())
+    as_is = _pooled_f1(model, noisy, pairs)
     assert as_is >= 0.85, as_is
 
 
@@ -135,25 +135,11 @@ def test_an_out_of_focus_photo_of_a_real_wall_keeps_more_of_its_cracks(default_m
     with a sensor's noise of 4/255 on top: the network alone lost much of their cracks (F1 0.921
     as taken, 0.681 soft, when measured); sharpened for it first (the focus rule), 0.848."""
     import unet.predict as predict
-    from unet.data import load_pair
-    from unet.evaluate import eval_samples
 
-    if not (SHARED_DATA / "masonry").is_dir():
-        pytest.skip("../shared/data is absent")
-    samples, _ = eval_samples(SHARED_DATA / "masonry", (1, 5))
-    rng = np.random.default_rng(0)
-    pairs = [(image, mask.astype(bool)) for image, mask in map(load_pair, samples)]
-    soft = [np.clip(predict.smoothed(image, 5) + rng.normal(0, 4, image.shape) + 0.5, 0, 255).astype(np.uint8)
-            for image, _ in pairs]
-
-    def f1(photos):
-        found = np.concatenate([segment(default_model, photo).mask.ravel() for photo in photos])
-        truth = np.concatenate([mask.ravel() for _, mask in pairs])
-        return 2 * (found & truth).sum() / (found.sum() + truth.sum())
-
-    sharpened = f1(soft)
+    pairs, soft = _fold1_masonry(lambda image, rng: predict.smoothed(image, 5) + rng.normal(0, 4, image.shape))
+    sharpened = _pooled_f1(default_model, soft, pairs)
     monkeypatch.setattr(predict, "deblur_radius", lambda sigma: 0.0)
-    as_is = f1(soft)
+    as_is = _pooled_f1(default_model, soft, pairs)
     assert as_is <= sharpened - 0.04, (as_is, sharpened)
 
 
