@@ -255,3 +255,22 @@ def test_a_bundled_model_by_its_name_from_any_folder(sample_dir, tmp_path, capsy
     proc = cli_here(capsys, "evaluate", "--model", "noise", "--data", str(sample_dir / "test"))
     assert proc.returncode == 2 and "noise: model file does not exist (a .keras file, or a bundled model: default, " \
                                       "noise-robust)" in proc.stderr, proc.stderr
+
+
+def test_predict_with_the_default_names_the_dim_photos_for_the_noise_robust_model(tmp_path, capsys):
+    """A dim photo (brightened for the model) is named with a pointer to --model noise-robust; a
+    photo lit like the training photos is not, and with the noise-robust model nothing is said."""
+    from unet.synthetic import damaged_wall
+
+    image, _, _ = damaged_wall(1000, 96, 128)
+    Image.fromarray((image * 0.3).astype("uint8")).save(tmp_path / "stairwell.png")
+    Image.fromarray(image).save(tmp_path / "daylight.png")
+    photos = [str(tmp_path / "stairwell.png"), str(tmp_path / "daylight.png")]
+    proc = cli_here(capsys, "predict", "--out", str(tmp_path / "a"), *photos)
+    assert proc.returncode == 0, proc.stderr
+    assert "1 photo(s) dim or grainy (stairwell.png): --model noise-robust usually keeps more of their cracks" \
+        in proc.stdout, proc.stdout
+    notes = {r["file"]: r["note"] for r in csv.DictReader(open(tmp_path / "a" / "results.csv"))}
+    assert notes[photos[0]].startswith("a dark photo") and not notes[photos[1]].startswith("a dark photo")
+    proc = cli_here(capsys, "predict", "--model", "noise-robust", "--out", str(tmp_path / "b"), *photos)
+    assert proc.returncode == 0 and "dim or grainy" not in proc.stdout, proc.stdout

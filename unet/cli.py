@@ -281,6 +281,7 @@ def cmd_predict(a) -> int:
     for r in rows:
         print(f"{r['file']}: " + (f"error: {r['error']}" if r["error"] else _result_line(r)))
     print(f"{len(rows) - len(bad)} segmented, {len(bad)} failed; results in {Path(a.out) / 'results.csv'}")
+    _suggest_noise_robust(model, rows)
     if a.mm_per_px is not None:
         from .cracks import DISCLAIMER
 
@@ -289,6 +290,18 @@ def cmd_predict(a) -> int:
         raise CliError(f"none of the {len(rows)} photo(s) could be segmented; {Path(a.out) / 'results.csv'} "
                        "says why for each")
     return 0
+
+
+def _suggest_noise_robust(model, rows: list[dict]) -> None:
+    """With the bundled default: name the photos brightened or smoothed for it, for which the
+    bundled noise-robust model usually keeps more of the cracks (docs/exposure.md)."""
+    from .model import DEFAULT_MODEL, NOISE_ROBUST_MODEL
+    from .predict import poor_light_note
+
+    dim = [r["file"] for r in rows if not r["error"] and poor_light_note(r.get("note") or "")]
+    if dim and model.path is not None and model.path.resolve() == DEFAULT_MODEL and NOISE_ROBUST_MODEL.is_file():
+        print(f"{len(dim)} photo(s) dim or grainy ({', '.join(Path(f).name for f in dim[:3])}"
+              f"{', ...' if len(dim) > 3 else ''}): --model noise-robust usually keeps more of their cracks")
 
 
 def _result_line(r: dict) -> str:

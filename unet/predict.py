@@ -153,7 +153,7 @@ def exposure_note(image: np.ndarray) -> tuple[str, bool]:
     mean, white = float(luma.mean()), float((luma >= 250).mean())
     notes, retake, gain = [], False, _gain(mean)
     if gain != 1.0:
-        notes.append(f"a {'dark' if gain > 1 else 'bright'} photo (mean brightness {mean:.0f}/255, the training "
+        notes.append(f"{DIM_NOTE if gain > 1 else 'a bright photo'} (mean brightness {mean:.0f}/255, the training "
                      f"photos' {DARK_LUMA:.0f}-{BRIGHT_LUMA:.0f}): {'brightened' if gain > 1 else 'darkened'} "
                      f"x{gain:.2g} for the model")
         if gain >= MAX_GAIN:
@@ -228,12 +228,21 @@ def view_settings(image: np.ndarray) -> tuple[float, float, float, float]:
     return gain, sigma, radius, 0.0 if radius else focus_blur(blur_sigma(image, gain))
 
 
+DIM_NOTE, GRAINY_NOTE = "a dark photo", "a noisy photo"  # how a photo's note says it was brightened, smoothed
+
+
 def poor_light(settings: tuple[float, float, float, float]) -> bool:
     """Whether a photo of these :func:`view_settings` was brightened or smoothed for the model: a
     dim or grainy photo, whose grain a JPEG may also have hidden from the noise reading. The
     bundled noise-robust model keeps more of such photos' cracks (docs/exposure.md)."""
     gain, _, radius, _ = settings
     return gain > 1 or radius > 0
+
+
+def poor_light_note(note: str) -> bool:
+    """Whether a photo's note (``results.csv``'s ``note``, :func:`view_note`) says it was brightened
+    or smoothed for the model: :func:`poor_light` read back from the note."""
+    return any(part.startswith((DIM_NOTE, GRAINY_NOTE)) for part in note.split("; "))
 
 
 def model_view(image: np.ndarray) -> np.ndarray:
@@ -259,7 +268,7 @@ def view_note(image: np.ndarray, scales: Sequence[float] = (1.0,),
     notes = [notes] if notes else []
     _, sigma, radius, blur = settings or view_settings(image)
     if radius:
-        notes.append(f"a noisy photo (noise {sigma:.0f}/255, the training photos' mostly below {NOISE_GATE:.0f}): "
+        notes.append(f"{GRAINY_NOTE} (noise {sigma:.0f}/255, the training photos' mostly below {NOISE_GATE:.0f}): "
                      f"smoothed (blur {radius:.2f} px) for the model")
     finest = blur * max(scales)
     if deblur_radius(finest):
