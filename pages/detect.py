@@ -22,8 +22,8 @@ from pages.common import (SAMPLE_DIR, PhotoCache, active_model_path, ensure_samp
 from unet.cracks import measure, width_picture
 from unet.errors import ConfigError
 from unet.imaging import ImageError, display_name, encode_png, read_image
-from unet.model import AUTO, DEFAULT_MODEL, NOISE_ROBUST_MODEL, ModelError
-from unet.predict import doubt, heatmap, overlay, poor_light, scale_hint, seen_scales, view_note, view_settings
+from unet.model import AUTO, ModelError
+from unet.predict import doubt, heatmap, noise_robust_would_help, overlay, scale_hint, seen_scales, view_note
 
 through_app()
 
@@ -150,9 +150,8 @@ def result(name: str, data: bytes, key: tuple, where) -> ChainMap | None:
         prob = prob.astype(np.float16)  # half the memory
         seconds = time.perf_counter() - start
         bar.empty()
-        settings = view_settings(image)
-        item = {"image": image, "prob": prob, "seconds": seconds, "scale": seen_scale, "poor_light": poor_light(settings),
-                "view": view_note(image, seen_scales(seen_scale, photo_scale), settings)}
+        item = {"image": image, "prob": prob, "seconds": seconds, "scale": seen_scale,
+                "view": view_note(image, seen_scales(seen_scale, photo_scale))}
         store.put(key, item)
         seen.add(key)
         cache.pop(key, None)  # views of an earlier copy are out of date
@@ -278,8 +277,7 @@ for i, ((name, data), key) in enumerate(zip(files, keys)):
     view_said, retake = entry["view"]  # what the exposure, noise and focus rules did for the model
     if view_said:
         other = (" The bundled noise-robust model (sidebar) usually keeps more of the cracks of dim or grainy photos, "
-                 "above all on brick." if entry["poor_light"] and Path(model_path) == DEFAULT_MODEL
-                 and NOISE_ROBUST_MODEL.is_file() else "")
+                 "above all on brick." if noise_robust_would_help(model_path, view_said) else "")
         (box.warning if retake else box.info)(f"Photo: {md_escape(view_said)}.{other}")
     unsure = entry["doubt"]
     if unsure:

@@ -295,11 +295,10 @@ def cmd_predict(a) -> int:
 def _suggest_noise_robust(model, rows: list[dict]) -> None:
     """With the bundled default: name the photos brightened or smoothed for it, for which the
     bundled noise-robust model usually keeps more of the cracks (docs/exposure.md)."""
-    from .model import DEFAULT_MODEL, NOISE_ROBUST_MODEL
-    from .predict import poor_light_note
+    from .predict import noise_robust_would_help
 
-    dim = [r["file"] for r in rows if not r["error"] and poor_light_note(r.get("note") or "")]
-    if dim and model.path is not None and model.path.resolve() == DEFAULT_MODEL and NOISE_ROBUST_MODEL.is_file():
+    dim = [r["file"] for r in rows if not r["error"] and noise_robust_would_help(model.path, r.get("note") or "")]
+    if dim:
         print(f"{len(dim)} photo(s) dim or grainy ({', '.join(Path(f).name for f in dim[:3])}"
               f"{', ...' if len(dim) > 3 else ''}): --model noise-robust usually keeps more of their cracks")
 

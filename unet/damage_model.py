@@ -26,7 +26,7 @@ from typing import Sequence
 import numpy as np
 
 from .files import write_json_atomic
-from .model import DEFAULT_MODEL, ModelError, check_scale, flexible, input_side, main_network, model_path, rebuilt
+from .model import BUNDLED_MODELS, DEFAULT_MODEL, ModelError, check_scale, flexible, input_side, main_network, model_path, rebuilt
 
 # =================================================================================
 # The card
@@ -217,7 +217,7 @@ class DamageModel:
             if path == DEFAULT_MODEL:
                 raise ModelError(f"{path.name}: no bundled default model yet; train one or name a .keras file")
             raise ModelError(f"{path}: model file does not exist (a .keras file, or a bundled model: "
-                             "default, noise-robust)")
+                             f"{', '.join(p.stem for p in BUNDLED_MODELS.values())})")
         try:
             is_zip = path.suffix == ".keras" and zipfile.is_zipfile(path)
             names = []

@@ -231,18 +231,15 @@ def view_settings(image: np.ndarray) -> tuple[float, float, float, float]:
 DIM_NOTE, GRAINY_NOTE = "a dark photo", "a noisy photo"  # how a photo's note says it was brightened, smoothed
 
 
-def poor_light(settings: tuple[float, float, float, float]) -> bool:
-    """Whether a photo of these :func:`view_settings` was brightened or smoothed for the model: a
-    dim or grainy photo, whose grain a JPEG may also have hidden from the noise reading. The
-    bundled noise-robust model keeps more of such photos' cracks (docs/exposure.md)."""
-    gain, _, radius, _ = settings
-    return gain > 1 or radius > 0
+def noise_robust_would_help(model_path, note: str) -> bool:
+    """Whether to point a photo to the bundled noise-robust model: it was segmented by the bundled
+    default, and its note (:func:`view_note`; ``results.csv``'s ``note``) says it was brightened or
+    smoothed for it, a dim or grainy photo, whose grain a JPEG may also have hidden from the noise
+    reading: the noise-robust model usually keeps more of such photos' cracks (docs/exposure.md)."""
+    from .model import DEFAULT_MODEL, NOISE_ROBUST_MODEL
 
-
-def poor_light_note(note: str) -> bool:
-    """Whether a photo's note (``results.csv``'s ``note``, :func:`view_note`) says it was brightened
-    or smoothed for the model: :func:`poor_light` read back from the note."""
-    return any(part.startswith((DIM_NOTE, GRAINY_NOTE)) for part in note.split("; "))
+    return (model_path is not None and Path(model_path).resolve() == DEFAULT_MODEL and NOISE_ROBUST_MODEL.is_file()
+            and any(part.startswith((DIM_NOTE, GRAINY_NOTE)) for part in note.split("; ")))
 
 
 def model_view(image: np.ndarray) -> np.ndarray:
@@ -259,14 +256,13 @@ def _viewed(image: np.ndarray) -> "_Photo":
     return _Photo(smoothed(exposed(image, gain), radius), blur)
 
 
-def view_note(image: np.ndarray, scales: Sequence[float] = (1.0,),
-              settings: tuple[float, float, float, float] | None = None) -> tuple[str, bool]:
+def view_note(image: np.ndarray, scales: Sequence[float] = (1.0,)) -> tuple[str, bool]:
     """(what :func:`model_view` did to the photo seen at these scales (:func:`seen_scales`) and
     what cannot be trusted, whether the mask needs checking by eye); ('', False) for a photo like
-    the training photos. ``settings``: its :func:`view_settings`, when the caller has them."""
+    the training photos."""
     notes, retake = exposure_note(image)
     notes = [notes] if notes else []
-    _, sigma, radius, blur = settings or view_settings(image)
+    _, sigma, radius, blur = view_settings(image)
     if radius:
         notes.append(f"{GRAINY_NOTE} (noise {sigma:.0f}/255, the training photos' mostly below {NOISE_GATE:.0f}): "
                      f"smoothed (blur {radius:.2f} px) for the model")
