@@ -161,7 +161,7 @@ def sidebar_model_picker() -> str | None:
     """The shared model picker; returns the chosen model file (None when there is none)."""
     choices = model_choices()
     with st.sidebar:
-        st.caption("Model used by Detect")
+        st.caption("Model used by Detect and Survey")
         if not choices:
             st.info("No trained model yet. Start one on the Train page.")
             st.session_state[MODEL_PATH_KEY] = None

@@ -19,12 +19,14 @@ from pages.common import (SCALE_MM_PER_PX, SCALE_UNKNOWN, active_model_path, get
 from unet.cracks import DISCLAIMER, check_mm_per_px
 from unet.errors import ConfigError
 from unet.model import ModelError
+from unet.predict import noise_robust_would_help
 from unet.survey import GRADE_COLOURS, UNGRADED_COLOUR, default_surveys_dir, new_survey_dir, run_survey
 
 through_app()
 
 TYPES = ["jpg", "jpeg", "png", "tif", "tiff", "bmp"]
 SHOWN_KEY = "survey_shown"
+HINT_KEY = "survey_hint"  # (survey, the names of its dim or grainy photos)
 UPLOAD, FOLDER = "Upload photos", "A folder on the server"
 
 st.title("Survey")
@@ -96,8 +98,11 @@ def start_survey() -> None:
             (photos / name).write_bytes(u.getvalue())
         inputs = [photos]
     bar = st.progress(0.0, text="Starting...")
-    run_survey(model, inputs, out / "results", mm_per_px=mm, progress=_progress(bar), title=title)
+    rows = run_survey(model, inputs, out / "results", mm_per_px=mm, progress=_progress(bar), title=title)
     st.session_state[SHOWN_KEY] = out.name
+    dim = [Path(r["file"]).name for r in rows if not r["error"] and noise_robust_would_help(model_path, r["note"])]
+    if dim:  # shown with this survey's results while they are the ones shown
+        st.session_state[HINT_KEY] = (out.name, dim)
 
 
 if st.button("Run the survey", type="primary", key="survey_run"):
@@ -130,6 +135,16 @@ else:
 if len(failed):
     st.warning("Not measured: " + "; ".join(f"**{md_escape(Path(f).name)}**: {md_escape(e)}"
                                             for f, e in zip(failed["file"], failed["error"])))
+unsure = ok[ok["confidence"] == "low"] if "confidence" in ok.columns else ok.iloc[:0]
+if len(unsure):
+    st.warning(f"**{len(unsure)} photo(s) to check by eye** before trusting their grade: the model was unsure of "
+               "the mask, or the photo is unlike the photos it learned from (a grade read from a doubtful mask may "
+               "be too low; the note column says why): " + ", ".join(md_escape(Path(f).name) for f in unsure["file"]))
+hint = st.session_state.get(HINT_KEY)
+if hint and hint[0] == shown:
+    dim = hint[1]
+    st.info(f"{len(dim)} photo(s) dim or grainy ({', '.join(md_escape(n) for n in dim[:3])}{', ...' if len(dim) > 3 else ''}): "
+            "the bundled noise-robust model (sidebar) usually keeps more of their cracks, above all on brick.")
 
 
 def _preview(path: Path, side: int = 1200) -> bytes:
@@ -176,9 +191,9 @@ if len(located):
 else:
     st.caption("No photo in this survey carries a GPS position in its EXIF, so there is no map.")
 
-columns = [c for c in ["file", "grade", "grade_name", "max_width_mm", "max_width_px", "total_length_mm",
+columns = [c for c in ["file", "grade", "grade_name", "confidence", "max_width_mm", "max_width_px", "total_length_mm",
                        "total_length_px", "cracks", "pattern", "damaged_pct", "latitude", "longitude", "taken",
-                       "error"] if c in table.columns]
+                       "note", "error"] if c in table.columns]
 view = table[columns].copy()
 view["file"] = view["file"].map(lambda f: Path(f).name)
 view = view.rename(columns={"grade_name": "damage", "max_width_mm": "widest crack (mm)",

@@ -307,6 +307,29 @@ def test_detect_measures_the_cracks_and_grades_them_once_a_scale_is_given(app_en
     assert at.text_input(key="detect_scale_value").value == "0.5"
 
 
+def test_survey_flags_the_photos_to_check_by_eye_and_points_dim_ones_to_the_noise_robust_model(app_env):
+    data, _ = app_env
+    from unet.synthetic import measured_cracks
+
+    cellar = data / "cellar"
+    cellar.mkdir()
+    image = measured_cracks(3, 192, 256, per_side=2, widths=(6, 8))[0]
+    Image.fromarray(image).save(cellar / "daylight.png")
+    Image.fromarray((image * 0.05).astype(np.uint8)).save(cellar / "dark.png")  # far too dark to trust
+    at = _app("survey")
+    at.radio(key="survey_source").set_value("A folder on the server").run()
+    at.text_input(key="survey_folder").input("cellar").run()
+    at.button(key="survey_run").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    warned = " ".join(w.value for w in at.warning).replace("\\", "")  # names are shown escaped
+    assert "**1 photo(s) to check by eye**" in warned and "dark.png" in warned and "daylight" not in warned
+    assert any("noise-robust model" in i.value and "dark.png" in i.value.replace("\\", "") for i in at.info)
+    table = next(d.value for d in at.dataframe if "confidence" in d.value.columns)  # no scale given: no grades
+    by_file = table.set_index("file")
+    assert by_file.loc["dark.png", "confidence"] == "low" and "too dark to trust" in by_file.loc["dark.png", "note"]
+    assert by_file.loc["daylight.png", "confidence"] == "high"
+
+
 def test_survey_a_folder_ranks_it_maps_it_and_opens_a_photo(app_env):
     data, _ = app_env
     from unet.synthetic import measured_cracks

@@ -3,6 +3,7 @@
 import csv
 import json
 import re
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -274,3 +275,32 @@ def test_predict_with_the_default_names_the_dim_photos_for_the_noise_robust_mode
     assert notes[photos[0]].startswith("a dark photo") and not notes[photos[1]].startswith("a dark photo")
     proc = cli_here(capsys, "predict", "--model", "noise-robust", "--out", str(tmp_path / "b"), *photos)
     assert proc.returncode == 0 and "dim or grainy" not in proc.stdout, proc.stdout
+
+
+def test_a_survey_names_the_photos_to_check_by_eye_on_the_console_and_in_its_report(tmp_path, capsys):
+    """A photo far too dark to trust gets a low confidence: its console line says so with its
+    note, a closing line names it (with the pointer to the noise-robust model, as predict's), and
+    the report lists it at the top, linked to its card, which says why; a lit photo stays high."""
+    from unet.synthetic import measured_cracks
+
+    image = measured_cracks(3, 192, 256, per_side=2, widths=(6, 8))[0]
+    Image.fromarray(image).save(tmp_path / "daylight.png")
+    Image.fromarray((image * 0.05).astype("uint8")).save(tmp_path / "cellar.png")
+    proc = cli_here(capsys, "survey", "--out", str(tmp_path / "s"), str(tmp_path / "daylight.png"),
+                    str(tmp_path / "cellar.png"), "--mm-per-px", "1")
+    assert proc.returncode == 0, proc.stderr
+    lines = {line.split(": ", 1)[0].strip().rsplit("/", 1)[-1]: line for line in proc.stdout.splitlines()}
+    assert "low confidence, check it by eye: a dark photo" in lines["cellar.png"] and "retake" in lines["cellar.png"]
+    assert "low confidence" not in lines["daylight.png"], proc.stdout
+    assert "1 photo(s) with low confidence, to check by eye before trusting their masks: cellar.png" in proc.stdout
+    assert "(cellar.png): --model noise-robust usually keeps more of their cracks" in proc.stdout
+    rows = {Path(r["file"]).name: r for r in csv.DictReader(open(tmp_path / "s" / "survey.csv"))}
+    assert rows["cellar.png"]["confidence"] == "low" and rows["daylight.png"]["confidence"] == "high"
+    page = (tmp_path / "s" / "report.html").read_text()
+    top = page[page.index("photo(s) measured"):page.index("<h2>Map")]
+    assert "1 photo(s) to check by eye</b>" in top and ">cellar.png</a>: a dark photo" in top
+    assert "daylight.png" not in top
+    cards = page.split("<section class='card'")[1:]
+    cellar = next(c for c in cards if "cellar.png</h3>" in c)
+    daylight = next(c for c in cards if "daylight.png</h3>" in c)
+    assert "<b>low: check it by eye</b>; a dark photo" in cellar and "<td>high" in daylight

@@ -281,6 +281,7 @@ def cmd_predict(a) -> int:
     for r in rows:
         print(f"{r['file']}: " + (f"error: {r['error']}" if r["error"] else _result_line(r)))
     print(f"{len(rows) - len(bad)} segmented, {len(bad)} failed; results in {Path(a.out) / 'results.csv'}")
+    _name_low_confidence(rows)
     _suggest_noise_robust(model, rows)
     if a.mm_per_px is not None:
         from .cracks import DISCLAIMER
@@ -309,7 +310,17 @@ def _result_line(r: dict) -> str:
         line += f", {r['cracks']} crack(s), widest {r['max_width_px']:.1f} px"
         if "grade" in r:
             line += f" = {r['max_width_mm']:.2f} mm, grade {r['grade']} ({r['grade_name']})"
+    if r.get("confidence") == "low":
+        line += f"; low confidence, check it by eye: {r.get('note') or 'see results.csv'}"
     return line
+
+
+def _name_low_confidence(rows: list[dict]) -> None:
+    """A line naming the photos whose masks need a check by eye (the ``note`` column says why)."""
+    low = [Path(r["file"]).name for r in rows if not r["error"] and r.get("confidence") == "low"]
+    if low:
+        print(f"{len(low)} photo(s) with low confidence, to check by eye before trusting their masks: "
+              f"{', '.join(low[:5])}{', ...' if len(low) > 5 else ''}")
 
 
 def cmd_survey(a) -> int:
@@ -330,6 +341,8 @@ def cmd_survey(a) -> int:
         print(f"  ... {len(rows) - 10} more in survey.csv")
     print(f"{len(rows) - len(bad)} measured, {len(bad)} failed; report: {Path(a.out) / 'report.html'}, "
           f"table: {Path(a.out) / 'survey.csv'}")
+    _name_low_confidence(rows)
+    _suggest_noise_robust(model, rows)
     if a.mm_per_px is not None:
         from .cracks import DISCLAIMER
 

@@ -224,6 +224,20 @@ def _grade_text(row: dict) -> str:
     return f"{str(row['grade']).strip()} · {row.get('grade_name', '')}"
 
 
+def _low_confidence(row: dict) -> bool:
+    return str(row.get("confidence", "")) == "low"
+
+
+def _confidence_row(row: dict) -> str:
+    """The card's row for the model's confidence in the mask (none for results without the column)."""
+    if "confidence" not in row:
+        return ""
+    said = html.escape(str(row.get("note") or ""))
+    if _low_confidence(row):
+        return f"<tr><th>confidence</th><td class='low'><b>low: check it by eye</b>; {said}</td></tr>"
+    return f"<tr><th>confidence</th><td>high{'; ' + said if said else ''}</td></tr>"
+
+
 def _img(data: bytes | None, alt: str) -> str:
     if not data:
         return ""
@@ -265,18 +279,25 @@ def report_html(rows: list[dict], thumbs: dict, meta: dict) -> str:
             f"<tr><th>position</th><td>{esc(where)}</td></tr>"
             f"<tr><th>taken</th><td>{esc(str(r.get('taken') or 'not recorded'))}</td></tr>"
             f"<tr><th>files</th><td>{esc(str(r.get('mask', '')))}, {esc(str(r.get('cracks_csv', '')))}</td></tr>"
-            f"</table></section>")
+            f"{_confidence_row(r)}</table></section>")
     failed_html = "".join(f"<li><b>{esc(str(r['file']))}</b>: {esc(str(r['error']))}</li>" for r in failed)
     summary = "; ".join(f"grade {esc(k)}: {n}" if k[0].isdigit() else f"{esc(k)}: {n}"
                         for k, n in sorted(counts.items(), reverse=True)) or "nothing measured"
     interrupted = ("<p class='warn'>The survey was interrupted: photos marked 'not processed' were not "
                    "segmented.</p>" if meta.get("interrupted") else "")
+    unsure = [r for r in done if _low_confidence(r)]
+    check = ("<div class='warn'><b>" + f"{len(unsure)} photo(s) to check by eye</b> before trusting their grade: the "
+             "model was unsure of the mask, or the photo is unlike the photos it learned from (its note says which; "
+             "a grade read from a doubtful mask may be too low)<ul>"
+             + "".join(f"<li><a href='#{_anchor(r)}'>{esc(Path(r['file']).name)}</a>: {esc(str(r.get('note', '')))}</li>"
+                       for r in unsure) + "</ul></div>") if unsure else ""
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{esc(meta.get('title', 'Damage survey'))}</title>
 <style>
 body {{ font: 14px/1.45 system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222; padding: 0 1em; }}
 .muted {{ color: #666; font-size: 12px; margin: 0; }}
 .warn {{ background: #fff3cd; padding: .6em 1em; border-radius: 4px; }}
+.low {{ background: #fff3cd; }}
 .dot {{ display: inline-block; width: .85em; height: .85em; border-radius: 50%; margin-right: .4em;
         border: 1px solid #333; vertical-align: -1px; }}
 table {{ border-collapse: collapse; }} td, th {{ padding: 2px 10px 2px 0; text-align: left; vertical-align: top; }}
@@ -289,6 +310,7 @@ table {{ border-collapse: collapse; }} td, th {{ padding: 2px 10px 2px 0; text-a
 {_number(meta.get('threshold'), 0):.3f}; scale: {esc(scale_text)}.</p>
 {interrupted}
 <p><b>{len(done)} photo(s) measured</b>, {len(failed)} could not be. {summary}.</p>
+{check}
 <p class="warn">{esc(DISCLAIMER)} Widths are read at the photo's resolution: one pixel is the finest step
 {'(' + f'{scale:g} mm' + ')' if scale else ''}, so hairline cracks can read wider than they are.</p>
 <h2>Map</h2>
