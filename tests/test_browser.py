@@ -250,6 +250,11 @@ def test_survey_of_uploads_ranks_maps_and_reports(server, page, tmp_path):
         path = tmp_path / f"house_{i + 1}.jpg"
         Image.fromarray(measured_cracks(20 + i, 384, 512, widths=widths)[0]).save(path, exif=exif, quality=92)
         files.append(str(path))
+    # One taken with hardly any light: measured, but named for a check by eye before its grade is trusted.
+    exif[0x8825] = {1: "N", 2: (45.0, 30.0, 3.0), 3: "E", 4: (9.0, 10.0, 0.5)}
+    dark = (measured_cracks(23, 384, 512, widths=(5, 6))[0] * 0.05).astype("uint8")
+    Image.fromarray(dark).save(tmp_path / "cellar.jpg", exif=exif, quality=92)
+    files.append(str(tmp_path / "cellar.jpg"))
     page.goto(f"{server['url']}/survey")
     page.locator("input[type='file']").set_input_files(files)
     page.get_by_text("Millimetres per pixel").click()
@@ -263,11 +268,13 @@ def test_survey_of_uploads_ranks_maps_and_reports(server, page, tmp_path):
     _wait_idle(page)
     points = page.evaluate("() => document.querySelector('.js-plotly-plot').calcdata"
                            ".reduce((n, trace) => n + trace.length, 0)")  # as drawn (x may be a typed array)
-    assert points == 3
+    assert points == 4
+    assert page.get_by_text("1 photo(s) to check by eye").is_visible()
     with page.expect_download() as download:
         page.get_by_role("button", name="Report (HTML, opens offline)").click()
     report = Path(download.value.path()).read_text()
     assert report.index("house_2.jpg") < report.index("house_3.jpg") < report.index("house_1.jpg")  # worst first
+    assert ">cellar.jpg</a>: a dark photo" in report  # listed at the top, linked to its card
     _shot(page, "survey")
 
 
