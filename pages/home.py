@@ -8,6 +8,7 @@ import streamlit as st
 from pages.common import (RUNS_DIR, active_model_path, ensure_sample_data, known_datasets, md_code, md_escape,
                           through_app)
 from unet.devices import detect_hardware
+from unet.model import BUNDLED_MODELS
 from unet.runs import list_runs
 
 through_app()
@@ -45,6 +46,10 @@ with left:
                 st.caption(md_escape(origin))
             if card.calibration and card.calibration.get("stale"):
                 st.warning(md_escape(card.calibration["stale"]))
+        others = [label for label, other in BUNDLED_MODELS.items()
+                  if other.is_file() and other.resolve() != Path(path).resolve()]
+        if others:
+            st.caption("Also bundled, in the sidebar's picker: " + "; ".join(md_escape(o) for o in others) + ".")
 
 with mid:
     st.subheader("Compute devices")

@@ -58,6 +58,8 @@ def test_home_shows_the_model_card_datasets_and_runs(app_env, trained_tiny):
     assert f"threshold {card.threshold:g}" in caption and f"trained at {card.input_size} px" in caption
     # and where the threshold came from (the bundled card: calibrate on a fold of the training photos)
     assert "Threshold chosen by calibration on fold 1/5 of the training photos" in caption.replace("\\", ""), caption
+    assert "Also bundled, in the sidebar's picker: Bundled noise-robust model (grainy, dim or JPEG-noisy photos)." \
+        in caption.replace("\\", ""), caption
     text = " ".join(m.value for m in at.markdown)
     assert "default.keras" in text and "**sample \\(generated\\)**" in text and "**CPU**" in text
     table = at.dataframe[0].value
