@@ -1,13 +1,20 @@
 #!/bin/bash
 # One lent GPU session's work (issues #14 and #15), as a single prepared script for the device
 # tool (docs/benchmarks.md, "GPU"), sized for one call of at most 600 s:
-#   1. #14: models/recipe.gpu.json with deep supervision (DEEP=0: without; LOSS=edge_tversky: the
-#      boundary-aware loss instead of the recipe's; colour augmentation 0.1, COLOR=0: without) cross-validated on
-#      fold 1 of 5 (FOLDS="1 2" for more) and
-#      trained once more on every training photo (`crossval --final`), side by side on the GPU
-#      (two such trainings took 4.2 minutes on the H200); then the
-#      final model's card gets the folds' threshold and scale. The final model, its card and
-#      the summary come back in $OUT/final/ (a .keras file loads here under TensorFlow).
+#   1. #15 re-measured first (every GPU figure of #15 waits on them, and they are short): training
+#      batches from threads against worker processes (256/8), a large photo and a folder
+#      (bench_passes 2,3), then 384/16; each only if its usual time is left (BENCH=0: none).
+#   2. #14, for the time left (less RESERVE s): models/recipe.gpu.json with deep supervision
+#      (DEEP=0: without; LOSS=edge_tversky: the boundary-aware loss instead of the recipe's; colour
+#      augmentation 0.1, COLOR=0: without) cross-validated on fold 1 of 5 (FOLDS="1 2" for more)
+#      and trained once more on every training photo (`crossval --final`), side by side on the
+#      GPU (two such trainings took 4.2 minutes on the H200); then the final model's card gets
+#      the folds' threshold and scale. The final model, its card, its history and the crossval
+#      summary come back in $OUT/final.tar (a .keras file loads here under TensorFlow); a run the
+#      limit cut short comes back in $OUT/resume-<run>.tar: unpack it and final.tar's summary into
+#      one folder, and `crossval --config <the recipe> --runs-dir <it> --only <k>` (or --final)
+#      resumes it here from its last checkpoint (the recipe's data paths are data/gpu/...).
+#      The logs of the trainings come back in $OUT/train.log, the rest in $OUT/bench.txt.
 #      RECIPE=<a recipe file> DEEP=0 COLOR=0 cross-validates that recipe instead, and
 #      SUMMARY=<its crossval summary> continues its cross-validation: the folds it holds are not
 #      trained again. The CPU recipe's five folds are done (models/crossval/cpu-recipe-5.json,
@@ -19,8 +26,6 @@
 #      the default on DeepCrack val): the next candidates are variations of it (less noise,
 #      0.03-0.04; a wider preset),
 #      each ranked against both summaries with `compare`.
-#   2. #15 re-measured for the time left: training batches from threads against worker
-#      processes (256/8), a large photo and a folder (bench_passes 2,3), then 384/16.
 # Results and logs go to $OUT.
 #
 # Before, on this machine: copy ../shared/data/{masonry,deepcrack}/train to
@@ -31,16 +36,16 @@
 #   python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl && \
 #   PYTHONPATH=/tmp/site bash bench/gpu_session.sh
 # Afterwards, here: read the val splits once for the final model against the shipped one
-#   python bench/bench_quality.py --model <OUT>/final/model.keras --enlarge 2 4
+#   tar -xf <OUT>/final.tar -C <a folder> && python bench/bench_quality.py --model <it>/model.keras --enlarge 2 4
 # and ship it (models/default.keras + .json) only if it does better on both splits.
 set -u
 T0=$SECONDS
-OUT=${OUT:-/tmp/gpuout3}; RUNS=${RUNS:-runs/gpu}; mkdir -p $OUT/final
+OUT=${OUT:-/tmp/gpuout3}; RUNS=${RUNS:-runs/gpu}; mkdir -p $OUT
 export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 log() { echo "[$((SECONDS-T0))s] $*" | tee -a $OUT/bench.txt; }
 left() { echo $((END - (SECONDS - T0))); }
-if [ "${QUICK:-0}" = 1 ]; then PQ=--quick; ST=3; END=${END:-400}; TRAIN=${TRAIN:-200}
-else PQ=; ST=150; END=${END:-570}; TRAIN=${TRAIN:-360}; fi
+if [ "${QUICK:-0}" = 1 ]; then PQ=--quick; ST=3; END=${END:-400}; MIN_TRAIN=${MIN_TRAIN:-60}
+else PQ=; ST=150; END=${END:-570}; fi
 FOLDS=${FOLDS:-1}
 # The recipe with deep supervision (DEEP=0: without): on the CPU's fold 1/5 it led the plain recipe
 # by 0.0065 mean F1 over three seeds, within the noise (models/MODEL_CARD.md); its fold 1 here is
@@ -65,24 +70,11 @@ if "${QUICK:-0}" == "1":
     d.update(size=64, batch=2, steps_per_epoch=2, epochs=1, preset="tiny", mixed_precision=False)
 json.dump(d, open("/tmp/recipe3.json", "w"))
 PY
-# 1. The trainings share the GPU (memory) and the cores (batch workers).
-export XLA_PYTHON_CLIENT_MEM_FRACTION=0.28 UNET_DATA_WORKERS=6
-CV="python3 -m unet crossval --config /tmp/recipe3.json --folds 5 --runs-dir $RUNS"
-[ -n "${SUMMARY:-}" ] && mkdir -p $RUNS && cp "$SUMMARY" $RUNS/  # folds done elsewhere count, not trained again
-log "crossval fold(s) $FOLDS and the final model, side by side (limit $TRAIN s)"
-for k in $FOLDS; do timeout $TRAIN $CV --only $k > $OUT/fold$k.log 2>&1 & done
-timeout $TRAIN $CV --final > $OUT/final.log 2>&1 &
-wait
-log "trainings ended"
-$CV --final >> $OUT/final.log 2>&1  # the card from the folds scored by now (no training again)
-tail -2 $OUT/final.log | tee -a $OUT/bench.txt
-final=$(python3 -c "import json, glob; print(json.load(open(glob.glob('$RUNS/crossval-*-5.json')[0]))['final']['run'])" 2>/dev/null)
-[ -n "$final" ] && cp $RUNS/$final/model.keras $RUNS/$final/model.json $RUNS/$final/history.csv $OUT/final/
-cp $RUNS/crossval-*.json $OUT/final/ 2>/dev/null
-unset XLA_PYTHON_CLIENT_MEM_FRACTION UNET_DATA_WORKERS
-# 2. The benchmarks, one at a time, each only if its usual time is left.
+# 1. #15's benchmarks first, one at a time, each only if its usual time is left: they are short,
+# and every GPU figure of #15 waits on them (the training below uses whatever time is left).
 bench() {  # bench SECONDS_NEEDED LABEL COMMAND...
   local need=$1 label=$2; shift 2
+  [ "${BENCH:-1}" = 1 ] || return  # BENCH=0: the training only
   [ $(left) -gt $need ] || { log "no time left for $label"; return; }
   log "$label"
   timeout $(left) "$@" 2>&1 | grep --line-buffered -v "^\s*$\|cudart_stub\|absl::" | tee -a $OUT/bench.txt
@@ -92,5 +84,39 @@ bench 70 "bench_train 256/8" python3 bench/bench_train.py --preset standard --si
 bench 100 "bench_passes 2,3" python3 bench/bench_passes.py --parts 2,3 $PQ
 bench 110 "bench_train 384/16" python3 bench/bench_train.py --preset standard --size 384 --batch 16 \
   --steps $((ST * 2 / 3)) --data data/gpu/deepcrack $PQ
+# 2. #14: the trainings share the GPU (memory) and the cores (batch workers), for the time left
+# less the card's step and the copies (RESERVE s). A training cut short by the limit is not lost:
+# its run comes back in $OUT/resume-<run>.tar, and `crossval` resumes it here (the header says how).
+export XLA_PYTHON_CLIENT_MEM_FRACTION=0.28 UNET_DATA_WORKERS=6
+CV="python3 -m unet crossval --config /tmp/recipe3.json --folds 5 --runs-dir $RUNS"
+[ -n "${SUMMARY:-}" ] && mkdir -p $RUNS && cp "$SUMMARY" $RUNS/  # folds done elsewhere count, not trained again
+TRAIN=${TRAIN:-$(( $(left) - ${RESERVE:-45} ))}
+if [ $TRAIN -lt ${MIN_TRAIN:-120} ]; then
+  log "no time left to train ($TRAIN s)"
+else
+  log "crossval fold(s) $FOLDS and the final model, side by side (limit $TRAIN s)"
+  for k in $FOLDS; do timeout $TRAIN $CV --only $k > $OUT/fold$k.log 2>&1 & done
+  timeout $TRAIN $CV --final > $OUT/final.log 2>&1 &
+  wait
+  log "trainings ended"
+  $CV --final >> $OUT/final.log 2>&1  # the card from the folds scored by now (no training again)
+  tail -2 $OUT/final.log | tee -a $OUT/bench.txt
+  # What comes back (the device tool returns at most 8 files, 16 MiB each, 2 folders down): the
+  # final model, its card, history and the crossval summary in final.tar; each run the limit cut
+  # short in a tar of its own (resume-<run>.tar: its checkpoints and records, to resume here).
+  final=$(python3 -c "import json, glob; print(json.load(open(glob.glob('$RUNS/crossval-*-5.json')[0]))['final']['run'])" 2>/dev/null)
+  rm -rf /tmp/final3 && mkdir -p /tmp/final3 && cp $RUNS/crossval-*.json /tmp/final3/ 2>/dev/null
+  [ -n "$final" ] && cp $RUNS/$final/model.keras $RUNS/$final/model.json $RUNS/$final/history.csv /tmp/final3/
+  tar -cf $OUT/final.tar -C /tmp/final3 .
+  for run in $(cd $RUNS && ls -d */); do
+    run=${run%/}
+    state=$(python3 -c "import json, sys; print(json.load(open(sys.argv[1]))['state'])" $RUNS/$run/status.json 2>/dev/null)
+    [ "$state" = completed ] && continue
+    log "$run: $state, cut short: its checkpoints come back in resume-$run.tar"
+    tar -cf $OUT/resume-$run.tar -C $RUNS --exclude=tensorboard --exclude=$run/model.keras $run
+  done
+  cat $OUT/fold*.log $OUT/final.log > $OUT/train.log 2>/dev/null && rm -f $OUT/fold*.log $OUT/final.log
+fi
+unset XLA_PYTHON_CLIENT_MEM_FRACTION UNET_DATA_WORKERS
 log "done"
-ls -la $OUT $OUT/final
+ls -la $OUT
