@@ -1,10 +1,7 @@
 #!/bin/bash
 # One lent GPU session's work (issues #14 and #15), as a single prepared script for the device
 # tool (docs/benchmarks.md, "GPU"), sized for one call of at most 600 s:
-#   1. #15 re-measured first (every GPU figure of #15 waits on them, and they are short): training
-#      batches from threads against worker processes (256/8), a large photo and a folder
-#      (bench_passes 2,3), then 384/16; each only if its usual time is left (BENCH=0: none).
-#   2. #14, for the time left (less RESERVE s): models/recipe.gpu.json with deep supervision
+#   1. #14 (TRAINING=0: skipped): models/recipe.gpu.json with deep supervision
 #      (DEEP=0: without; LOSS=edge_tversky: the boundary-aware loss instead of the recipe's; colour
 #      augmentation 0.1, COLOR=0: without) cross-validated on fold 1 of 5 (FOLDS="1 2" for more)
 #      and trained once more on every training photo (`crossval --final`), side by side on the
@@ -26,6 +23,9 @@
 #      the default on DeepCrack val): the next candidates are variations of it (less noise,
 #      0.03-0.04; a wider preset),
 #      each ranked against both summaries with `compare`.
+#   2. #15 re-measured for the time left: training
+#      batches from threads against worker processes (256/8), a large photo and a folder
+#      (bench_passes 2,3), then 384/16; each only if its usual time is left (BENCH=0: none).
 # Results and logs go to $OUT.
 #
 # Before, on this machine: copy ../shared/data/{masonry,deepcrack}/train to
@@ -44,8 +44,8 @@ OUT=${OUT:-/tmp/gpuout3}; RUNS=${RUNS:-runs/gpu}; mkdir -p $OUT
 export KERAS_BACKEND=jax PYTHONUNBUFFERED=1 TF_CPP_MIN_LOG_LEVEL=2
 log() { echo "[$((SECONDS-T0))s] $*" | tee -a $OUT/bench.txt; }
 left() { echo $((END - (SECONDS - T0))); }
-if [ "${QUICK:-0}" = 1 ]; then PQ=--quick; ST=3; END=${END:-400}; MIN_TRAIN=${MIN_TRAIN:-60}
-else PQ=; ST=150; END=${END:-570}; fi
+if [ "${QUICK:-0}" = 1 ]; then PQ=--quick; ST=3; END=${END:-400}; TRAIN=${TRAIN:-200}
+else PQ=; ST=150; END=${END:-570}; TRAIN=${TRAIN:-360}; fi
 FOLDS=${FOLDS:-1}
 # The recipe with deep supervision (DEEP=0: without): on the CPU's fold 1/5 it led the plain recipe
 # by 0.0065 mean F1 over three seeds, within the noise (models/MODEL_CARD.md); its fold 1 here is
@@ -70,29 +70,14 @@ if "${QUICK:-0}" == "1":
     d.update(size=64, batch=2, steps_per_epoch=2, epochs=1, preset="tiny", mixed_precision=False)
 json.dump(d, open("/tmp/recipe3.json", "w"))
 PY
-# 1. #15's benchmarks first, one at a time, each only if its usual time is left: they are short,
-# and every GPU figure of #15 waits on them (the training below uses whatever time is left).
-bench() {  # bench SECONDS_NEEDED LABEL COMMAND...
-  local need=$1 label=$2; shift 2
-  [ "${BENCH:-1}" = 1 ] || return  # BENCH=0: the training only
-  [ $(left) -gt $need ] || { log "no time left for $label"; return; }
-  log "$label"
-  timeout $(left) "$@" 2>&1 | grep --line-buffered -v "^\s*$\|cudart_stub\|absl::" | tee -a $OUT/bench.txt
-}
-bench 70 "bench_train 256/8" python3 bench/bench_train.py --preset standard --size 256 --batch 8 --steps $ST \
-  --data data/gpu/deepcrack $PQ
-bench 100 "bench_passes 2,3" python3 bench/bench_passes.py --parts 2,3 $PQ
-bench 110 "bench_train 384/16" python3 bench/bench_train.py --preset standard --size 384 --batch 16 \
-  --steps $((ST * 2 / 3)) --data data/gpu/deepcrack $PQ
-# 2. #14: the trainings share the GPU (memory) and the cores (batch workers), for the time left
-# less the card's step and the copies (RESERVE s). A training cut short by the limit is not lost:
-# its run comes back in $OUT/resume-<run>.tar, and `crossval` resumes it here (the header says how).
+# 1. #14: the trainings share the GPU (memory) and the cores (batch workers), for at most TRAIN s.
+# A training cut short by the limit is not lost: its run comes back in $OUT/resume-<run>.tar, and
+# `crossval` resumes it here (the header says how).
 export XLA_PYTHON_CLIENT_MEM_FRACTION=0.28 UNET_DATA_WORKERS=6
 CV="python3 -m unet crossval --config /tmp/recipe3.json --folds 5 --runs-dir $RUNS"
 [ -n "${SUMMARY:-}" ] && mkdir -p $RUNS && cp "$SUMMARY" $RUNS/  # folds done elsewhere count, not trained again
-TRAIN=${TRAIN:-$(( $(left) - ${RESERVE:-45} ))}
-if [ $TRAIN -lt ${MIN_TRAIN:-120} ]; then
-  log "no time left to train ($TRAIN s)"
+if [ "${TRAINING:-1}" = 0 ]; then
+  log "no training (TRAINING=0)"
 else
   log "crossval fold(s) $FOLDS and the final model, side by side (limit $TRAIN s)"
   for k in $FOLDS; do timeout $TRAIN $CV --only $k > $OUT/fold$k.log 2>&1 & done
@@ -118,5 +103,18 @@ else
   cat $OUT/fold*.log $OUT/final.log > $OUT/train.log 2>/dev/null && rm -f $OUT/fold*.log $OUT/final.log
 fi
 unset XLA_PYTHON_CLIENT_MEM_FRACTION UNET_DATA_WORKERS
+# 2. #15's benchmarks, one at a time, each only if its usual time is left.
+bench() {  # bench SECONDS_NEEDED LABEL COMMAND...
+  local need=$1 label=$2; shift 2
+  [ "${BENCH:-1}" = 1 ] || return  # BENCH=0: the training only
+  [ $(left) -gt $need ] || { log "no time left for $label"; return; }
+  log "$label"
+  timeout $(left) "$@" 2>&1 | grep --line-buffered -v "^\s*$\|cudart_stub\|absl::" | tee -a $OUT/bench.txt
+}
+bench 70 "bench_train 256/8" python3 bench/bench_train.py --preset standard --size 256 --batch 8 --steps $ST \
+  --data data/gpu/deepcrack $PQ
+bench 100 "bench_passes 2,3" python3 bench/bench_passes.py --parts 2,3 $PQ
+bench 110 "bench_train 384/16" python3 bench/bench_train.py --preset standard --size 384 --batch 16 \
+  --steps $((ST * 2 / 3)) --data data/gpu/deepcrack $PQ
 log "done"
 ls -la $OUT
