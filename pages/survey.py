@@ -19,7 +19,7 @@ from pages.common import (SCALE_MM_PER_PX, SCALE_UNKNOWN, active_model_path, get
 from unet.cracks import DISCLAIMER, check_mm_per_px
 from unet.errors import ConfigError
 from unet.model import ModelError
-from unet.predict import noise_robust_would_help
+from unet.predict import few, for_noise_robust
 from unet.survey import GRADE_COLOURS, UNGRADED_COLOUR, default_surveys_dir, new_survey_dir, run_survey
 
 through_app()
@@ -100,7 +100,7 @@ def start_survey() -> None:
     bar = st.progress(0.0, text="Starting...")
     rows = run_survey(model, inputs, out / "results", mm_per_px=mm, progress=_progress(bar), title=title)
     st.session_state[SHOWN_KEY] = out.name
-    dim = [Path(r["file"]).name for r in rows if not r["error"] and noise_robust_would_help(model_path, r["note"])]
+    dim = for_noise_robust(model_path, rows)
     if dim:  # shown with this survey's results while they are the ones shown
         st.session_state[HINT_KEY] = (out.name, dim)
 
@@ -143,8 +143,8 @@ if len(unsure):
 hint = st.session_state.get(HINT_KEY)
 if hint and hint[0] == shown:
     dim = hint[1]
-    st.info(f"{len(dim)} photo(s) dim or grainy ({', '.join(md_escape(n) for n in dim[:3])}{', ...' if len(dim) > 3 else ''}): "
-            "the bundled noise-robust model (sidebar) usually keeps more of their cracks, above all on brick.")
+    st.info(f"{len(dim)} photo(s) dim or grainy ({md_escape(few(dim))}): the bundled noise-robust model (sidebar) "
+            "usually keeps more of their cracks, above all on brick.")
 
 
 def _preview(path: Path, side: int = 1200) -> bytes:

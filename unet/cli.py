@@ -296,12 +296,11 @@ def cmd_predict(a) -> int:
 def _suggest_noise_robust(model, rows: list[dict]) -> None:
     """With the bundled default: name the photos brightened or smoothed for it, for which the
     bundled noise-robust model usually keeps more of the cracks (docs/exposure.md)."""
-    from .predict import noise_robust_would_help
+    from .predict import few, for_noise_robust
 
-    dim = [r["file"] for r in rows if not r["error"] and noise_robust_would_help(model.path, r.get("note") or "")]
+    dim = for_noise_robust(model.path, rows)
     if dim:
-        print(f"{len(dim)} photo(s) dim or grainy ({', '.join(Path(f).name for f in dim[:3])}"
-              f"{', ...' if len(dim) > 3 else ''}): --model noise-robust usually keeps more of their cracks")
+        print(f"{len(dim)} photo(s) dim or grainy ({few(dim)}): --model noise-robust usually keeps more of their cracks")
 
 
 def _result_line(r: dict) -> str:
@@ -310,17 +309,20 @@ def _result_line(r: dict) -> str:
         line += f", {r['cracks']} crack(s), widest {r['max_width_px']:.1f} px"
         if "grade" in r:
             line += f" = {r['max_width_mm']:.2f} mm, grade {r['grade']} ({r['grade_name']})"
-    if r.get("confidence") == "low":
+    from .predict import low_confidence
+
+    if low_confidence(r):
         line += f"; low confidence, check it by eye: {r.get('note') or 'see results.csv'}"
     return line
 
 
 def _name_low_confidence(rows: list[dict]) -> None:
     """A line naming the photos whose masks need a check by eye (the ``note`` column says why)."""
-    low = [Path(r["file"]).name for r in rows if not r["error"] and r.get("confidence") == "low"]
+    from .predict import few, low_confidence
+
+    low = [Path(r["file"]).name for r in rows if low_confidence(r)]
     if low:
-        print(f"{len(low)} photo(s) with low confidence, to check by eye before trusting their masks: "
-              f"{', '.join(low[:5])}{', ...' if len(low) > 5 else ''}")
+        print(f"{len(low)} photo(s) with low confidence, to check by eye before trusting their masks: {few(low, 5)}")
 
 
 def cmd_survey(a) -> int:

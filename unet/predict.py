@@ -242,6 +242,23 @@ def noise_robust_would_help(model_path, note: str) -> bool:
             and any(part.startswith((DIM_NOTE, GRAINY_NOTE)) for part in note.split("; ")))
 
 
+def low_confidence(row: dict) -> bool:
+    """Whether a row of ``results.csv`` (or ``survey.csv``) is a mask to check by eye (its ``note`` says why)."""
+    return not row.get("error") and str(row.get("confidence", "")) == "low"
+
+
+def for_noise_robust(model_path, rows: Iterable[dict]) -> list[str]:
+    """The names of the photos of ``results.csv`` rows to point to the bundled noise-robust model
+    (:func:`noise_robust_would_help`)."""
+    return [Path(r["file"]).name for r in rows
+            if not r.get("error") and noise_robust_would_help(model_path, r.get("note") or "")]
+
+
+def few(names: Sequence[str], most: int = 3) -> str:
+    """``names`` for a one-line message: the first ``most``, then ", ..." when there are more."""
+    return ", ".join(names[:most]) + (", ..." if len(names) > most else "")
+
+
 def model_view(image: np.ndarray) -> np.ndarray:
     """The photo as the network sees it at its own size: its exposure (:func:`exposure_gain`),
     its noise (:func:`smoothing_radius`) and its focus (:func:`deblur_radius`); the photo itself

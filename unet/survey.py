@@ -21,6 +21,7 @@ import numpy as np
 
 from .cracks import DISCLAIMER, GRADES, GRADES_SOURCE
 from .files import write_csv_atomic, write_text_atomic
+from .predict import low_confidence
 
 def default_surveys_dir() -> Path:
     """Where the Survey page keeps its surveys: ``$UNET_SURVEYS_DIR``, else the project's ``surveys/``."""
@@ -224,16 +225,12 @@ def _grade_text(row: dict) -> str:
     return f"{str(row['grade']).strip()} · {row.get('grade_name', '')}"
 
 
-def _low_confidence(row: dict) -> bool:
-    return str(row.get("confidence", "")) == "low"
-
-
 def _confidence_row(row: dict) -> str:
     """The card's row for the model's confidence in the mask (none for results without the column)."""
     if "confidence" not in row:
         return ""
     said = html.escape(str(row.get("note") or ""))
-    if _low_confidence(row):
+    if low_confidence(row):
         return f"<tr><th>confidence</th><td class='low'><b>low: check it by eye</b>; {said}</td></tr>"
     return f"<tr><th>confidence</th><td>high{'; ' + said if said else ''}</td></tr>"
 
@@ -285,7 +282,7 @@ def report_html(rows: list[dict], thumbs: dict, meta: dict) -> str:
                         for k, n in sorted(counts.items(), reverse=True)) or "nothing measured"
     interrupted = ("<p class='warn'>The survey was interrupted: photos marked 'not processed' were not "
                    "segmented.</p>" if meta.get("interrupted") else "")
-    unsure = [r for r in done if _low_confidence(r)]
+    unsure = [r for r in done if low_confidence(r)]
     check = ("<div class='warn'><b>" + f"{len(unsure)} photo(s) to check by eye</b> before trusting their grade: the "
              "model was unsure of the mask, or the photo is unlike the photos it learned from (its note says which; "
              "a grade read from a doubtful mask may be too low)<ul>"
