@@ -21,13 +21,12 @@ from pages.common import (SAMPLE_DIR, PhotoCache, active_model_path, ensure_samp
                           mm_per_px_for, photo_cache, safe_file_name, scale_input, through_app)
 from unet.cracks import measure, width_picture
 from unet.errors import ConfigError
-from unet.imaging import ImageError, display_name, encode_png, read_image
+from unet.imaging import UPLOAD_TYPES, ImageError, display_name, encode_png, read_image
 from unet.model import AUTO, ModelError
 from unet.predict import doubt, heatmap, noise_robust_would_help, overlay, scale_hint, seen_scales, view_note
 
 through_app()
 
-TYPES = ["jpg", "jpeg", "png", "tif", "tiff", "bmp"]
 PREVIEW = 640  # longest side shown on the page; downloads keep full resolution
 CACHE_KEY = "detect_results"  # this session's views of each photo (previews, mask at its threshold)
 SEEN_KEY = "detect_seen"  # photos this session had segmented (to say so when one was dropped)
@@ -70,7 +69,7 @@ photo_scale_label = st.selectbox(
          "faster); it can lose hairline cracks.")
 photo_scale = model.scale if PHOTO_SCALES[photo_scale_label] is None else PHOTO_SCALES[photo_scale_label]
 scale_mode, scale_value = scale_input("detect")
-uploads = st.file_uploader("Photos", type=TYPES, accept_multiple_files=True, key="detect_upload")
+uploads = st.file_uploader("Photos", type=UPLOAD_TYPES, accept_multiple_files=True, key="detect_upload")
 # Upload names are only ever shown (base name, escaped); they never become paths.
 files: list[tuple[str, bytes]] = [(display_name(b"", u.name), u.getvalue()) for u in uploads or []]
 if st.button("Try a sample photo", key="detect_sample"):

@@ -18,13 +18,13 @@ from pages.common import (SCALE_MM_PER_PX, SCALE_UNKNOWN, active_model_path, get
                           resolve_dataset_path, safe_file_name, scale_input, through_app)
 from unet.cracks import DISCLAIMER, check_mm_per_px
 from unet.errors import ConfigError
+from unet.imaging import UPLOAD_TYPES
 from unet.model import ModelError
 from unet.predict import few, for_noise_robust
 from unet.survey import GRADE_COLOURS, UNGRADED_COLOUR, default_surveys_dir, new_survey_dir, run_survey
 
 through_app()
 
-TYPES = ["jpg", "jpeg", "png", "tif", "tiff", "bmp"]
 SHOWN_KEY = "survey_shown"
 HINT_KEY = "survey_hint"  # (survey, the names of its dim or grainy photos)
 UPLOAD, FOLDER = "Upload photos", "A folder on the server"
@@ -41,7 +41,7 @@ if model_path is None:
 source = st.radio("Photos", [UPLOAD, FOLDER], horizontal=True, key="survey_source")
 uploads, folder = [], ""
 if source == UPLOAD:
-    uploads = st.file_uploader("Photos", type=TYPES, accept_multiple_files=True, key="survey_upload") or []
+    uploads = st.file_uploader("Photos", type=UPLOAD_TYPES, accept_multiple_files=True, key="survey_upload") or []
 else:
     folder = st.text_input("Folder (inside the data folder, or a folder UNET_DATA_ROOTS allows)", key="survey_folder",
                            placeholder="sample/test")

@@ -98,6 +98,22 @@ def rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.clip((field + blocks) / 2 + rng.normal(0, 4, (h, w, 3)) + 0.5, 0, 255).astype(np.uint8)
 
 
+def save_like_a_phone(image: np.ndarray, path: Path, exif=None, quality: int = 92) -> Path:
+    """``image`` saved as a phone saves it, by the extension: HEIC (an iPhone's default, written with
+    pillow-heif, which moves an EXIF orientation into the container's rotation, where readers look
+    for it) or whatever Pillow writes; ``exif`` a ``PIL.Image.Exif``."""
+    from PIL import Image
+
+    data = exif.tobytes() if exif is not None else None
+    if Path(path).suffix.lower() in (".heic", ".heif"):
+        import pillow_heif
+
+        pillow_heif.from_pillow(Image.fromarray(image)).save(path, quality=quality, exif=data)
+    else:
+        Image.fromarray(image).save(path, quality=quality, **({"exif": data} if data else {}))
+    return Path(path)
+
+
 def sharp_scene(rng: np.random.Generator, h: int = 256, w: int = 256) -> np.ndarray:
     """Rectangles of random colours on grey: sharp step edges, whose blur unet.predict.blur_sigma
     reads (blurred by r px, it reads about r)."""

@@ -19,6 +19,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import save_like_a_phone
+
 ROOT = Path(__file__).resolve().parent.parent
 SHOTS = Path(os.environ.get("SCREENSHOT_DIR", ROOT / "docs" / "screenshots"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -247,9 +249,9 @@ def test_survey_of_uploads_ranks_maps_and_reports(server, page, tmp_path):
                                        ((3, 4), (45.0, 30.0, 4.0))]):
         exif = Image.Exif()
         exif[0x8825] = {1: "N", 2: gps, 3: "E", 4: (9.0, 10.0, 1.5 * i)}
-        path = tmp_path / f"house_{i + 1}.jpg"
-        Image.fromarray(measured_cracks(20 + i, 384, 512, widths=widths)[0]).save(path, exif=exif, quality=92)
-        files.append(str(path))
+        # The first as an iPhone saves it (HEIC, capital extension): accepted, read, and on the map.
+        path = tmp_path / ("house_1.HEIC" if i == 0 else f"house_{i + 1}.jpg")
+        files.append(str(save_like_a_phone(measured_cracks(20 + i, 384, 512, widths=widths)[0], path, exif)))
     # One taken with hardly any light: measured, but named for a check by eye before its grade is trusted.
     exif[0x8825] = {1: "N", 2: (45.0, 30.0, 3.0), 3: "E", 4: (9.0, 10.0, 0.5)}
     dark = (measured_cracks(23, 384, 512, widths=(5, 6))[0] * 0.05).astype("uint8")
@@ -273,7 +275,7 @@ def test_survey_of_uploads_ranks_maps_and_reports(server, page, tmp_path):
     with page.expect_download() as download:
         page.get_by_role("button", name="Report (HTML, opens offline)").click()
     report = Path(download.value.path()).read_text()
-    assert report.index("house_2.jpg") < report.index("house_3.jpg") < report.index("house_1.jpg")  # worst first
+    assert report.index("house_2.jpg") < report.index("house_3.jpg") < report.index("house_1.HEIC")  # worst first
     assert ">cellar.jpg</a>: a dark photo" in report  # listed at the top, linked to its card
     _shot(page, "survey")
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import save_like_a_phone
 from unet.imaging import ImageError, image_size, read_image, read_mask
 
 
@@ -60,6 +61,33 @@ def test_exif_orientation_is_applied(tmp_path):
     assert image_size(path) == (20, 40)
 
 
+def test_an_iphone_heic_photo_is_read_upright_like_its_jpeg_and_found_in_a_folder(tmp_path):
+    """HEIC is what iPhones save: read (pillow-heif), turned upright, found by a folder scan whatever
+    the extension's case, and its GPS read for the survey map. AVIF too (Pillow's own)."""
+    from unet.predict import collect_images
+    from unet.survey import photo_metadata
+
+    img = np.full((32, 64, 3), 90, np.uint8)
+    img[:, :16] = (250, 20, 20)  # red strip on the left edge
+    exif = Image.Exif()
+    exif[0x0112] = 6  # held in portrait: rotate 90 degrees clockwise on display
+    exif[0x8825] = {1: "N", 2: (45.0, 30.0, 0.0), 3: "E", 4: (9.0, 10.0, 0.0)}
+    folder = tmp_path / "survey"
+    folder.mkdir()
+    for name in ("IMG_0042.HEIC", "rotated.jpg"):
+        save_like_a_phone(img, folder / name, exif, quality=95)
+    save_like_a_phone(img, folder / "wall.avif", quality=95)
+    heic, jpeg = read_image(folder / "IMG_0042.HEIC"), read_image(folder / "rotated.jpg")
+    assert heic.shape == jpeg.shape == (64, 32, 3)  # upright: portrait, as the phone showed it
+    assert heic[:16, :, 0].mean() > 200 and heic[40:, :, 0].mean() < 150  # the left strip is now at the top
+    assert np.abs(heic.astype(int) - jpeg).mean() < 8
+    assert image_size(folder / "IMG_0042.HEIC") == (32, 64)
+    assert read_image(folder / "wall.avif").shape == (32, 64, 3)
+    assert sorted(p.name for p, _ in collect_images([folder])) == ["IMG_0042.HEIC", "rotated.jpg", "wall.avif"]
+    meta = photo_metadata(folder / "IMG_0042.HEIC")
+    assert meta["latitude"] == pytest.approx(45.5) and meta["longitude"] == pytest.approx(9 + 10 / 60)
+
+
 def test_animated_gif_uses_first_frame(tmp_path):
     frames = [Image.new("RGB", (8, 8), c) for c in [(255, 0, 0), (0, 0, 255)]]
     path = tmp_path / "anim.gif"
@@ -82,6 +110,18 @@ def test_unreadable_files_are_named(tmp_path, name, content, message):
     with pytest.raises(ImageError, match=message) as err:
         read_image(path)
     assert name in str(err.value)
+
+
+def test_a_heic_photo_without_its_decoder_says_what_to_install(tmp_path, monkeypatch):
+    import unet.imaging
+
+    path = tmp_path / "IMG_0001.HEIC"
+    path.write_bytes(b"\x00\x00\x00\x18ftypheic not really a photo")
+    with pytest.raises(ImageError, match="not a photo this tool can read .*HEIC"):
+        read_image(path)
+    monkeypatch.setattr(unet.imaging, "HEIF_READABLE", False)  # an environment without pi-heif
+    with pytest.raises(ImageError, match="IMG_0001.HEIC: a HEIC/HEIF photo, and the pi-heif package"):
+        read_image(path)
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])

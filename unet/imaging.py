@@ -29,7 +29,24 @@ MAX_PIXELS = 100_000_000
 # size; Pillow's guard would refuse them first with a vaguer one.
 Image.MAX_IMAGE_PIXELS = None
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp")
+# HEIC/HEIF is what iPhones save by default: pi-heif (pillow-heif's decoder-only build) teaches
+# Pillow to read it. libheif applies the rotation the container carries while decoding and the
+# EXIF orientation then reads 1, so the EXIF transpose below is a no-op, as it should be. Without
+# the package (an environment that installed only part of requirements.txt), such a photo is
+# still found in a folder and named as unreadable with the reason, rather than skipped in
+# silence. AVIF is Pillow's own.
+try:
+    import pi_heif
+
+    pi_heif.register_heif_opener()
+    HEIF_READABLE = True
+except ImportError:  # pragma: no cover - requirements.txt installs it
+    HEIF_READABLE = False
+HEIF_EXTENSIONS = (".heic", ".heif")
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".gif", ".webp", ".avif") + HEIF_EXTENSIONS
+# What the pages' uploaders accept (Streamlit compares extensions without case: IMG_0042.HEIC too).
+UPLOAD_TYPES = [ext[1:] for ext in IMAGE_EXTENSIONS]
 
 Source = Union[str, os.PathLike, bytes, BinaryIO]
 
@@ -79,9 +96,12 @@ def _open(source: Source, name: str, max_pixels: int) -> Image.Image:
     except Image.DecompressionBombError:
         raise ImageError(name, "the image has too many pixels to process safely") from None
     except UnidentifiedImageError:
+        if not HEIF_READABLE and Path(name).suffix.lower() in HEIF_EXTENSIONS:
+            raise ImageError(name, "a HEIC/HEIF photo, and the pi-heif package that reads them is not "
+                                   "installed (pip install -r requirements.txt)") from None
         raise ImageError(
             name,
-            "not a photo this tool can read (supported: PNG, JPEG, TIFF, BMP, GIF, WebP)",
+            "not a photo this tool can read (supported: JPEG, HEIC/HEIF, PNG, TIFF, BMP, GIF, WebP, AVIF)",
         ) from None
     except OSError as exc:
         raise ImageError(name, f"cannot be read ({exc})") from None
