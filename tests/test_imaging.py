@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import save_like_a_phone
+from conftest import P3_PRIMARIES, icc_profile, in_wide_gamut, save_like_a_phone
 from unet.imaging import ImageError, image_size, read_image, read_mask
 
 
@@ -110,6 +110,35 @@ def test_unreadable_files_are_named(tmp_path, name, content, message):
     with pytest.raises(ImageError, match=message) as err:
         read_image(path)
     assert name in str(err.value)
+
+
+def test_a_wide_gamut_photo_is_read_in_srgb_like_the_training_photos(tmp_path):
+    """An iPhone writes Display P3 numbers and tags them with its profile; the model learned from
+    sRGB. Tagged, the numbers are converted back to the scene's sRGB; untagged, sRGB-tagged or with
+    a broken profile, they are read as written."""
+    from PIL import ImageCms
+
+    # patches of colour (a HEIC, like a JPEG, keeps colour at half resolution)
+    scene = np.random.default_rng(0).integers(0, 256, (5, 6, 3), dtype=np.uint8).repeat(8, 0).repeat(8, 1)
+    p3 = in_wide_gamut(scene, P3_PRIMARIES, 2.2)
+    assert np.abs(p3.astype(int) - scene).mean() > 8  # the same colours, other numbers
+    profile = icc_profile(P3_PRIMARIES, 2.2, "Display P3 (generated)")
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    for name, icc in [("p3.png", profile), ("p3.heic", profile), ("untagged.png", None),
+                      ("srgb.png", srgb), ("broken.png", profile[:200])]:
+        if name.endswith(".heic"):
+            import pillow_heif
+
+            pillow_heif.from_pillow(Image.fromarray(p3)).save(tmp_path / name, quality=95, icc_profile=icc)
+        else:
+            Image.fromarray(p3).save(tmp_path / name, **({"icc_profile": icc} if icc else {}))
+        out = read_image(tmp_path / name).astype(int)
+        if icc is profile:
+            assert np.abs(out - scene).mean() < (1 if name.endswith(".png") else 3), name
+        else:
+            assert np.array_equal(out, p3), name
+    cmyk = Image.fromarray(scene).convert("CMYK")  # no profile: Pillow's own conversion, as before
+    assert read_image(_save(cmyk, tmp_path / "cmyk.jpg", quality=95)).shape == (40, 48, 3)
 
 
 def test_a_heic_photo_without_its_decoder_says_what_to_install(tmp_path, monkeypatch):
