@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import P3_PRIMARIES, icc_profile, in_wide_gamut, save_like_a_phone
+from conftest import save_like_a_phone
 from unet.imaging import ImageError, image_size, read_image, read_mask
+from unet.synthetic import P3_PRIMARIES, icc_profile, in_wide_gamut
 
 
 def _save(img: Image.Image, path, **kw):
