@@ -14,7 +14,6 @@ note when it is absent.
 
 from __future__ import annotations
 
-import argparse
 import io
 import os
 import sys
@@ -23,13 +22,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-SHARED = ROOT.parent / "shared" / "data"
+
+from bench._args import SHARED, fold_options  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=str(ROOT / "models" / "default.keras"))
-    ap.add_argument("--fold", default="1/5", metavar="K/N")
+    ap = fold_options(__doc__.splitlines()[0])
     a = ap.parse_args()
     if not SHARED.is_dir():
         print(f"{SHARED} is absent: nothing to measure")

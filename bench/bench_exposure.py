@@ -27,7 +27,6 @@ rules changed. Needs ../shared/data; exits 0 with a note when it is absent.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from pathlib import Path
@@ -35,13 +34,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-SHARED = ROOT.parent / "shared" / "data"
+
+from bench._args import SHARED, fold_options  # noqa: E402
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=str(ROOT / "models" / "default.keras"))
-    ap.add_argument("--fold", default="1/5", metavar="K/N")
+    ap = fold_options(__doc__.splitlines()[0])
     ap.add_argument("--gains", nargs="+", type=float, default=[1.0, 0.6, 0.4, 0.3, 0.2, 1.6, 2.2, 3.0])
     ap.add_argument("--noise", nargs="+", type=float, default=[0.0], metavar="SD",
                     help="Gaussian noise of these standard deviations (0-255) added after each gain")
