@@ -154,12 +154,13 @@ def test_a_heic_photo_without_its_decoder_says_what_to_install(tmp_path, monkeyp
         read_image(path)
 
 
-@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "HEIC"])
 def test_truncated_files_are_reported(tmp_path, fmt):
-    buf = io.BytesIO()
-    Image.fromarray(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)).save(buf, fmt)
+    path = save_like_a_phone(np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8),
+                             tmp_path / f"whole.{fmt.lower()}")
+    data = path.read_bytes()
     path = tmp_path / f"cut.{fmt.lower()}"
-    path.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    path.write_bytes(data[: len(data) // 2])
     with pytest.raises(ImageError, match="truncated") as err:
         read_image(path)
     assert "cut." in str(err.value)

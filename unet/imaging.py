@@ -130,13 +130,11 @@ def _load(img: Image.Image, name: str) -> Image.Image:
             img.seek(0)
         img.load()
         return ImageOps.exif_transpose(img)
-    except OSError as exc:
-        text = str(exc)
-        if "truncated" in text or "broken" in text or "incomplete" in text:
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # libheif raises ValueError
+        text = " ".join(str(exc).split())  # libheif's messages span lines
+        if any(word in text.lower() for word in ("truncated", "broken", "incomplete", "end of file")):
             raise ImageError(name, "the file is truncated or damaged (it ends too early)") from None
         raise ImageError(name, f"the pixels cannot be decoded ({text})") from None
-    except (ValueError, SyntaxError, EOFError) as exc:
-        raise ImageError(name, f"the pixels cannot be decoded ({exc})") from None
 
 
 def _to_uint8(arr: np.ndarray) -> np.ndarray:
