@@ -198,11 +198,11 @@ def _in_srgb(img: Image.Image) -> Image.Image:
     profile). A photo tagged with another ICC profile (an iPhone's Display P3, a camera's Adobe
     RGB, a CMYK print profile) holds other numbers for the same colours: read as they are, fold
     1/5's photos re-encoded in Display P3 / Adobe RGB scored pixel F1 -0.0035 / -0.0026 on
-    masonry and -0.0024 / -0.0066 on DeepCrack; converted, exactly their sRGB figures. They are
-    converted by littlecms (Pillow's ImageCms,
-    relative colorimetric: colours outside sRGB are clipped, as a screen shows them). Untagged
-    and sRGB-tagged photos are left alone; a profile that cannot be read leaves the numbers as
-    they are rather than losing the photo."""
+    masonry and -0.0024 / -0.0066 on DeepCrack; converted, exactly their sRGB figures
+    (bench/bench_colour.py). The conversion is littlecms's (Pillow's ImageCms), relative
+    colorimetric: colours outside sRGB are clipped, as an sRGB screen shows them. Untagged and
+    sRGB-tagged photos are left alone; a profile that cannot be read leaves the numbers as they
+    are rather than losing the photo."""
     icc = img.info.get("icc_profile")
     if not icc or img.mode not in ("RGB", "CMYK"):
         return img
