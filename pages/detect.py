@@ -23,7 +23,7 @@ from unet.cracks import measure, width_picture
 from unet.errors import ConfigError
 from unet.imaging import UPLOAD_TYPES, ImageError, display_name, encode_png, read_image
 from unet.model import AUTO, ModelError
-from unet.predict import doubt, heatmap, noise_robust_would_help, overlay, scale_hint, seen_scales, view_note
+from unet.predict import confidence, doubt, heatmap, noise_robust_would_help, overlay, scale_hint, seen_scales, view_note
 
 through_app()
 
@@ -312,7 +312,7 @@ for i, ((name, data), key) in enumerate(zip(files, keys)):
     m = m.with_scale(mm_per_px)
     summary = m.summary()
     rows.append({"file": name, "damaged_pct": round(pct, 4), "width": w, "height": h, "error": "",
-                 "photo scale": seen_scale, "confidence": "low" if unsure or retake else "high",
+                 "photo scale": seen_scale, "confidence": confidence(unsure, retake),
                  "cracks": summary["cracks"], "max_width_px": summary["max_width_px"],
                  "total_length_px": summary["total_length_px"], "pattern": summary["pattern"],
                  "mm_per_px": mm_per_px, "max_width_mm": summary.get("max_width_mm"),

@@ -242,6 +242,12 @@ def noise_robust_would_help(model_path, note: str) -> bool:
             and any(part.startswith((DIM_NOTE, GRAINY_NOTE)) for part in note.split("; ")))
 
 
+def confidence(doubt: str, retake: bool) -> str:
+    """``results.csv``'s ``confidence``: "low" when the model hedged (``doubt``, :func:`doubt`) or
+    the photo cannot be trusted as taken (``retake``, :func:`view_note`), else "high"."""
+    return "low" if doubt or retake else "high"
+
+
 def low_confidence(row: dict) -> bool:
     """Whether a row of ``results.csv`` (or ``survey.csv``) is a mask to check by eye (its ``note`` says why)."""
     return not row.get("error") and str(row.get("confidence", "")) == "low"
@@ -1472,7 +1478,7 @@ def render_outputs(name: str, image: np.ndarray, seg: Segmentation, scale_settin
     hint = "" if scale_setting == AUTO else scale_hint(image.shape, seg.scale)
     changes.update({k: filename for k, (filename, _) in outputs.items()}, damaged_pct=round(seg.damaged_pct, 4),
                    error="", note="; ".join(n for n in (seen_as, unsure, hint) if n), scale=f"{seg.scale:g}",
-                   confidence="low" if unsure or retake else "high")
+                   confidence=confidence(unsure, retake))
     return outputs, changes, found
 
 
