@@ -98,19 +98,20 @@ def rgb(h: int, w: int, seed: int = 0) -> np.ndarray:
     return np.clip((field + blocks) / 2 + rng.normal(0, 4, (h, w, 3)) + 0.5, 0, 255).astype(np.uint8)
 
 
-def save_like_a_phone(image: np.ndarray, path: Path, exif=None, quality: int = 92) -> Path:
+def save_like_a_phone(image: np.ndarray, path: Path, exif=None, quality: int = 92, icc: bytes | None = None) -> Path:
     """``image`` saved as a phone saves it, by the extension: HEIC (an iPhone's default, written with
     pillow-heif, which moves an EXIF orientation into the container's rotation, where readers look
-    for it) or whatever Pillow writes; ``exif`` a ``PIL.Image.Exif``."""
+    for it) or whatever Pillow writes; ``exif`` a ``PIL.Image.Exif``, ``icc`` a colour profile."""
     from PIL import Image
 
-    data = exif.tobytes() if exif is not None else None
+    extra = {key: value for key, value in (("exif", exif.tobytes() if exif is not None else None),
+                                           ("icc_profile", icc)) if value}
     if Path(path).suffix.lower() in (".heic", ".heif"):
         import pillow_heif
 
-        pillow_heif.from_pillow(Image.fromarray(image)).save(path, quality=quality, exif=data)
+        pillow_heif.from_pillow(Image.fromarray(image)).save(path, quality=quality, **extra)
     else:
-        Image.fromarray(image).save(path, quality=quality, **({"exif": data} if data else {}))
+        Image.fromarray(image).save(path, quality=quality, **extra)
     return Path(path)
 
 
