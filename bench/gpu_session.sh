@@ -20,9 +20,11 @@
 #      The CPU recipe with sensor noise in training (models/recipe.cpu-noise.json) has its five
 #      folds too (models/crossval/cpu-recipe-noise-5.json, level with the plain recipe on clean
 #      photos; its final model is bundled as models/noise-robust.keras, 0.0055 short of replacing
-#      the default on DeepCrack val): the next candidates are variations of it (less noise,
-#      0.03-0.04; a wider preset),
-#      each ranked against both summaries with `compare`.
+#      the default on DeepCrack val): the next candidates are variations of it, each ranked
+#      against both summaries with `compare`. Under way: noise 0.04 (models/recipe.cpu-noise04.json;
+#      models/crossval/cpu-recipe-noise04-5.json holds folds 1-2, trained on the CPU):
+#      RECIPE=models/recipe.cpu-noise04.json DEEP=0 COLOR=0 SUMMARY=models/crossval/cpu-recipe-noise04-5.json FOLDS="3 4"
+#      (fold 3 may have been started on the CPU: see models/MODEL_CARD.md). Then a wider preset.
 #   2. #15 re-measured for the time left: training
 #      batches from threads against worker processes (256/8), a large photo and a folder
 #      (bench_passes 2,3), then 384/16; each only if its usual time is left (BENCH=0: none).
