@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import save_like_a_phone
+from conftest import rgb, save_like_a_phone
 from unet.imaging import ImageError, image_size, read_image, read_mask
 from unet.synthetic import P3_PRIMARIES, icc_profile, in_wide_gamut
 
@@ -132,6 +132,20 @@ def test_a_wide_gamut_photo_is_read_in_srgb_like_the_training_photos(tmp_path):
             assert np.abs(out - scene).mean() < (1 if name.endswith(".png") else 3), name
         else:
             assert np.array_equal(out, p3), name
+
+
+def test_tagged_photos_decoded_on_threads_read_as_they_do_one_by_one(tmp_path):
+    """A folder's photos are decoded ahead on threads (predict): each conversion stands alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    profile = icc_profile(P3_PRIMARIES, 2.2, "Display P3 (generated)")
+    paths = [save_like_a_phone(in_wide_gamut(rgb(96, 128, seed=i), P3_PRIMARIES, 2.2), tmp_path / f"p{i}.png",
+                               icc=profile) for i in range(8)]
+    alone = [read_image(p) for p in paths]
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(read_image, paths * 4))
+    assert all(np.array_equal(a, b) for a, b in zip(alone * 4, together))
+    assert not np.array_equal(alone[0], in_wide_gamut(rgb(96, 128, seed=0), P3_PRIMARIES, 2.2))  # converted
 
 
 def test_a_heic_photo_without_its_decoder_says_what_to_install(tmp_path, monkeypatch):
