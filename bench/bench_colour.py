@@ -41,6 +41,7 @@ def main() -> None:
     from unet.synthetic import ADOBE_RGB_PRIMARIES, P3_PRIMARIES, icc_profile, in_wide_gamut
 
     spaces = {"sRGB": None, "Display P3": (P3_PRIMARIES, 2.2), "Adobe RGB": (ADOBE_RGB_PRIMARIES, 563 / 256)}
+    profiles = {space: icc_profile(*how, space) for space, how in spaces.items() if how}
     model = load_model(a.model)
     print(f"{a.model}, fold {a.fold} of the training photos; F1 pooled over pixels")
     print(f"{'dataset':10} {'photos':>6} " + " ".join(f"{k + (' tagged' if v else ''):>17}" for k, v in spaces.items())
@@ -55,8 +56,7 @@ def main() -> None:
                 for tagged in ((True,) if how is None else (True, False)):
                     photo = image if how is None else in_wide_gamut(image, *how)
                     buf = io.BytesIO()
-                    Image.fromarray(photo).save(buf, "PNG", **({"icc_profile": icc_profile(*how, space)}
-                                                               if how and tagged else {}))
+                    Image.fromarray(photo).save(buf, "PNG", **({"icc_profile": profiles[space]} if how and tagged else {}))
                     found = model.segment(read_image(buf.getvalue(), name=f"{space}.png")).mask
                     c = counts.setdefault(f"{space} {'tagged' if tagged else 'untagged'}", [0, 0, 0])
                     c[0] += int((found & truth).sum())

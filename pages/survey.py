@@ -20,7 +20,7 @@ from unet.cracks import DISCLAIMER, check_mm_per_px
 from unet.errors import ConfigError
 from unet.imaging import UPLOAD_TYPES
 from unet.model import ModelError
-from unet.predict import few, for_noise_robust
+from unet.predict import few, for_noise_robust, low_confidence
 from unet.survey import GRADE_COLOURS, UNGRADED_COLOUR, default_surveys_dir, new_survey_dir, run_survey
 
 through_app()
@@ -135,7 +135,7 @@ else:
 if len(failed):
     st.warning("Not measured: " + "; ".join(f"**{md_escape(Path(f).name)}**: {md_escape(e)}"
                                             for f, e in zip(failed["file"], failed["error"])))
-unsure = ok[ok["confidence"] == "low"] if "confidence" in ok.columns else ok.iloc[:0]
+unsure = ok[[low_confidence(r) for r in ok.to_dict("records")]] if len(ok) else ok
 if len(unsure):
     st.warning(f"**{len(unsure)} photo(s) to check by eye** before trusting their grade: the model was unsure of "
                "the mask, or the photo is unlike the photos it learned from (a grade read from a doubtful mask may "
